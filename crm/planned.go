@@ -1,0 +1,25 @@
+package crm
+
+import (
+	"time"
+
+	"github.com/shopspring/decimal"
+)
+
+// Planned is one conversion a mapping rule asks for: what to send, where, with what value.
+// The consumer turns it into a store.Conversion after the identity join.
+type Planned struct {
+	Rule           string           // the mapping rule's name
+	Destination    string           // a key of the config's destinations
+	Platform       string           // google | google_ads | meta | tiktok | microsoft | linkedin
+	ConversionName string           // Google conversion action id, Meta/TikTok event name, ...
+	Value          *decimal.Decimal // nil when the rule gives no value
+	Currency       string
+	OccurredAt     time.Time
+	// Retract is true when this stage change takes back an earlier conversion of Rule
+	// (closed-lost after closed-won); Key then names the conversion to retract.
+	Retract bool
+	Key     string // the conversion key (see ConversionKey)
+	// MappingVersion identifies the mapping file content that produced this plan.
+	MappingVersion string
+}

@@ -1,0 +1,37 @@
+// Package pii normalizes and SHA-256 hashes personal identifiers the way each ad platform
+// wants them. Raw values enter here and never leave: callers keep only the Set of hashes.
+package pii
+
+// Field names a personal identifier.
+type Field string
+
+const (
+	Email       Field = "email"
+	Phone       Field = "phone"
+	FirstName   Field = "first_name"
+	LastName    Field = "last_name"
+	City        Field = "city"
+	State       Field = "state"
+	Zip         Field = "zip"
+	Country     Field = "country"
+	DateOfBirth Field = "date_of_birth"
+	Gender      Field = "gender"
+	ExternalID  Field = "external_id"
+)
+
+// Platform names an ad platform whose normalization rules differ.
+type Platform string
+
+const (
+	Google    Platform = "google"
+	Meta      Platform = "meta"
+	TikTok    Platform = "tiktok"
+	Microsoft Platform = "microsoft"
+	LinkedIn  Platform = "linkedin"
+)
+
+// Set holds the SHA-256 hex of every platform-specific normalized form of each field a
+// subject has, keyed "field" or "field/variant" (for example "email/google" for the
+// gmail-dot-stripped form, "phone/e164" and "phone/digits"). It is what the store keeps;
+// Set.For derives the hash one platform wants. The zero value (nil) is an empty set.
+type Set map[string]string

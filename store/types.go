@@ -1,0 +1,141 @@
+package store
+
+import (
+	"time"
+
+	"github.com/closedloop/closedloop/internal/pii"
+)
+
+// Consent values as captured from a lead form.
+const (
+	ConsentGranted = "granted"
+	ConsentDenied  = "denied"
+	ConsentUnknown = "unknown"
+)
+
+// Click is one ad click ID of one type, with when the click happened.
+type Click struct {
+	Type string    `json:"type"` // gclid | gbraid | wbraid | fbc | fbp | fbclid | ttclid | msclkid | li_fat_id
+	ID   string    `json:"id"`
+	At   time.Time `json:"at"`
+}
+
+// Consent is what the subject agreed to, and when that was captured.
+type Consent struct {
+	AdUserData        string    `json:"ad_user_data,omitempty"`       // granted | denied | unknown
+	AdPersonalization string    `json:"ad_personalization,omitempty"` // granted | denied | unknown
+	CapturedAt        time.Time `json:"captured_at,omitempty"`
+}
+
+// IdentityCapture is one validated, already-hashed capture for one subject. Captures for the
+// same subject merge: clicks accumulate (a later capture lacking a click never removes it),
+// identifier hashes and ip/user agent take the latest non-empty value, and consent takes
+// the most recently captured answer.
+type IdentityCapture struct {
+	SubjectKey  string // crm.SubjectKey(source, type, id), or "email:" + hash for email subjects
+	CapturedAt  time.Time
+	Clicks      []Click
+	Identifiers pii.Set
+	IP          string
+	UserAgent   string
+	LeadID      string // Meta Lead Ads leadgen id
+	Consent     Consent
+}
+
+// Identity is everything stored for one subject, merged across its captures.
+type Identity struct {
+	SubjectKey  string    `json:"subject_key"`
+	Clicks      []Click   `json:"clicks,omitempty"` // every stored click, any order
+	Identifiers pii.Set   `json:"identifiers,omitempty"`
+	IP          string    `json:"ip,omitempty"`
+	UserAgent   string    `json:"user_agent,omitempty"`
+	LeadID      string    `json:"lead_id,omitempty"`
+	Consent     Consent   `json:"consent"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// State is where a conversion is in its life. See DESIGN.md for the graph.
+type State string
+
+const (
+	StateAwaitingIdentity State = "awaiting_identity"
+	StateReady            State = "ready"
+	StateInFlight         State = "in_flight"
+	StateSent             State = "sent"
+	StateAccepted         State = "accepted"
+	StateRejected         State = "rejected"
+	StateExpired          State = "expired"
+	StateSkipped          State = "skipped"
+	StateUnmatched        State = "unmatched"
+	StateFailed           State = "failed"
+)
+
+// Terminal reports whether no further work is planned for a conversion in state s.
+func (s State) Terminal() bool {
+	switch s {
+	case StateAccepted, StateRejected, StateExpired, StateSkipped, StateUnmatched, StateFailed:
+		return true
+	}
+	return false
+}
+
+// Kinds of conversion rows.
+const (
+	KindConversion = "conversion"
+	KindRetraction = "retraction" // takes back an earlier conversion (closed-lost after closed-won)
+)
+
+// Conversion is one row of the outbox: one conversion for one destination.
+type Conversion struct {
+	Key            string // crm.ConversionKey; unique; the platform dedup key
+	Kind           string // KindConversion | KindRetraction
+	RetractsKey    string // for a retraction: the key of the conversion it takes back
+	Destination    string
+	Platform       string
+	Rule           string
+	MappingVersion string
+	Source         string
+	ObjectType     string
+	ObjectID       string
+	SubjectKeys    []string // what the identity join looks up (object and its contacts)
+	ConversionName string   // conversion action id / event name
+	OccurredAt     time.Time
+	Value          *float64 // nil when the rule gave no value
+	Currency       string
+	// Identity is the joined snapshot the upload is built from: the latest click of each type
+	// before OccurredAt, hashed identifiers, consent. Empty while awaiting identity.
+	Identity Identity
+	State    State
+	Reason   string // reason code for the current state (terminal states always carry one)
+	Detail   string // human detail: the platform's message, never raw PII
+	Attempts int
+	// NextAttemptAt is when a ready row may next be claimed (backoff survives restarts).
+	NextAttemptAt time.Time
+	LeaseOwner    string
+	LeaseUntil    time.Time
+	PlatformRef   string // e.g. the Data Manager requestId to poll
+	Replay        bool   // created by a replay (uploaded under the replay rate cap)
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+// Outcome is the result of one attempt on one claimed conversion. Recording it releases the
+// row's lease in the same transaction.
+type Outcome struct {
+	Key           string
+	State         State // ready (retry), sent, accepted, rejected, expired, skipped, failed
+	Reason        string
+	Detail        string
+	NextAttemptAt time.Time // for State == StateReady
+	PlatformRef   string
+	CountAttempt  bool // true when a request was actually made for this row
+}
+
+// StageCount counts CRM stage changes seen per day, source and matched rule ("" = no rule
+// matched), for the reconciliation report.
+type StageCount struct {
+	Day    time.Time // UTC midnight
+	Source string
+	Rule   string
+	Count  int
+}

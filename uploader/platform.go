@@ -1,0 +1,97 @@
+package uploader
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/closedloop/closedloop/store"
+)
+
+// Platform is what the dispatcher needs from one ad platform's API. Each platform package
+// (uploader/google, uploader/meta, uploader/tiktok) implements it; the dispatcher owns
+// claiming, batching, rate limiting, retries, bisecting and recording.
+type Platform interface {
+	// MaxBatch is the most rows one request may carry.
+	MaxBatch() int
+	// Check validates one row against the platform's rules before anything is sent
+	// (age window on the platform's clock, required identifiers, consent, formats). It
+	// returns nil when the row can be sent, else a *RowError whose Class is ClassExpired,
+	// ClassSkipped or ClassPermanent.
+	Check(c *store.Conversion, now time.Time) *RowError
+	// BuildRequest makes the exact HTTP request for a batch of rows that passed Check.
+	// The request's body must be replayable (GetBody set, as http.NewRequest does for
+	// bytes.Reader). Auth headers are set here; a failure to get credentials is a *SetupError.
+	BuildRequest(ctx context.Context, batch []store.Conversion, now time.Time) (*http.Request, error)
+	// ParseResponse classifies a response. It returns one RowResult per batch row (same
+	// order) when the platform answered per row, or an error for the whole batch:
+	// *SetupError (pause the destination), *TransientError (retry later) or
+	// *BatchRejectedError (the platform rejected the batch without naming rows: bisect).
+	ParseResponse(resp *http.Response, body []byte, batch []store.Conversion) ([]RowResult, error)
+}
+
+// StatusPoller is implemented by platforms that accept asynchronously (Google Data Manager):
+// the dispatcher calls it for rows in state sent, and records the outcomes it returns.
+type StatusPoller interface {
+	// PollRequest builds the status request for one platform reference (e.g. requestId).
+	PollRequest(ctx context.Context, ref string) (*http.Request, error)
+	// ParsePoll turns the status response into outcomes for the rows sent under ref.
+	// done=false means the platform is still processing; ask again later.
+	ParsePoll(resp *http.Response, body []byte, rows []store.Conversion) (results []RowResult, done bool, err error)
+}
+
+// Class is the kind of outcome a row or request had.
+type Class string
+
+const (
+	ClassAccepted  Class = "accepted"  // the platform took it (synchronously)
+	ClassSent      Class = "sent"      // taken for asynchronous processing; poll PlatformRef
+	ClassPermanent Class = "permanent" // bad row: rejected, never retried
+	ClassTransient Class = "transient" // retry with backoff
+	ClassSetup     Class = "setup"     // credentials, unknown action/dataset, quota: pause destination
+	ClassExpired   Class = "expired"   // outside the platform's window: never sent
+	ClassSkipped   Class = "skipped"   // consent or policy: never sent
+)
+
+// RowResult is the outcome of one row.
+type RowResult struct {
+	Class       Class
+	Reason      string        // reason code: the platform's error code/enum, or ours
+	Detail      string        // the platform's message; never raw PII
+	RetryAfter  time.Duration // for ClassTransient: the earliest sensible retry (0 = backoff)
+	PlatformRef string        // for ClassSent
+}
+
+// RowError rejects one row before sending.
+type RowError struct {
+	Class  Class
+	Reason string
+	Detail string
+}
+
+func (e *RowError) Error() string { return string(e.Class) + ": " + e.Reason + ": " + e.Detail }
+
+// SetupError means the destination cannot work until someone fixes its setup.
+type SetupError struct {
+	Reason string
+	Detail string
+}
+
+func (e *SetupError) Error() string { return "setup: " + e.Reason + ": " + e.Detail }
+
+// TransientError means the whole request may succeed later.
+type TransientError struct {
+	Reason     string
+	Detail     string
+	RetryAfter time.Duration
+}
+
+func (e *TransientError) Error() string { return "transient: " + e.Reason + ": " + e.Detail }
+
+// BatchRejectedError means the platform rejected the whole batch for a bad row it did not name.
+type BatchRejectedError struct {
+	Reason string
+	Detail string
+}
+
+func (e *BatchRejectedError) Error() string { return "batch rejected: " + e.Reason + ": " + e.Detail }
