@@ -1,0 +1,236 @@
+// Package config loads closedloop's one YAML file: defaults, then the file (unknown keys are
+// errors), then ${ENV_VAR} references for secrets. Validate reports every problem at once,
+// each naming its YAML path. Component config structs live beside their code (store.Config,
+// consumer.Config, uploader.DestinationConfig, crm.MappingRule); this package composes them.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/closedloop/closedloop/consumer"
+	"github.com/closedloop/closedloop/crm"
+	"github.com/closedloop/closedloop/store"
+	"github.com/closedloop/closedloop/uploader"
+)
+
+// Config is the whole configuration of one closedloop process.
+type Config struct {
+	Log          LogConfig                             `yaml:"log"`
+	Admin        AdminConfig                           `yaml:"admin"`
+	PII          PIIConfig                             `yaml:"pii"`
+	Kafka        consumer.Config                       `yaml:"kafka"`
+	Store        store.Config                          `yaml:"store"`
+	Uploader     UploaderConfig                        `yaml:"uploader"`
+	Destinations map[string]uploader.DestinationConfig `yaml:"destinations"`
+	Mappings     []crm.MappingRule                     `yaml:"mappings"`
+	Report       ReportConfig                          `yaml:"report"`
+
+	// Path is the file the config was loaded from ("" for built-in defaults).
+	Path string `yaml:"-"`
+}
+
+// LogConfig says how the worker logs.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // json | console
+}
+
+// AdminConfig is the admin HTTP server (/healthz, /readyz, /metrics, status page).
+type AdminConfig struct {
+	Listen          string        `yaml:"listen"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// PIIConfig holds normalization settings.
+type PIIConfig struct {
+	DefaultRegion string `yaml:"default_region"` // ISO 3166-1 alpha-2 for phones without a country code
+}
+
+// UploaderConfig holds settings shared by every destination's dispatcher.
+type UploaderConfig struct {
+	Enabled      *bool         `yaml:"enabled"`
+	PollInterval time.Duration `yaml:"poll_interval"`
+	LeaseFor     time.Duration `yaml:"lease_for"`
+}
+
+// ReportConfig tunes the reconciliation report's flags.
+type ReportConfig struct {
+	RateChangeThreshold float64 `yaml:"rate_change_threshold"` // flag a rate that moved more than this (0.10 = 10 points)
+	SparseWeeklyVolume  int     `yaml:"sparse_weekly_volume"`  // flag conversions under this many a week
+}
+
+// Default returns the configuration every file starts from.
+func Default() Config {
+	enabled := true
+	return Config{
+		Log:      LogConfig{Level: "info", Format: "json"},
+		Admin:    AdminConfig{Listen: "127.0.0.1:9464", ShutdownTimeout: 15 * time.Second},
+		PII:      PIIConfig{DefaultRegion: "US"},
+		Kafka:    consumer.DefaultConfig(),
+		Store:    store.DefaultConfig(),
+		Uploader: UploaderConfig{Enabled: &enabled, PollInterval: time.Second, LeaseFor: 2 * time.Minute},
+		Report:   ReportConfig{RateChangeThreshold: 0.10, SparseWeeklyVolume: 50},
+	}
+}
+
+// LookupEnv resolves ${NAME} references; os.LookupEnv in main, a map in tests.
+type LookupEnv func(name string) (string, bool)
+
+// Load reads the file at path, applies it over Default, resolves ${ENV} references and
+// validates the result. The error lists every problem found.
+func Load(path string, env LookupEnv) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := Parse(raw, env)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	cfg.Path = path
+	return cfg, nil
+}
+
+// Parse is Load for bytes already read.
+func Parse(raw []byte, env LookupEnv) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("not valid YAML: %w", err)
+	}
+	var envErrs []error
+	expandEnv(&doc, "", env, &envErrs)
+	if len(envErrs) > 0 {
+		return nil, errors.Join(envErrs...)
+	}
+	expanded, err := yaml.Marshal(&doc)
+	if err != nil {
+		return nil, err
+	}
+	cfg := Default()
+	dec := yaml.NewDecoder(bytes.NewReader(expanded))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	cfg.applyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// expandEnv replaces ${NAME} in every scalar value, recording a path-named error for each
+// reference that is not set. Keys are never expanded.
+func expandEnv(n *yaml.Node, path string, env LookupEnv, errs *[]error) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			expandEnv(c, path, env, errs)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			expandEnv(n.Content[i+1], join(path, n.Content[i].Value), env, errs)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			expandEnv(c, fmt.Sprintf("%s[%d]", path, i), env, errs)
+		}
+	case yaml.ScalarNode:
+		if !strings.Contains(n.Value, "${") {
+			return
+		}
+		n.Value = envRef.ReplaceAllStringFunc(n.Value, func(ref string) string {
+			name := envRef.FindStringSubmatch(ref)[1]
+			v, ok := env(name)
+			if !ok {
+				*errs = append(*errs, fmt.Errorf("%s: environment variable %s is not set", path, name))
+			}
+			return v
+		})
+		n.Tag = "" // let the decoder infer the type of the expanded value
+		n.Style = 0
+	}
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func (c *Config) applyDefaults() {
+	for name, d := range c.Destinations {
+		c.Destinations[name] = d.WithDefaults()
+	}
+}
+
+// Validate reports every problem at once, each prefixed with its YAML path.
+func (c *Config) Validate() error {
+	var errs []error
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level: must be debug, info, warn or error, got %q", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "json", "console":
+	default:
+		errs = append(errs, fmt.Errorf("log.format: must be json or console, got %q", c.Log.Format))
+	}
+	if c.Admin.Listen == "" {
+		errs = append(errs, errors.New("admin.listen: required (host:port)"))
+	}
+	if len(c.PII.DefaultRegion) != 2 || strings.ToUpper(c.PII.DefaultRegion) != c.PII.DefaultRegion {
+		errs = append(errs, fmt.Errorf("pii.default_region: must be a 2-letter upper-case ISO 3166-1 code, got %q", c.PII.DefaultRegion))
+	}
+	if c.Uploader.PollInterval <= 0 {
+		errs = append(errs, errors.New("uploader.poll_interval: must be positive"))
+	}
+	if c.Uploader.LeaseFor < time.Second {
+		errs = append(errs, errors.New("uploader.lease_for: must be at least 1s"))
+	}
+	if c.Report.RateChangeThreshold <= 0 || c.Report.RateChangeThreshold >= 1 {
+		errs = append(errs, fmt.Errorf("report.rate_change_threshold: must be between 0 and 1, got %v", c.Report.RateChangeThreshold))
+	}
+	errs = append(errs, c.Kafka.Validate("kafka")...)
+	errs = append(errs, c.Store.Validate()...)
+	for _, name := range c.DestinationNames() {
+		errs = append(errs, c.Destinations[name].Validate("destinations."+name)...)
+	}
+	if _, err := c.CompileMappings(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// DestinationNames returns the configured destination names, sorted.
+func (c *Config) DestinationNames() []string {
+	names := make([]string, 0, len(c.Destinations))
+	for n := range c.Destinations {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// CompileMappings validates the mapping rules against the destinations and compiles them.
+func (c *Config) CompileMappings() (*crm.Mapping, error) {
+	platforms := make(map[string]string, len(c.Destinations))
+	for name, d := range c.Destinations {
+		platforms[name] = d.Platform
+	}
+	return crm.CompileMappings(c.Mappings, platforms)
+}
