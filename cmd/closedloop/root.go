@@ -21,9 +21,13 @@ valued and deduplicated, to Google, Meta and TikTok.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &exitError{code: 2, err: err}
+	})
 	root.AddCommand(
 		newVersionCmd(),
 		newConfigCmd(),
+		newReportCmd(),
 	)
 	return root
 }

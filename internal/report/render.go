@@ -1,0 +1,156 @@
+package report
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Formats the report renders to.
+var Formats = []string{"table", "json", "csv"}
+
+// Render writes r in format: "table" (80 columns), "json" or "csv".
+func Render(w io.Writer, r Report, format string) error {
+	switch format {
+	case "table":
+		return renderTable(w, r)
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	case "csv":
+		return renderCSV(w, r)
+	}
+	return fmt.Errorf("unknown format %q (want table, json or csv)", format)
+}
+
+var tableHeads = []string{"match", "made", "accpt", "sent", "rejct", "expir", "skip", "unmat", "await", "queue", "retry", "fail"}
+
+func row(c Counts) []int {
+	return []int{c.Matched, c.Created, c.Accepted, c.Sent, c.Rejected, c.Expired, c.Skipped, c.Unmatched, c.Awaiting, c.Pending, c.InRetry, c.Failed}
+}
+
+func renderTable(w io.Writer, r Report) error {
+	var b strings.Builder
+	days := r.Until.Sub(r.Since).Hours() / 24
+	fmt.Fprintf(&b, "Reconciliation %s .. %s (%s days, UTC)\n", r.Since.UTC().Format("2006-01-02 15:04"), r.Until.UTC().Format("2006-01-02 15:04"), strconv.FormatFloat(days, 'f', -1, 64))
+	fmt.Fprintf(&b, "CRM stage changes: %d seen, %d matched no rule\n", r.StageTotal, r.StageNoRule)
+	if len(r.Conversions) == 0 {
+		b.WriteString("\nNo conversions in this period or the one before.\n")
+	}
+	for _, c := range r.Conversions {
+		fmt.Fprintf(&b, "\n%s (%s) · %s\n", c.Destination, c.Platform, c.Conversion)
+		fmt.Fprintf(&b, "%-6s", "day")
+		for _, h := range tableHeads {
+			fmt.Fprintf(&b, "%6s", h)
+		}
+		b.WriteByte('\n')
+		for _, d := range c.Days {
+			writeRow(&b, d.Day.Format("01-02"), d.Counts)
+		}
+		writeRow(&b, "total", c.Total)
+		fmt.Fprintf(&b, "match rate    %s   accepted rate %s\n",
+			rateLine(c.MatchRate, c.PreviousMatchRate, c.Previous.Created, c.MatchRateFlag),
+			rateLine(c.AcceptedRate, c.PreviousAcceptedRate, c.Previous.Created, c.AcceptedRateFlag))
+		fmt.Fprintf(&b, "weekly volume %.0f", c.WeeklyVolume)
+		if c.SparseFlag {
+			fmt.Fprintf(&b, "  ! under %d/week: optimize on an upstream stage", r.Sparse)
+		}
+		b.WriteByte('\n')
+		if len(c.Total.RejectedBy) > 0 {
+			b.WriteString("rejected by   ")
+			b.WriteString(reasons(c.Total.RejectedBy))
+			b.WriteByte('\n')
+		}
+	}
+	b.WriteString("\nmatch = stage changes matched; made = conversions created; queue = waiting\nto upload; retry = waiting after a transient error; ! = needs a look\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeRow(b *strings.Builder, label string, c Counts) {
+	fmt.Fprintf(b, "%-6s", label)
+	for _, n := range row(c) {
+		fmt.Fprintf(b, "%6d", n)
+	}
+	b.WriteByte('\n')
+}
+
+func rateLine(now, before float64, prevCreated int, flag bool) string {
+	s := fmt.Sprintf("%3.0f%%", now*100)
+	if prevCreated > 0 {
+		s += fmt.Sprintf(" (prev %3.0f%%, %+.0f pts)", before*100, (now-before)*100)
+	} else {
+		s += " (no previous)"
+	}
+	if flag {
+		s += " !"
+	}
+	return s
+}
+
+func reasons(by map[string]int) string {
+	type rc struct {
+		r string
+		n int
+	}
+	var list []rc
+	for r, n := range by {
+		list = append(list, rc{r, n})
+	}
+	sort.Slice(list, func(i, j int) bool {
+		if list[i].n != list[j].n {
+			return list[i].n > list[j].n
+		}
+		return list[i].r < list[j].r
+	})
+	parts := make([]string, 0, len(list))
+	for _, x := range list {
+		parts = append(parts, fmt.Sprintf("%s %d", x.r, x.n))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// renderCSV writes one line per destination, conversion and day, then a total line per
+// conversion (day "total") carrying the rates and flags.
+func renderCSV(w io.Writer, r Report) error {
+	cw := csv.NewWriter(w)
+	head := []string{"destination", "platform", "conversion", "day", "matched", "created", "accepted", "sent", "rejected", "expired", "skipped", "unmatched", "awaiting", "queued", "in_retry", "failed", "with_identifier", "rejected_by_reason", "match_rate", "previous_match_rate", "match_rate_flag", "accepted_rate", "previous_accepted_rate", "accepted_rate_flag", "weekly_volume", "sparse_flag"}
+	if err := cw.Write(head); err != nil {
+		return err
+	}
+	for _, c := range r.Conversions {
+		for _, d := range c.Days {
+			rec := append([]string{c.Destination, c.Platform, c.Conversion, d.Day.Format(time.DateOnly)}, ints(d.Counts)...)
+			rec = append(rec, reasons(d.RejectedBy), "", "", "", "", "", "", "", "")
+			if err := cw.Write(rec); err != nil {
+				return err
+			}
+		}
+		rec := append([]string{c.Destination, c.Platform, c.Conversion, "total"}, ints(c.Total)...)
+		rec = append(rec, reasons(c.Total.RejectedBy),
+			f(c.MatchRate), f(c.PreviousMatchRate), strconv.FormatBool(c.MatchRateFlag),
+			f(c.AcceptedRate), f(c.PreviousAcceptedRate), strconv.FormatBool(c.AcceptedRateFlag),
+			strconv.FormatFloat(c.WeeklyVolume, 'f', 1, 64), strconv.FormatBool(c.SparseFlag))
+		if err := cw.Write(rec); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
+}
+
+func ints(c Counts) []string {
+	out := make([]string, 0, 13)
+	for _, n := range row(c) {
+		out = append(out, strconv.Itoa(n))
+	}
+	return append(out, strconv.Itoa(c.WithIdentifier))
+}
+
+func f(x float64) string { return strconv.FormatFloat(x, 'f', 4, 64) }

@@ -1,0 +1,286 @@
+// Package report builds the reconciliation report analysts read to catch silent breakage:
+// per destination, conversion and day, what the CRM produced against what was uploaded,
+// accepted, rejected, expired, skipped and left waiting; the match and accepted rates and
+// how they moved against the previous period of the same length; and weekly volumes too
+// sparse for bidding to learn from.
+//
+// It reads counts only (Source); it never touches a row and holds no raw identifier.
+package report
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/closedloop/closedloop/store"
+)
+
+// Source is what the report reads from the store.
+type Source interface {
+	ReportCounts(ctx context.Context, since, until time.Time) ([]store.ReportCount, error)
+	StageCounts(ctx context.Context, since, until time.Time) ([]store.StageCount, error)
+}
+
+// Options says which period to report and what to flag.
+type Options struct {
+	Since, Until        time.Time
+	RateChangeThreshold float64 // flag a rate that moved more than this (0.10 = ten points)
+	SparseWeeklyVolume  int     // flag conversions created fewer times a week than this
+}
+
+// Counts are the outcomes of the conversions created in one cell of the report.
+type Counts struct {
+	Matched    int            `json:"matched"` // CRM stage changes that matched the producing rules
+	Created    int            `json:"created"`
+	Accepted   int            `json:"accepted"`
+	Sent       int            `json:"sent"` // taken by the platform, acceptance not yet reported
+	Rejected   int            `json:"rejected"`
+	RejectedBy map[string]int `json:"rejected_by_reason,omitempty"`
+	Expired    int            `json:"expired"`
+	Skipped    int            `json:"skipped"`
+	Unmatched  int            `json:"unmatched"`
+	Awaiting   int            `json:"awaiting"` // awaiting identity
+	Pending    int            `json:"pending"`  // ready or in flight, never tried or not yet failed
+	InRetry    int            `json:"in_retry"` // ready again after a transient failure
+	Failed     int            `json:"failed"`   // retries exhausted
+	// WithIdentifier counts created conversions that had a usable identifier.
+	WithIdentifier int `json:"with_identifier"`
+}
+
+// MatchRate is conversions with a usable identifier over conversions created.
+func (c Counts) MatchRate() float64 { return ratio(c.WithIdentifier, c.Created) }
+
+// AcceptedRate is conversions accepted over conversions created.
+func (c Counts) AcceptedRate() float64 { return ratio(c.Accepted, c.Created) }
+
+func ratio(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func (c *Counts) add(o Counts) {
+	c.Matched += o.Matched
+	c.Created += o.Created
+	c.Accepted += o.Accepted
+	c.Sent += o.Sent
+	c.Rejected += o.Rejected
+	for r, n := range o.RejectedBy {
+		if c.RejectedBy == nil {
+			c.RejectedBy = map[string]int{}
+		}
+		c.RejectedBy[r] += n
+	}
+	c.Expired += o.Expired
+	c.Skipped += o.Skipped
+	c.Unmatched += o.Unmatched
+	c.Awaiting += o.Awaiting
+	c.Pending += o.Pending
+	c.InRetry += o.InRetry
+	c.Failed += o.Failed
+	c.WithIdentifier += o.WithIdentifier
+}
+
+// Day is one day of one conversion on one destination.
+type Day struct {
+	Day time.Time `json:"day"`
+	Counts
+}
+
+// Conversion is one conversion (action or event) on one destination over the period.
+type Conversion struct {
+	Destination string `json:"destination"`
+	Platform    string `json:"platform"`
+	Conversion  string `json:"conversion"`
+	Days        []Day  `json:"days"`
+	Total       Counts `json:"total"`
+	Previous    Counts `json:"previous"` // the period of the same length just before
+
+	MatchRate            float64 `json:"match_rate"`
+	PreviousMatchRate    float64 `json:"previous_match_rate"`
+	AcceptedRate         float64 `json:"accepted_rate"`
+	PreviousAcceptedRate float64 `json:"previous_accepted_rate"`
+	// MatchRateFlag / AcceptedRateFlag are set when the rate moved more than the threshold.
+	MatchRateFlag    bool    `json:"match_rate_flag"`
+	AcceptedRateFlag bool    `json:"accepted_rate_flag"`
+	WeeklyVolume     float64 `json:"weekly_volume"`
+	SparseFlag       bool    `json:"sparse_flag"` // under the sparse weekly volume: optimize on an upstream stage
+}
+
+// Report is the whole reconciliation report.
+type Report struct {
+	Since       time.Time    `json:"since"`
+	Until       time.Time    `json:"until"`
+	Threshold   float64      `json:"rate_change_threshold"`
+	Sparse      int          `json:"sparse_weekly_volume"`
+	StageTotal  int          `json:"stage_changes"`           // every CRM stage change seen in the period
+	StageNoRule int          `json:"stage_changes_unmatched"` // those no rule matched
+	Conversions []Conversion `json:"conversions"`
+}
+
+type cellKey struct{ dest, platform, conv string }
+
+// Build reads the period and the one before it and assembles the report.
+func Build(ctx context.Context, src Source, opt Options) (Report, error) {
+	if !opt.Until.After(opt.Since) {
+		return Report{}, fmt.Errorf("report: until (%s) must be after since (%s)", opt.Until.Format(time.RFC3339), opt.Since.Format(time.RFC3339))
+	}
+	length := opt.Until.Sub(opt.Since)
+	prevSince := opt.Since.Add(-length)
+
+	cur, err := src.ReportCounts(ctx, opt.Since, opt.Until)
+	if err != nil {
+		return Report{}, fmt.Errorf("report: conversion counts: %w", err)
+	}
+	prev, err := src.ReportCounts(ctx, prevSince, opt.Since)
+	if err != nil {
+		return Report{}, fmt.Errorf("report: previous period: %w", err)
+	}
+	stages, err := src.StageCounts(ctx, opt.Since, opt.Until)
+	if err != nil {
+		return Report{}, fmt.Errorf("report: stage counts: %w", err)
+	}
+
+	rep := Report{Since: opt.Since, Until: opt.Until, Threshold: opt.RateChangeThreshold, Sparse: opt.SparseWeeklyVolume}
+	// Stage changes matched per rule and day; a cell's matched count sums the rules that
+	// produced its conversions.
+	type ruleDay struct {
+		rule string
+		day  time.Time
+	}
+	matched := map[ruleDay]int{}
+	for _, s := range stages {
+		rep.StageTotal += s.Count
+		if s.Rule == "" {
+			rep.StageNoRule += s.Count
+			continue
+		}
+		matched[ruleDay{s.Rule, dayOf(s.Day)}] += s.Count
+	}
+
+	days := map[cellKey]map[time.Time]*Counts{}
+	rules := map[cellKey]map[ruleDay]bool{}
+	for _, rc := range cur {
+		k := cellKey{rc.Destination, rc.Platform, rc.ConversionName}
+		if days[k] == nil {
+			days[k] = map[time.Time]*Counts{}
+			rules[k] = map[ruleDay]bool{}
+		}
+		d := dayOf(rc.Day)
+		c := days[k][d]
+		if c == nil {
+			c = &Counts{}
+			days[k][d] = c
+		}
+		tally(c, rc)
+		rd := ruleDay{rc.Rule, d}
+		if !rules[k][rd] {
+			rules[k][rd] = true
+			c.Matched += matched[rd]
+		}
+	}
+	previous := map[cellKey]*Counts{}
+	for _, rc := range prev {
+		k := cellKey{rc.Destination, rc.Platform, rc.ConversionName}
+		if previous[k] == nil {
+			previous[k] = &Counts{}
+		}
+		tally(previous[k], rc)
+		if days[k] == nil { // present before, silent now: exactly the breakage to show
+			days[k] = map[time.Time]*Counts{}
+		}
+	}
+
+	weeks := length.Hours() / (24 * 7)
+	for k, byDay := range days {
+		conv := Conversion{Destination: k.dest, Platform: k.platform, Conversion: k.conv}
+		for d, c := range byDay {
+			conv.Days = append(conv.Days, Day{Day: d, Counts: *c})
+			conv.Total.add(*c)
+		}
+		sort.Slice(conv.Days, func(i, j int) bool { return conv.Days[i].Day.Before(conv.Days[j].Day) })
+		if p := previous[k]; p != nil {
+			conv.Previous = *p
+		}
+		conv.MatchRate, conv.PreviousMatchRate = conv.Total.MatchRate(), conv.Previous.MatchRate()
+		conv.AcceptedRate, conv.PreviousAcceptedRate = conv.Total.AcceptedRate(), conv.Previous.AcceptedRate()
+		if conv.Previous.Created > 0 {
+			conv.MatchRateFlag = moved(conv.MatchRate, conv.PreviousMatchRate, opt.RateChangeThreshold)
+			conv.AcceptedRateFlag = moved(conv.AcceptedRate, conv.PreviousAcceptedRate, opt.RateChangeThreshold)
+		} else if conv.Total.Created == 0 {
+			conv.MatchRateFlag, conv.AcceptedRateFlag = true, true
+		}
+		if weeks > 0 {
+			conv.WeeklyVolume = float64(conv.Total.Created) / weeks
+		}
+		conv.SparseFlag = conv.WeeklyVolume < float64(opt.SparseWeeklyVolume)
+		rep.Conversions = append(rep.Conversions, conv)
+	}
+	sort.Slice(rep.Conversions, func(i, j int) bool {
+		a, b := rep.Conversions[i], rep.Conversions[j]
+		if a.Destination != b.Destination {
+			return a.Destination < b.Destination
+		}
+		return a.Conversion < b.Conversion
+	})
+	return rep, nil
+}
+
+func moved(now, before, threshold float64) bool {
+	d := now - before
+	if d < 0 {
+		d = -d
+	}
+	return d > threshold
+}
+
+func dayOf(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+}
+
+// tally adds one grouped store count to c.
+func tally(c *Counts, rc store.ReportCount) {
+	n := rc.Count
+	c.Created += n
+	if rc.WithIdentifier {
+		c.WithIdentifier += n
+	}
+	switch rc.State {
+	case store.StateAccepted:
+		c.Accepted += n
+	case store.StateSent:
+		c.Sent += n
+	case store.StateRejected:
+		c.Rejected += n
+		if c.RejectedBy == nil {
+			c.RejectedBy = map[string]int{}
+		}
+		c.RejectedBy[reasonOr(rc.Reason)] += n
+	case store.StateExpired:
+		c.Expired += n
+	case store.StateSkipped:
+		c.Skipped += n
+	case store.StateUnmatched:
+		c.Unmatched += n
+	case store.StateAwaitingIdentity:
+		c.Awaiting += n
+	case store.StateFailed:
+		c.Failed += n
+	case store.StateReady, store.StateInFlight:
+		if rc.Reason != "" {
+			c.InRetry += n
+		} else {
+			c.Pending += n
+		}
+	}
+}
+
+func reasonOr(r string) string {
+	if r == "" {
+		return "unspecified"
+	}
+	return r
+}
