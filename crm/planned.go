@@ -15,11 +15,16 @@ type Planned struct {
 	ConversionName string           // Google conversion action id, Meta/TikTok event name, ...
 	Value          *decimal.Decimal // nil when the rule gives no value
 	Currency       string
-	OccurredAt     time.Time
+	// ValueReason says why Value (or Currency) is empty although the rule asks for a value
+	// (ValueReasonFieldMissing, ...); "" otherwise. The conversion is sent without a value.
+	ValueReason string
+	OccurredAt  time.Time
 	// Retract is true when this stage change takes back an earlier conversion of Rule
-	// (closed-lost after closed-won); Key then names the conversion to retract.
-	Retract bool
-	Key     string // the conversion key (see ConversionKey)
+	// (closed-lost after closed-won). Key is then the retraction row's own key and
+	// RetractsKey names the conversion to retract.
+	Retract     bool
+	Key         string // the conversion key (see ConversionKey)
+	RetractsKey string // for a retraction: the key of the conversion it takes back
 	// MappingVersion identifies the mapping file content that produced this plan.
 	MappingVersion string
 }
