@@ -1,5 +1,3 @@
-// Package pii normalizes and SHA-256 hashes personal identifiers the way each ad platform
-// wants them. Raw values enter here and never leave: callers keep only the Set of hashes.
 package pii
 
 // Field names a personal identifier.

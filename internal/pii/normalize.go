@@ -1,0 +1,401 @@
+package pii
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"unicode"
+
+	"github.com/nyaruka/phonenumbers"
+	"golang.org/x/text/unicode/norm"
+)
+
+// Error says which field could not be normalized and why. It never carries the raw value.
+type Error struct {
+	Field  Field
+	Reason string
+}
+
+func (e *Error) Error() string { return string(e.Field) + ": " + e.Reason }
+
+// Normalizer turns raw personal identifiers into each platform's normalized form. The zero
+// value works, but phones without a country code are then rejected. It holds no state and
+// is safe for concurrent use.
+type Normalizer struct {
+	// DefaultRegion is the ISO 3166-1 alpha-2 region (e.g. "US") assumed for phone numbers
+	// written without a country code.
+	DefaultRegion string
+}
+
+// IsSHA256Hex reports whether s is exactly 64 lowercase hexadecimal characters, the form
+// every platform takes a SHA-256 in.
+func IsSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// prehashed returns the lowercase hex when raw (trimmed, any case) is already a SHA-256 hex.
+func prehashed(raw string) (string, bool) {
+	s := strings.ToLower(strings.TrimSpace(raw))
+	return s, IsSHA256Hex(s)
+}
+
+func sum(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
+}
+
+// Normalize returns the form platform p wants field f in before hashing. "" means absent:
+// a value that is empty after normalization is never hashed. A value that already is a
+// SHA-256 hex (64 hex characters, any case, surrounding space ignored) is returned
+// lowercased and otherwise unchanged, so nothing is hashed twice. Errors are *Error and
+// never contain the raw value.
+func (n Normalizer) Normalize(p Platform, f Field, raw string) (string, error) {
+	if err := supported(p, f); err != nil {
+		return "", err
+	}
+	if h, ok := prehashed(raw); ok {
+		return h, nil
+	}
+	fs, err := n.forms(f, raw)
+	if err != nil || fs == nil {
+		return "", err
+	}
+	if p == Google {
+		if v, ok := fs.google[f]; ok {
+			return v, nil
+		}
+	}
+	if f == Phone && p == Meta {
+		return fs.phoneDigits, nil
+	}
+	return fs.base, nil
+}
+
+// Hash returns the SHA-256 lowercase hex of Normalize's result, the input itself when it
+// already is a SHA-256 hex, and "" when the value is absent.
+func (n Normalizer) Hash(p Platform, f Field, raw string) (string, error) {
+	v, err := n.Normalize(p, f, raw)
+	if err != nil || v == "" {
+		return "", err
+	}
+	if IsSHA256Hex(v) {
+		return v, nil
+	}
+	return sum(v), nil
+}
+
+// Add stores in s the hash of every distinct platform form of field f (see the package doc
+// for the keys), and for a country also its clear ISO code under "country/code". Every key
+// of the field is written each time, so a later value replaces an earlier one completely.
+// A pre-hashed value is stored under every key of the field. An absent value adds nothing.
+// s must be non-nil.
+func (n Normalizer) Add(s Set, f Field, raw string) error {
+	keys := fieldKeys(f)
+	if keys == nil {
+		return &Error{Field: f, Reason: "unknown field"}
+	}
+	if h, ok := prehashed(raw); ok {
+		for _, k := range keys {
+			s[k] = h
+		}
+		return nil
+	}
+	fs, err := n.forms(f, raw)
+	if err != nil || fs == nil {
+		return err
+	}
+	switch f {
+	case Email:
+		s["email"] = sum(fs.base)
+		s["email/google"] = sum(fs.google[Email])
+	case Phone:
+		s["phone/e164"] = sum(fs.base)
+		s["phone/digits"] = sum(fs.phoneDigits)
+	case FirstName, LastName:
+		s[string(f)] = sum(fs.base)
+		s[string(f)+"/google"] = sum(fs.google[f])
+	case Country:
+		s["country"] = sum(fs.base)
+		s[CountryCodeKey] = fs.google[Country]
+	default:
+		s[string(f)] = sum(fs.base)
+	}
+	return nil
+}
+
+// CountryCodeKey is the Set key holding the subject's country as a clear ISO 3166-1
+// alpha-2 code in upper case ("US"). A country code alone does not identify anyone, and
+// Google's address match wants it unhashed (regionCode); it is the one clear value a Set holds.
+const CountryCodeKey = "country/code"
+
+// fieldKeys lists the Set keys Add writes for f.
+func fieldKeys(f Field) []string {
+	switch f {
+	case Email:
+		return []string{"email", "email/google"}
+	case Phone:
+		return []string{"phone/e164", "phone/digits"}
+	case FirstName, LastName:
+		return []string{string(f), string(f) + "/google"}
+	case City, State, Zip, Country, DateOfBirth, Gender, ExternalID:
+		return []string{string(f)}
+	}
+	return nil
+}
+
+// For returns the hash platform p wants for field f, or "" when the set has none or p takes
+// no hashed f (Google takes city, state, zip and country in clear, which a Set never holds
+// except the country code; LinkedIn takes no phone). For the clear country code use
+// CountryCode.
+func (s Set) For(p Platform, f Field) string {
+	k := key(p, f)
+	if k == "" {
+		return ""
+	}
+	return s[k]
+}
+
+// Has reports whether For(p, f) is non-empty.
+func (s Set) Has(p Platform, f Field) bool { return s.For(p, f) != "" }
+
+// CountryCode returns the clear ISO 3166-1 alpha-2 country code ("US"), or "".
+func (s Set) CountryCode() string { return s[CountryCodeKey] }
+
+// key is the Set key platform p reads field f from, "" when p takes no hashed f.
+func key(p Platform, f Field) string {
+	switch f {
+	case Email:
+		switch p {
+		case Google:
+			return "email/google"
+		case Meta, TikTok, Microsoft, LinkedIn:
+			return "email"
+		}
+	case Phone:
+		switch p {
+		case Meta:
+			return "phone/digits"
+		case Google, TikTok, Microsoft:
+			return "phone/e164"
+		}
+	case FirstName, LastName:
+		switch p {
+		case Google:
+			return string(f) + "/google"
+		case Meta:
+			return string(f)
+		}
+	case City, State, Zip, Country, DateOfBirth, Gender:
+		if p == Meta {
+			return string(f)
+		}
+	case ExternalID:
+		if p == Meta || p == TikTok {
+			return string(f)
+		}
+	}
+	return ""
+}
+
+// supported rejects platform/field pairs the platform has no identifier for at all.
+// Google's clear address parts are supported: Normalize gives their clear form.
+func supported(p Platform, f Field) error {
+	switch p {
+	case Google, Meta, TikTok, Microsoft, LinkedIn:
+	default:
+		return &Error{Field: f, Reason: "unknown platform " + string(p)}
+	}
+	if fieldKeys(f) == nil {
+		return &Error{Field: f, Reason: "unknown field"}
+	}
+	if key(p, f) != "" {
+		return nil
+	}
+	if p == Google && (f == City || f == State || f == Zip || f == Country) {
+		return nil
+	}
+	return &Error{Field: f, Reason: string(p) + " takes no such identifier"}
+}
+
+// forms holds the normalized forms of one value: base is the trim+lowercase style form
+// (Meta's table; also TikTok, Microsoft, LinkedIn), google the Google form where it differs
+// in rule, phoneDigits Meta's phone. nil forms means absent.
+type forms struct {
+	base        string
+	google      map[Field]string
+	phoneDigits string
+}
+
+func (n Normalizer) forms(f Field, raw string) (*forms, error) {
+	raw = norm.NFC.String(raw)
+	switch f {
+	case Email:
+		return email(raw)
+	case Phone:
+		return n.phone(raw)
+	case FirstName, LastName:
+		return name(f, raw), nil
+	case City:
+		return single(letters(raw, false)), nil
+	case State:
+		return state(raw), nil
+	case Zip:
+		return zip(raw), nil
+	case Country:
+		return country(raw)
+	case DateOfBirth:
+		return dateOfBirth(raw)
+	case Gender:
+		return gender(raw)
+	case ExternalID:
+		return single(strings.TrimSpace(raw)), nil
+	}
+	return nil, &Error{Field: f, Reason: "unknown field"}
+}
+
+func single(v string) *forms {
+	if v == "" {
+		return nil
+	}
+	return &forms{base: v}
+}
+
+// email: trim + lowercase for everyone; Google also drops all whitespace and, for gmail.com
+// and googlemail.com only, the dots and the +suffix of the local part.
+func email(raw string) (*forms, error) {
+	base := strings.ToLower(strings.TrimSpace(raw))
+	if base == "" {
+		return nil, nil
+	}
+	g := strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) {
+			return -1
+		}
+		return r
+	}, base)
+	at := strings.LastIndexByte(g, '@')
+	if at <= 0 || at == len(g)-1 || strings.Count(g, "@") != 1 || !strings.Contains(g[at+1:], ".") {
+		return nil, &Error{Field: Email, Reason: "not a valid email address"}
+	}
+	local, domain := g[:at], g[at+1:]
+	if domain == "gmail.com" || domain == "googlemail.com" {
+		if i := strings.IndexByte(local, '+'); i >= 0 {
+			local = local[:i]
+		}
+		local = strings.ReplaceAll(local, ".", "")
+		if local == "" {
+			return nil, &Error{Field: Email, Reason: "not a valid email address"}
+		}
+	}
+	return &forms{base: base, google: map[Field]string{Email: local + "@" + domain}}, nil
+}
+
+// phone parses to E.164 (+ and digits), DefaultRegion for numbers without country code.
+func (n Normalizer) phone(raw string) (*forms, error) {
+	s := strings.TrimSpace(raw)
+	if s == "" {
+		return nil, nil
+	}
+	hasDigit := strings.IndexFunc(s, unicode.IsDigit) >= 0
+	if !hasDigit {
+		return nil, &Error{Field: Phone, Reason: "not a valid phone number"}
+	}
+	region := strings.ToUpper(n.DefaultRegion)
+	if region == "" {
+		region = "ZZ" // unknown: only numbers with a country code parse
+	}
+	// "(+1)2133734253": a country code in parentheses is still a country code.
+	s = strings.TrimLeft(s, "( ")
+	num, err := phonenumbers.Parse(s, region)
+	reason := "not a valid phone number"
+	if region != "ZZ" {
+		reason += " for region " + region
+	} else {
+		reason += " (no country code and no default region)"
+	}
+	if err != nil {
+		return nil, &Error{Field: Phone, Reason: reason}
+	}
+	if phonenumbers.IsPossibleNumberWithReason(num) != phonenumbers.IS_POSSIBLE ||
+		phonenumbers.GetRegionCodeForCountryCode(int(num.GetCountryCode())) == "ZZ" {
+		return nil, &Error{Field: Phone, Reason: reason}
+	}
+	e164 := phonenumbers.Format(num, phonenumbers.E164)
+	return &forms{base: e164, phoneDigits: strings.TrimPrefix(e164, "+")}, nil
+}
+
+// name: Meta form is lowercase, no punctuation or symbols, single spaces. Google's form is
+// lowercase, trimmed, inner spaces collapsed, without honorific prefixes (first name) or
+// generational/degree suffixes (last name); Google's last name also drops punctuation.
+func name(f Field, raw string) *forms {
+	meta := collapse(strings.ToLower(stripPunct(raw)))
+	if meta == "" {
+		return nil
+	}
+	var g string
+	if f == FirstName {
+		g = collapse(strings.ToLower(raw))
+		g = dropAffix(g, true)
+	} else {
+		g = dropAffix(meta, false)
+	}
+	if g == "" {
+		g = meta
+	}
+	return &forms{base: meta, google: map[Field]string{f: g}}
+}
+
+var (
+	namePrefixes = map[string]bool{"mr": true, "mrs": true, "ms": true, "miss": true, "mx": true, "dr": true, "prof": true}
+	nameSuffixes = map[string]bool{"jr": true, "sr": true, "ii": true, "iii": true, "iv": true, "phd": true, "md": true, "esq": true}
+)
+
+// dropAffix removes one honorific prefix (first names) or trailing suffix (last names) when
+// the name has more than one word.
+func dropAffix(s string, prefix bool) string {
+	words := strings.Fields(s)
+	if len(words) < 2 {
+		return s
+	}
+	if prefix {
+		if namePrefixes[strings.TrimSuffix(words[0], ".")] {
+			words = words[1:]
+		}
+	} else if nameSuffixes[strings.Trim(words[len(words)-1], ".,")] {
+		words = words[:len(words)-1]
+	}
+	return strings.TrimRight(strings.Join(words, " "), ",")
+}
+
+func stripPunct(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case unicode.IsLetter(r), unicode.IsMark(r), unicode.IsDigit(r):
+			return r
+		case unicode.IsSpace(r):
+			return ' '
+		}
+		return -1
+	}, s)
+}
+
+func collapse(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// letters keeps only letters (and combining marks), lowercased; digits too when keepDigits.
+func letters(s string, keepDigits bool) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsLetter(r) || unicode.IsMark(r) || (keepDigits && unicode.IsDigit(r)) {
+			return unicode.ToLower(r)
+		}
+		return -1
+	}, s)
+}
