@@ -40,6 +40,14 @@ type StatusPoller interface {
 	ParsePoll(resp *http.Response, body []byte, rows []store.Conversion) (results []RowResult, done bool, err error)
 }
 
+// Grouper is implemented by platforms whose rows go to different endpoints (the Google Ads
+// API sends conversions to uploadClickConversions and retractions to
+// uploadConversionAdjustments). The dispatcher puts only rows with equal BatchGroup in one
+// batch; BuildRequest rejects a mixed batch with an error.
+type Grouper interface {
+	BatchGroup(c *store.Conversion) string
+}
+
 // Class is the kind of outcome a row or request had.
 type Class string
 
@@ -62,11 +70,13 @@ type RowResult struct {
 	PlatformRef string        // for ClassSent
 }
 
-// RowError rejects one row before sending.
+// RowError rejects one row before sending. Check may also return Class ClassTransient when
+// the row cannot be sent yet (a Google click under 6 hours old): retry after RetryAfter.
 type RowError struct {
-	Class  Class
-	Reason string
-	Detail string
+	Class      Class
+	Reason     string
+	Detail     string
+	RetryAfter time.Duration // for ClassTransient
 }
 
 func (e *RowError) Error() string { return string(e.Class) + ": " + e.Reason + ": " + e.Detail }
