@@ -30,7 +30,7 @@ const MaxPayloadBytes = 1 << 20
 // event that fails while others in the same message succeed lands in Bad and the rest
 // still decode.
 type Decoded struct {
-	Changes []StageChange `json:"changes"`
+	Changes []StageChange `json:"changes,omitempty"`
 	// Ignored counts events that are not stage changes: other subscription types, other
 	// objects, updates that change neither stage nor status, deletions.
 	Ignored int `json:"ignored"`
