@@ -1,0 +1,119 @@
+package google
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+
+	"github.com/closedloop/closedloop/uploader"
+)
+
+// OAuth scopes per surface (platforms.md 1.1).
+const (
+	ScopeDataManager = "https://www.googleapis.com/auth/datamanager"
+	ScopeAdWords     = "https://www.googleapis.com/auth/adwords"
+)
+
+// freshFor is how long after a refresh a 401 means the credentials themselves are bad
+// rather than the access token having expired.
+const freshFor = time.Minute
+
+// tokens caches one access token obtained with a refresh token. Safe for concurrent use.
+type tokens struct {
+	conf    oauth2.Config
+	refresh string
+	client  *http.Client
+	log     *zap.Logger
+	now     func() time.Time
+
+	mu        sync.Mutex
+	tok       *oauth2.Token
+	fetchedAt time.Time
+}
+
+func newTokens(cfg uploader.DestinationConfig, scope string, client *http.Client, log *zap.Logger) *tokens {
+	return &tokens{
+		conf: oauth2.Config{
+			ClientID:     cfg.ClientID,
+			ClientSecret: cfg.ClientSecret,
+			Endpoint:     oauth2.Endpoint{TokenURL: cfg.TokenURL, AuthStyle: oauth2.AuthStyleInParams},
+			Scopes:       []string{scope},
+		},
+		refresh: cfg.RefreshToken,
+		client:  client,
+		log:     log,
+		now:     time.Now,
+	}
+}
+
+// AccessToken returns a valid access token, refreshing it with ctx when needed. Errors are
+// *uploader.SetupError (the refresh token or client was refused) or
+// *uploader.TransientError (the token endpoint failed or could not be reached).
+func (t *tokens) AccessToken(ctx context.Context) (string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.tok.Valid() {
+		return t.tok.AccessToken, nil
+	}
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, t.client)
+	tok, err := t.conf.TokenSource(ctx, &oauth2.Token{RefreshToken: t.refresh}).Token()
+	if err != nil {
+		return "", classifyTokenError(err)
+	}
+	t.tok, t.fetchedAt = tok, t.now()
+	t.log.Debug("oauth access token refreshed", zap.Time("expiry", tok.Expiry))
+	return tok.AccessToken, nil
+}
+
+// Invalidate drops the cached token after the API answered 401. It reports whether the
+// token had just been refreshed, in which case refreshing again will not help.
+func (t *tokens) Invalidate() (wasFresh bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	wasFresh = t.tok != nil && t.now().Sub(t.fetchedAt) < freshFor
+	t.tok = nil
+	return wasFresh
+}
+
+// classifyTokenError never includes the token endpoint's raw body (it may echo request
+// parameters); only the OAuth error code and description.
+func classifyTokenError(err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		code := re.ErrorCode
+		status := 0
+		if re.Response != nil {
+			status = re.Response.StatusCode
+		}
+		detail := strings.TrimSpace(code + " " + re.ErrorDescription)
+		switch {
+		case code == "invalid_grant", code == "invalid_client", code == "unauthorized_client",
+			code == "invalid_scope", code == "access_denied":
+			return &uploader.SetupError{Reason: "oauth_" + code, Detail: "token refresh refused: " + detail}
+		case status == http.StatusTooManyRequests || status >= 500:
+			return &uploader.TransientError{Reason: "oauth_unavailable", Detail: "token endpoint answered " + http.StatusText(status)}
+		case status >= 400:
+			return &uploader.SetupError{Reason: "oauth_refused", Detail: "token endpoint answered " + http.StatusText(status) + " " + detail}
+		}
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	return &uploader.TransientError{Reason: "oauth_unreachable", Detail: "token refresh failed: " + errorClass(err)}
+}
+
+// errorClass describes a transport error without its URL.
+func errorClass(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Op + ": " + ue.Err.Error()
+	}
+	return err.Error()
+}
