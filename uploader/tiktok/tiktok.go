@@ -1,0 +1,268 @@
+package tiktok
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/closedloop/closedloop/internal/pii"
+	"github.com/closedloop/closedloop/store"
+	"github.com/closedloop/closedloop/uploader"
+)
+
+var currency = regexp.MustCompile(`^[A-Z]{3}$`)
+
+// Platform is the TikTok Events API for one CRM event set. Safe for concurrent use.
+type Platform struct {
+	cfg uploader.DestinationConfig
+	log *zap.Logger
+}
+
+var _ uploader.Platform = (*Platform)(nil)
+
+// New returns the TikTok platform for one destination; cfg gets its defaults applied.
+func New(cfg uploader.DestinationConfig, log *zap.Logger) *Platform {
+	return &Platform{cfg: cfg.WithDefaults(), log: log}
+}
+
+// MaxBatch is 1,000 events per request.
+func (p *Platform) MaxBatch() int { return min(p.cfg.BatchSize, uploader.MaxBatchTikTok) }
+
+// Check skips retractions and denied consent and needs one identifier (hashed email, phone
+// or external id, or a ttclid). TikTok's CRM age limit is undocumented, so none is applied.
+func (p *Platform) Check(c *store.Conversion, _ time.Time) *uploader.RowError {
+	if c.Kind == store.KindRetraction {
+		return &uploader.RowError{Class: uploader.ClassSkipped, Reason: "retraction_unsupported", Detail: "the Events API cannot retract an event"}
+	}
+	if c.Identity.Consent.AdUserData == store.ConsentDenied {
+		return &uploader.RowError{Class: uploader.ClassSkipped, Reason: "consent_denied", Detail: "ad_user_data consent denied"}
+	}
+	if c.OccurredAt.IsZero() {
+		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "missing_event_time", Detail: "occurred_at is not set"}
+	}
+	if c.ConversionName == "" {
+		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "missing_event_name", Detail: "conversion name (event) is empty"}
+	}
+	if c.Value != nil {
+		if math.IsNaN(*c.Value) || math.IsInf(*c.Value, 0) {
+			return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "invalid_value", Detail: "value must be a finite number"}
+		}
+		if !currency.MatchString(c.Currency) {
+			return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "invalid_currency",
+				Detail: fmt.Sprintf("currency must be a 3-letter ISO 4217 code, got %q", c.Currency)}
+		}
+	}
+	u := user(c)
+	if len(u.Email) == 0 && len(u.Phone) == 0 && len(u.ExternalID) == 0 && u.Ttclid == "" {
+		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "no_identifier", Detail: "needs a hashed email, phone or external id, or a ttclid"}
+	}
+	return nil
+}
+
+// Request body types (tiktok_events.json: EventTrackRequest).
+type (
+	trackRequest struct {
+		EventSource   string      `json:"event_source"`
+		EventSourceID string      `json:"event_source_id"`
+		TestEventCode string      `json:"test_event_code,omitempty"`
+		Data          []eventData `json:"data"`
+	}
+	eventData struct {
+		Event      string      `json:"event"`
+		EventTime  int64       `json:"event_time"`
+		EventID    string      `json:"event_id"`
+		User       userT       `json:"user"`
+		Properties *properties `json:"properties,omitempty"`
+		Lead       *lead       `json:"lead,omitempty"`
+	}
+	userT struct {
+		Email      []string `json:"email,omitempty"`
+		Phone      []string `json:"phone,omitempty"`
+		ExternalID []string `json:"external_id,omitempty"`
+		Ttclid     string   `json:"ttclid,omitempty"`
+	}
+	properties struct {
+		Value    *float64 `json:"value,omitempty"`
+		Currency string   `json:"currency,omitempty"`
+		OrderID  string   `json:"order_id,omitempty"`
+	}
+	lead struct {
+		LeadEventSource string `json:"lead_event_source,omitempty"`
+	}
+)
+
+func one(h string) []string {
+	if h == "" {
+		return nil
+	}
+	return []string{h}
+}
+
+func user(c *store.Conversion) userT {
+	ids := c.Identity.Identifiers
+	u := userT{
+		Email:      one(ids.For(pii.TikTok, pii.Email)),
+		Phone:      one(ids.For(pii.TikTok, pii.Phone)),
+		ExternalID: one(ids.For(pii.TikTok, pii.ExternalID)),
+	}
+	for _, cl := range c.Identity.Clicks {
+		if cl.Type == "ttclid" {
+			u.Ttclid = cl.ID
+		}
+	}
+	return u
+}
+
+// Body returns the exact JSON body BuildRequest sends; it holds no credentials.
+func (p *Platform) Body(batch []store.Conversion) ([]byte, error) {
+	if len(batch) == 0 || len(batch) > uploader.MaxBatchTikTok {
+		return nil, fmt.Errorf("tiktok: batch of %d rows, want 1..%d", len(batch), uploader.MaxBatchTikTok)
+	}
+	req := trackRequest{EventSource: "crm", EventSourceID: p.cfg.EventSourceID, TestEventCode: p.cfg.TestEventCode,
+		Data: make([]eventData, 0, len(batch))}
+	for i := range batch {
+		c := &batch[i]
+		if c.Kind == store.KindRetraction {
+			return nil, fmt.Errorf("tiktok: row %d is a retraction; Check skips those", i)
+		}
+		ev := eventData{Event: c.ConversionName, EventTime: c.OccurredAt.Unix(), EventID: c.Key, User: user(c)}
+		props := properties{OrderID: c.ObjectID}
+		if c.Value != nil {
+			v := *c.Value
+			props.Value, props.Currency = &v, c.Currency
+		}
+		if props != (properties{}) {
+			ev.Properties = &props
+		}
+		les := p.cfg.LeadEventSource
+		if les == "" {
+			les = c.Source
+		}
+		if les != "" {
+			ev.Lead = &lead{LeadEventSource: les}
+		}
+		req.Data = append(req.Data, ev)
+	}
+	return json.Marshal(req)
+}
+
+// BuildRequest builds `POST {base}/open_api/v1.3/event/track/` with the Access-Token header.
+func (p *Platform) BuildRequest(ctx context.Context, batch []store.Conversion, _ time.Time) (*http.Request, error) {
+	body, err := p.Body(batch)
+	if err != nil {
+		return nil, err
+	}
+	u := strings.TrimRight(p.cfg.BaseURL, "/") + "/open_api/v1.3/event/track/"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Access-Token", p.cfg.AccessToken)
+	return req, nil
+}
+
+type envelope struct {
+	Code      *int            `json:"code"`
+	Message   string          `json:"message"`
+	RequestID string          `json:"request_id"`
+	Data      json.RawMessage `json:"data"`
+}
+
+// ParseResponse reads the envelope's code (TikTok reports errors in HTTP 200 bodies) and
+// falls back to the HTTP status when the body is not an envelope.
+func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store.Conversion) ([]uploader.RowResult, error) {
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil || env.Code == nil {
+		switch {
+		case resp.StatusCode/100 == 2:
+			return nil, &uploader.TransientError{Reason: "unparseable_response", Detail: "track answered 2xx without a code"}
+		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+			return nil, &uploader.TransientError{Reason: "HTTP_" + strconv.Itoa(resp.StatusCode), Detail: http.StatusText(resp.StatusCode), RetryAfter: retryAfter(resp.Header)}
+		case resp.StatusCode == http.StatusBadRequest:
+			return nil, &uploader.BatchRejectedError{Reason: "HTTP_400", Detail: "bad request without a TikTok envelope"}
+		default:
+			return nil, &uploader.SetupError{Reason: "HTTP_" + strconv.Itoa(resp.StatusCode), Detail: http.StatusText(resp.StatusCode)}
+		}
+	}
+	code := *env.Code
+	reason := strconv.Itoa(code)
+	detail := truncate(env.Message+" (request_id "+env.RequestID+")", 500)
+	class, wait := ErrorClass(code, resp.StatusCode)
+	if ra := retryAfter(resp.Header); ra > 0 {
+		wait = ra
+	}
+	switch class {
+	case uploader.ClassAccepted:
+		r := uploader.RowResult{Class: uploader.ClassAccepted, Reason: "OK"}
+		if code != 0 {
+			r.Reason, r.Detail = reason, detail
+		}
+		return allRows(len(batch), r), nil
+	case uploader.ClassTransient:
+		return nil, &uploader.TransientError{Reason: reason, Detail: detail, RetryAfter: wait}
+	case uploader.ClassSetup:
+		return nil, &uploader.SetupError{Reason: reason, Detail: detail}
+	default:
+		return nil, &uploader.BatchRejectedError{Reason: reason, Detail: detail}
+	}
+}
+
+// ErrorClass classifies a TikTok response code (platforms.md 3.5):
+//
+//	0 OK, 20001 partial success (per-event detail undocumented)  → accepted
+//	40100 too many requests, 42900                               → transient, 1 min
+//	50000, 50002 and other 5xxxx server errors                   → transient
+//	40001 no permission, 40102 token expired, 40104 token empty,
+//	40105 token invalid                                          → setup
+//	40002 invalid parameter (names the bad event, e.g. "Batch.0...") → permanent (batch)
+//	other 4xxxx codes                                            → setup (keep the rows)
+//	any other code: by HTTP status (5xx/429 transient, else permanent).
+func ErrorClass(code, httpStatus int) (uploader.Class, time.Duration) {
+	switch {
+	case code == 0 || code == 20001:
+		return uploader.ClassAccepted, 0
+	case code == 40100 || code == 42900:
+		return uploader.ClassTransient, time.Minute
+	case code >= 50000 && code < 60000:
+		return uploader.ClassTransient, 0
+	case code == 40002:
+		return uploader.ClassPermanent, 0
+	case code >= 40000 && code < 50000:
+		return uploader.ClassSetup, 0
+	case httpStatus >= 500 || httpStatus == http.StatusTooManyRequests:
+		return uploader.ClassTransient, 0
+	}
+	return uploader.ClassPermanent, 0
+}
+
+func retryAfter(h http.Header) time.Duration {
+	if s, err := strconv.Atoi(h.Get("Retry-After")); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	return 0
+}
+
+func allRows(n int, r uploader.RowResult) []uploader.RowResult {
+	out := make([]uploader.RowResult, n)
+	for i := range out {
+		out[i] = r
+	}
+	return out
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
