@@ -112,7 +112,7 @@ func Decode(payload []byte, n pii.Normalizer) (store.IdentityCapture, error) {
 		default:
 			f, ok := piiKeys[k]
 			if !ok {
-				return store.IdentityCapture{}, &FieldError{Field: k, Reason: "unknown field"}
+				return store.IdentityCapture{}, &FieldError{Field: keyName(k), Reason: "unknown field"}
 			}
 			var s string
 			if err = str(k, v, &s); err == nil {
@@ -135,6 +135,21 @@ func (rc *rawCapture) setPII(key string, f pii.Field, v string) error {
 	}
 	rc.pii[f] = v
 	return nil
+}
+
+// keyName spells an unexpected JSON key for an error: as is when it is a short, plain
+// identifier, otherwise quoted and cut to 40 bytes.
+func keyName(k string) string {
+	plain := k != "" && len(k) <= 40 && strings.IndexFunc(k, func(r rune) bool {
+		return !(r == '_' || r == '-' || r == '.' || (r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9'))
+	}) < 0
+	if plain {
+		return k
+	}
+	if len(k) > 40 {
+		k = k[:40] + "..."
+	}
+	return strconv.QuoteToASCII(k)
 }
 
 func sortedKeys(m map[string]json.RawMessage) []string {
@@ -221,7 +236,7 @@ func decodeSubject(v json.RawMessage, rc *rawCapture) error {
 			}
 			dst = &rc.subjectID
 		default:
-			return &FieldError{Field: "subject." + k, Reason: "unknown field"}
+			return &FieldError{Field: "subject." + keyName(k), Reason: "unknown field"}
 		}
 		if err := str("subject."+k, m[k], dst); err != nil {
 			return err
@@ -236,7 +251,7 @@ func decodeClicks(v json.RawMessage, rc *rawCapture) error {
 		return err
 	}
 	for _, t := range sortedKeys(m) {
-		field := "click_ids." + t
+		field := "click_ids." + keyName(t)
 		if !isClickType(t) {
 			return &FieldError{Field: field, Reason: "unknown click ID type (want one of " + strings.Join(ClickTypes, ", ") + ")"}
 		}
@@ -262,7 +277,7 @@ func decodeClicks(v json.RawMessage, rc *rawCapture) error {
 				case "clicked_at":
 					err = str(field+".clicked_at", o[k], &c.clickedAt)
 				default:
-					err = &FieldError{Field: field + "." + k, Reason: "unknown field"}
+					err = &FieldError{Field: field + "." + keyName(k), Reason: "unknown field"}
 				}
 				if err != nil {
 					return err
@@ -295,7 +310,7 @@ func decodeConsent(v json.RawMessage, rc *rawCapture) error {
 		case "ad_personalization":
 			err = str("consent."+k, m[k], &rc.adPersonalization)
 		default:
-			err = &FieldError{Field: "consent." + k, Reason: "unknown field"}
+			err = &FieldError{Field: "consent." + keyName(k), Reason: "unknown field"}
 		}
 		if err != nil {
 			return err
