@@ -28,6 +28,7 @@ valued and deduplicated, to Google, Meta and TikTok.`,
 		newVersionCmd(),
 		newConfigCmd(),
 		newReportCmd(),
+		newCRMCmd(),
 	)
 	return root
 }
