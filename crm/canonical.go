@@ -19,7 +19,13 @@ var canonicalFields = map[string]bool{
 	"source": true, "object_type": true, "object_id": true, "pipeline": true, "stage": true,
 	"previous_stage": true, "status": true, "occurred_at": true, "amount": true, "currency": true,
 	"contact_ids": true, "email": true, "phone": true, "click_ids": true, "lead_id": true,
-	"properties": true,
+	"properties": true, "identifiers": true,
+}
+
+// canonicalIdentifierKeys are the pii.Set keys a canonical message may carry already hashed
+// under identifiers{}: what Decode writes for email and phone, so that its output reads back.
+var canonicalIdentifierKeys = map[string]bool{
+	"email": true, "email/google": true, "phone/e164": true, "phone/digits": true,
 }
 
 // canonicalMaxProperties bounds properties{} and contact_ids[].
@@ -103,6 +109,9 @@ func (d *decoder) canonical(payload []byte) *DecodeError {
 	if sc.Properties, err = canonicalProperties(m["properties"]); err != nil {
 		return err
 	}
+	if sc.Identifiers, err = canonicalIdentifiers(m["identifiers"]); err != nil {
+		return err
+	}
 	for _, f := range []struct {
 		name  string
 		field pii.Field
@@ -144,6 +153,47 @@ func canonicalFieldName(k string) string {
 		}
 		return r
 	}, k)
+}
+
+// canonicalIdentifiers reads identifiers{}: SHA-256 hex values (as Decode prints them)
+// under the email and phone keys. A raw email or phone given beside them replaces them.
+func canonicalIdentifiers(raw json.RawMessage) (pii.Set, *DecodeError) {
+	if decIsNull(raw) {
+		return nil, nil
+	}
+	m, err := decObject(raw, "identifiers")
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var out pii.Set
+	for _, k := range keys {
+		field := "identifiers." + canonicalFieldName(k)
+		if !canonicalIdentifierKeys[k] {
+			return nil, decodeErr(field, "unknown identifier; want one of email, email/google, phone/e164, phone/digits")
+		}
+		v, err := decString(m[k], field)
+		if err != nil {
+			return nil, err
+		}
+		if v == "" {
+			continue
+		}
+		// Never echo the value: it may be a raw email sent to the wrong field.
+		v = strings.ToLower(v)
+		if !pii.IsSHA256Hex(v) {
+			return nil, decodeErr(field, "must be a SHA-256 hex (64 hex characters); send raw values as email or phone")
+		}
+		if out == nil {
+			out = pii.Set{}
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 func canonicalContactIDs(raw json.RawMessage) ([]string, *DecodeError) {
@@ -231,8 +281,14 @@ func canonicalProperties(raw json.RawMessage) (map[string]string, *DecodeError) 
 	if len(m) > canonicalMaxProperties {
 		return nil, decodeErr("properties", "has %d entries, over the limit of %d", len(m), canonicalMaxProperties)
 	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys) // the same payload always reports the same first error
 	var out map[string]string
-	for k, v := range m {
+	for _, k := range keys {
+		v := m[k]
 		field := "properties." + canonicalFieldName(k)
 		if k == "" {
 			return nil, decodeErr("properties", "has an empty key")

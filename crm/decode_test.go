@@ -36,6 +36,7 @@ var normalizer = pii.Normalizer{DefaultRegion: "US"}
 // rawPII lists every raw email and phone the fixtures carry: none may appear in a golden
 // file or in an error.
 var rawPII = []string{
+	"someone@",
 	"Jane.Doe", "jane.doe", "Example.com", "(415) 555-0132", "4155550132", "Lead.Person", "lead.person",
 	"(415) 555-0199", "415-555-0199", "4155550199", "new.lead", "not a phone",
 }
@@ -119,6 +120,15 @@ func checkDecoded(t testing.TB, dec crm.Decoded) {
 		for k := range sc.ClickIDs {
 			require.Contains(t, crm.ClickIDKeys, k)
 		}
+		// What Decode prints reads back as canonical input to the same stage change.
+		out, err := json.Marshal(sc)
+		require.NoError(t, err)
+		back, err := crm.Decode(crm.FormatCanonical, out, normalizer)
+		require.NoError(t, err, "printed stage change does not read back: %s", out)
+		require.Len(t, back.Changes, 1)
+		again, err := json.Marshal(back.Changes[0])
+		require.NoError(t, err)
+		require.JSONEq(t, string(out), string(again))
 	}
 	for _, b := range append(append([]*crm.DecodeError{}, dec.Bad...), dec.Dropped...) {
 		require.NotEmpty(t, b.Reason)
