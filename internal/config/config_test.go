@@ -1,0 +1,89 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func exampleEnv(name string) (string, bool) {
+	v := map[string]string{
+		"CLOSEDLOOP_POSTGRES_DSN": "postgres://closedloop@127.0.0.1:5432/closedloop",
+		"GOOGLE_CLIENT_ID":        "client-id.apps.googleusercontent.com",
+		"GOOGLE_CLIENT_SECRET":    "s3cret",
+		"GOOGLE_REFRESH_TOKEN":    "1//refresh",
+		"META_ACCESS_TOKEN":       "EAAB-token",
+		"TIKTOK_EVENT_SOURCE_ID":  "CRM123456789",
+		"TIKTOK_ACCESS_TOKEN":     "tt-token",
+	}[name]
+	return v, v != ""
+}
+
+func examplePath(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "config.example.yaml")
+}
+
+func TestExampleLoadsAndValidates(t *testing.T) {
+	t.Parallel()
+	cfg, err := Load(examplePath(t), exampleEnv)
+	require.NoError(t, err)
+	require.Equal(t, "postgres", cfg.Store.Driver)
+	require.Equal(t, "postgres://closedloop@127.0.0.1:5432/closedloop", cfg.Store.DSN)
+	require.Equal(t, "s3cret", cfg.Destinations["google-main"].ClientSecret)
+	require.Len(t, cfg.Destinations, 4)
+	require.Len(t, cfg.Mappings, 2)
+	m, err := cfg.CompileMappings()
+	require.NoError(t, err)
+	require.NotEmpty(t, m.Version())
+}
+
+func TestExampleNeedsItsSecretsFromTheEnvironment(t *testing.T) {
+	t.Parallel()
+	_, err := Load(examplePath(t), func(string) (string, bool) { return "", false })
+	require.ErrorContains(t, err, "destinations.meta-crm.access_token: environment variable META_ACCESS_TOKEN is not set")
+	require.ErrorContains(t, err, "store.dsn: environment variable CLOSEDLOOP_POSTGRES_DSN is not set")
+}
+
+func TestUnknownKeyIsAnError(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(examplePath(t))
+	require.NoError(t, err)
+	typo := strings.Replace(string(raw), "    retract_on:", "    retract_onn:", 1)
+	require.NotEqual(t, string(raw), typo)
+	_, err = Parse([]byte(typo), exampleEnv)
+	require.ErrorContains(t, err, "retract_onn")
+}
+
+func TestValidateReportsEveryProblemWithItsPath(t *testing.T) {
+	t.Parallel()
+	_, err := Parse([]byte(`
+log: {level: loud}
+pii: {default_region: usa}
+kafka: {brokers: []}
+store: {driver: postgres}
+destinations:
+  g: {platform: google, customer_id: "123-456"}
+`), exampleEnv)
+	require.Error(t, err)
+	for _, want := range []string{
+		`log.level: must be debug, info, warn or error, got "loud"`,
+		`pii.default_region`,
+		`kafka.brokers`,
+		`store.dsn`,
+		`destinations.g.customer_id: must be 10 digits, got "123-456"`,
+	} {
+		require.ErrorContains(t, err, want)
+	}
+}
+
+func TestEmptyFileIsDefaultsAndFailsOnlyOnWhatIsRequired(t *testing.T) {
+	t.Parallel()
+	_, err := Parse(nil, exampleEnv)
+	require.ErrorContains(t, err, "kafka.brokers")
+	require.NotContains(t, err.Error(), "log.level")
+}
