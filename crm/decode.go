@@ -96,7 +96,8 @@ type identifierAdder interface {
 	Add(set pii.Set, field pii.Field, raw string) error
 }
 
-// Decode turns one message in the given format into canonical stage changes. Raw email
+// Decode turns one message in the given format (one of Formats, any case) into canonical
+// stage changes. Raw email
 // and phone values are hashed through n into each change's Identifiers and dropped.
 //
 // The error is a *DecodeError when the message as a whole is undecodable: an unknown
@@ -111,6 +112,7 @@ func Decode(format string, payload []byte, n pii.Normalizer) (Decoded, error) {
 }
 
 func decodeWith(format string, payload []byte, n identifierAdder) (Decoded, error) {
+	format = strings.ToLower(strings.TrimSpace(format)) // a header may say "HubSpot"
 	var (
 		out Decoded
 		err *DecodeError

@@ -2,6 +2,7 @@ package crm_test
 
 import (
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"os"
 	"path/filepath"
@@ -108,4 +109,66 @@ func FuzzDecodeIdentifiersNotEchoed(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzDecodeFieldValues puts arbitrary values into the fields every format reads (ids,
+// stage, amount, currency, times) of otherwise valid messages, so the fuzzer spends its
+// time in field handling rather than in JSON syntax. Every success must hold the
+// invariants of checkDecoded, including reading back as canonical input.
+func FuzzDecodeFieldValues(f *testing.F) {
+	f.Add("9001", "closedwon", "1500.50", "EUR", "1714557600000", "2024-05-01T10:00:00Z")
+	f.Add(" 1", "  ", "-1", "eu", "-5", "2024-05-01 10:00:00")
+	f.Add("006*", "Closed Won", "1e400", "usd", "1.7e12", "0000-01-01T00:00:00-01:00")
+	f.Add("\x00", "\xff", "0x10", "€€€", "99999999999999999999", "9999-12-31T23:59:59-23:59")
+	f.Fuzz(func(t *testing.T, id, stage, amount, currency, epoch, rfc string) {
+		js := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+		payloads := map[string][]string{
+			crm.FormatCanonical: {
+				`{"source":"relay","object_type":"deal","object_id":` + js(id) + `,"stage":` + js(stage) +
+					`,"occurred_at":` + js(rfc) + `,"amount":` + js(amount) + `,"currency":` + js(currency) +
+					`,"contact_ids":[` + js(id) + `],"properties":{` + js(stage) + `:` + js(amount) + `}}`,
+				`{"source":"relay","object_type":"deal","object_id":` + js(id) + `,"stage":"s","occurred_at":"2024-05-01T10:00:00Z","amount":` + amount + `}`,
+			},
+			crm.FormatHubSpot: {
+				`[{"subscriptionType":"deal.propertyChange","propertyName":"dealstage","objectId":` + js(id) +
+					`,"propertyValue":` + js(stage) + `,"occurredAt":` + js(epoch) + `,"portalId":` + js(id) + `}]`,
+				`[{"subscriptionType":"deal.propertyChange","propertyName":"dealstage","objectId":1,"propertyValue":"x","occurredAt":` + epoch + `}]`,
+			},
+			crm.FormatSalesforce: {
+				`{"ChangeEventHeader":{"entityName":"Opportunity","changeType":"UPDATE","recordIds":[` + js(id) +
+					`],"commitTimestamp":` + js(epoch) + `,"changedFields":["StageName","Amount"]},"StageName":` + js(stage) +
+					`,"Amount":` + js(amount) + `,"CurrencyIsoCode":` + js(currency) + `,"ContactId":` + js(id) + `,"IsWon":true}`,
+				`<Envelope><Body><notifications><OrganizationId>` + xmlText(id) + `</OrganizationId><Notification><Id>1</Id>` +
+					`<sObject xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:type="sf:Opportunity"><Id>` + xmlText(id) +
+					`</Id><StageName>` + xmlText(stage) + `</StageName><Amount>` + xmlText(amount) + `</Amount><CurrencyIsoCode>` +
+					xmlText(currency) + `</CurrencyIsoCode><LastModifiedDate>` + xmlText(rfc) + `</LastModifiedDate></sObject>` +
+					`</Notification></notifications></Body></Envelope>`,
+			},
+			crm.FormatPipedrive: {
+				`{"event":"updated.deal","meta":{"timestamp":` + js(epoch) + `},"current":{"id":` + js(id) + `,"stage_id":` + js(stage) +
+					`,"pipeline_id":` + js(id) + `,"status":"won","value":` + js(amount) + `,"currency":` + js(currency) +
+					`,"person_id":` + js(id) + `,"won_time":` + js(rfc) + `},"previous":{"stage_id":1,"status":"open"}}`,
+				`{"meta":{"action":"change","entity":"deal","timestamp":` + js(rfc) + `},"data":{"id":1,"stage_id":` + js(id) +
+					`,"status":"open","value":` + js(amount) + `},"previous":{"stage_id":` + js(stage) + `}}`,
+			},
+		}
+		for format, list := range payloads {
+			for _, p := range list {
+				dec, err := crm.Decode(format, []byte(p), normalizer)
+				if err != nil {
+					var de *crm.DecodeError
+					require.True(t, errors.As(err, &de), "error is %T", err)
+					require.NotEmpty(t, de.Reason)
+					continue
+				}
+				checkDecoded(t, dec)
+			}
+		}
+	})
+}
+
+func xmlText(s string) string {
+	var b strings.Builder
+	_ = xml.EscapeText(&b, []byte(s))
+	return b.String()
 }

@@ -136,13 +136,7 @@ func decID(raw json.RawMessage, field string) (string, *DecodeError) {
 		if err != nil {
 			return "", err
 		}
-		if strings.TrimSpace(s) != s {
-			return "", decodeErr(field, "has leading or trailing spaces")
-		}
-		if strings.ContainsFunc(s, decIsControl) {
-			return "", decodeErr(field, "contains a control character")
-		}
-		return s, nil
+		return s, decCheckID(s, field)
 	case "a number":
 		text := string(bytes.TrimSpace(raw))
 		if strings.ContainsAny(text, ".eE") {
@@ -155,6 +149,20 @@ func decID(raw json.RawMessage, field string) (string, *DecodeError) {
 	default:
 		return "", decodeErr(field, "must be a string or a whole number, got %s", k)
 	}
+}
+
+// decCheckID checks an identifier's text, whatever it came in: no surrounding spaces, no
+// control characters, at most decMaxText bytes.
+func decCheckID(s, field string) *DecodeError {
+	switch {
+	case len(s) > decMaxText:
+		return decodeErr(field, "is over the %d-byte limit", decMaxText)
+	case strings.TrimSpace(s) != s:
+		return decodeErr(field, "has leading or trailing spaces")
+	case strings.ContainsFunc(s, decIsControl):
+		return decodeErr(field, "contains a control character")
+	}
+	return nil
 }
 
 func decIsControl(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }

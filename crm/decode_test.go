@@ -150,6 +150,7 @@ func TestDecodeRejectsWholeMessages(t *testing.T) {
 	}{
 		{"unknown format", "zoho", `{}`, "format", "unknown format"},
 		{"empty format", "", `{}`, "format", "unknown format"},
+		{"format case", "HubSpot", `"x"`, "", "must be a JSON array"},
 		{"empty payload", crm.FormatCanonical, "  \n", "", "empty"},
 		{"huge payload", crm.FormatHubSpot, string(huge), "", "over the 1048576-byte limit"},
 		{"huge canonical", crm.FormatCanonical, string(huge), "", "over the 1048576-byte limit"},

@@ -132,7 +132,7 @@ func (d *decoder) salesforceCDC(raw json.RawMessage, index int) *DecodeError {
 			delete(obj.fields, stageField)
 		}
 	}
-	if obj.fields[stageField] == "" {
+	if strings.TrimSpace(obj.fields[stageField]) == "" {
 		d.out.Ignored++ // the stage did not change in this event
 		return nil
 	}
@@ -213,10 +213,15 @@ func (d *decoder) salesforceChange(obj salesforceObject, objectType, stageField,
 			}
 			sc.Amount = amt
 		}
-		if c := f["ContactId"]; c != "" {
-			sc.ContactIDs = []string{c}
+	}
+	contactField := "ConvertedContactId"
+	if objectType == ObjectOpportunity {
+		contactField = "ContactId"
+	}
+	if c := f[contactField]; c != "" {
+		if err := decCheckID(c, prefix+contactField); err != nil {
+			return sc, err
 		}
-	} else if c := f["ConvertedContactId"]; c != "" {
 		sc.ContactIDs = []string{c}
 	}
 	cy, err := decCurrency(f["CurrencyIsoCode"], prefix+"CurrencyIsoCode")

@@ -132,8 +132,8 @@ func (d *decoder) salesforceNotification(n sfOutboundNotification, index int) (S
 	if id == "" {
 		return StageChange{}, false, decodeErr("sObject.Id", "required")
 	}
-	if len(id) > decMaxText || strings.ContainsFunc(id, decIsControl) {
-		return StageChange{}, false, decodeErr("sObject.Id", "is not a record id")
+	if err := decCheckID(id, "sObject.Id"); err != nil {
+		return StageChange{}, false, err
 	}
 	if obj.fields[stageField] == "" {
 		return StageChange{}, false, decodeErr("sObject."+stageField, "required: add it to the outbound message's fields")
