@@ -1,0 +1,750 @@
+package sandbox
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/closedloop/closedloop/uploader/sandbox/schema"
+)
+
+// JSON access helpers over values decoded with UseNumber.
+func obj(v any) map[string]any { m, _ := v.(map[string]any); return m }
+func arr(v any) []any          { a, _ := v.([]any); return a }
+
+// field returns m[camel], falling back to the proto (snake_case) name.
+func field(m map[string]any, camel, snake string) any {
+	if v, ok := m[camel]; ok {
+		return v
+	}
+	return m[snake]
+}
+
+func str(v any) string { s, _ := v.(string); return s }
+
+var (
+	tenDigits   = regexp.MustCompile(`^[0-9]{10}$`)
+	digits      = regexp.MustCompile(`^[0-9]+$`)
+	hexSHA256   = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	adsDateTime = regexp.MustCompile(`^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?[+-]\d{2}:\d{2}$`)
+	actionName  = regexp.MustCompile(`^customers/([0-9]+)/conversionActions/([^/]+)$`)
+	currency3   = regexp.MustCompile(`^[A-Za-z]{3}$`)
+)
+
+// googleStatus writes a google.rpc.Status error in the REST shape.
+func googleStatus(w http.ResponseWriter, httpStatus int, status, message, domain, reason string, violations []violation, extra ...any) {
+	details := []any{}
+	if reason != "" {
+		details = append(details, map[string]any{
+			"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": domain,
+		})
+	}
+	if len(violations) > 0 {
+		fv := make([]map[string]string, 0, len(violations))
+		for _, v := range violations {
+			fv = append(fv, map[string]string{"field": v.Field, "description": v.Description, "reason": v.Reason})
+		}
+		details = append(details, map[string]any{"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": fv})
+	}
+	details = append(details, extra...)
+	writeJSON(w, httpStatus, map[string]any{"error": map[string]any{
+		"code": httpStatus, "message": message, "status": status, "details": details,
+	}})
+}
+
+type violation struct {
+	Field, Description, Reason string
+}
+
+// --- OAuth token endpoint ---------------------------------------------------------------
+
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if err := r.ParseForm(); err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "unparseable form"})
+		return
+	}
+	id, secret, basic := r.BasicAuth()
+	if !basic {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	if r.PostForm.Get("grant_type") != "refresh_token" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type", "error_description": "only refresh_token is emulated"})
+		return
+	}
+	if id == "" || secret == "" || (s.opts.ClientID != "" && (id != s.opts.ClientID || secret != s.opts.ClientSecret)) {
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client", "error_description": "The OAuth client was not found."})
+		return
+	}
+	rt := r.PostForm.Get("refresh_token")
+	if rt == "" || (s.opts.RefreshToken != "" && rt != s.opts.RefreshToken) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
+		return
+	}
+	s.mu.Lock()
+	tok := s.nextID("sandbox-access-token")
+	s.tokens[tok] = s.now().Add(s.opts.TokenTTL)
+	s.mu.Unlock()
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token": tok, "expires_in": int(s.opts.TokenTTL / time.Second), "token_type": "Bearer",
+		"scope": r.PostForm.Get("scope"),
+	})
+}
+
+// googleAuth checks the bearer token; it writes the 401 and returns false on failure.
+func (s *Server) googleAuth(w http.ResponseWriter, r *http.Request, p string, f Faults) bool {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	s.mu.Lock()
+	exp, known := s.tokens[tok]
+	valid := ok && known && s.now().Before(exp) && !f.ExpiredToken
+	if !valid {
+		s.counts[p].Refused++
+	}
+	s.mu.Unlock()
+	if !valid {
+		googleStatus(w, http.StatusUnauthorized, "UNAUTHENTICATED",
+			"Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
+			"googleapis.com", "ACCESS_TOKEN_EXPIRED", nil)
+	}
+	return valid
+}
+
+// googleFault writes an injected 5xx/429 in Google's shape; it returns true when it did.
+func (s *Server) googleFault(w http.ResponseWriter, fl fault, f Faults, domain string) bool {
+	switch fl {
+	case fault5xx:
+		googleStatus(w, http.StatusServiceUnavailable, "UNAVAILABLE", "The service is currently unavailable.", domain, "INTERNAL_ERROR", nil)
+		return true
+	case fault429:
+		w.Header().Set("Retry-After", f.retryAfter())
+		googleStatus(w, http.StatusTooManyRequests, "RESOURCE_EXHAUSTED", "Quota exceeded. Retry later.", domain, "RESOURCE_EXHAUSTED", nil)
+		return true
+	}
+	return false
+}
+
+// --- Data Manager -------------------------------------------------------------------------
+
+type dmRequestState struct {
+	created time.Time
+	dests   []dmDestState
+}
+
+type dmDestState struct {
+	dest   map[string]any
+	total  int
+	failed map[string]int
+}
+
+const dmDomain = "datamanager.googleapis.com"
+
+func (s *Server) handleDMIngest(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	fl, f := s.draw(Google)
+	if !s.googleAuth(w, r, Google, f) {
+		return
+	}
+	if s.googleFault(w, fl, f, dmDomain) {
+		return
+	}
+	_, body, err := readJSON(r)
+	if err != nil {
+		s.refused(Google, 0)
+		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Invalid JSON payload received. "+err.Error(), dmDomain, "INVALID_ARGUMENT", nil)
+		return
+	}
+	events := arr(obj(body)["events"])
+	if vs := s.schemas[Google].Validate("IngestEventsRequest", body); len(vs) > 0 {
+		s.refused(Google, len(events))
+		var fvs []violation
+		for _, v := range vs {
+			fvs = append(fvs, violation{Field: v.Path, Description: v.Problem, Reason: "INVALID_FORMAT"})
+		}
+		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT",
+			"Request contains an invalid argument: "+strings.Join(violationsText(vs, 3), "; "), dmDomain, dmSchemaReason(vs), fvs)
+		return
+	}
+	if reason, vs := dmValidate(obj(body), f); len(vs) > 0 {
+		s.refused(Google, len(events))
+		status := http.StatusBadRequest
+		googleStatus(w, status, "INVALID_ARGUMENT", "Request contains an invalid argument: "+vs[0].Field+": "+vs[0].Description, dmDomain, reason, vs)
+		return
+	}
+	if s.batchReject(Google, f) {
+		s.refused(Google, len(events))
+		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Request contains an invalid argument.", dmDomain, "INVALID_ARGUMENT", nil)
+		return
+	}
+	req := obj(body)
+	validateOnly, _ := field(req, "validateOnly", "validate_only").(bool)
+	if validateOnly {
+		writeJSON(w, http.StatusOK, map[string]any{})
+		return
+	}
+	dests := arr(req["destinations"])
+	s.mu.Lock()
+	id := s.nextID("sandbox-dm-request")
+	st := &dmRequestState{created: s.now()}
+	refIndex := map[string]int{}
+	for i, d := range dests {
+		dm := obj(d)
+		st.dests = append(st.dests, dmDestState{dest: dm, failed: map[string]int{}})
+		if ref := str(dm["reference"]); ref != "" {
+			refIndex[ref] = i
+		}
+	}
+	for _, e := range events {
+		ev := obj(e)
+		targets := []int{}
+		for _, ref := range arr(field(ev, "destinationReferences", "destination_references")) {
+			targets = append(targets, refIndex[str(ref)])
+		}
+		if len(targets) == 0 {
+			for i := range dests {
+				targets = append(targets, i)
+			}
+		}
+		tid := str(field(ev, "transactionId", "transaction_id"))
+		for _, i := range targets {
+			ds := &st.dests[i]
+			ds.total++
+			if f.asyncRejects(tid) {
+				ds.failed["PROCESSING_ERROR_REASON_INVALID_EVENT"]++
+				s.counts[Google].Rejected++
+				continue
+			}
+			op := obj(field(ds.dest, "operatingAccount", "operating_account"))
+			key := str(field(op, "accountId", "account_id")) + "/" + str(field(ds.dest, "productDestinationId", "product_destination_id")) + "/"
+			if tid != "" {
+				key += tid
+			} else {
+				key += "no-transaction-id/" + s.nextID("event")
+			}
+			kc := s.counts[Google].Keys[key]
+			// Data Manager treats a resent transactionId as an adjustment of the same
+			// conversion: received again, no new conversion.
+			s.recordLocked(Google, key, kc == nil || kc.Effective == 0)
+		}
+	}
+	s.dmReqs[id] = st
+	s.counts[Google].Requests++
+	s.mu.Unlock()
+	s.log.Debug("sandbox: data manager ingest", zap.String("request_id", id), zap.Int("events", len(events)))
+	if fl == faultTimeout {
+		hold(r.Context(), f.timeoutDelay())
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"requestId": id})
+}
+
+// dmSchemaReason picks the ErrorReason for schema violations.
+func dmSchemaReason(vs []schema.Violation) string {
+	for _, v := range vs {
+		if strings.Contains(v.Problem, "required field missing") {
+			return "REQUIRED_FIELD_MISSING"
+		}
+		if strings.Contains(v.Path, "userIdentifiers") && strings.Contains(v.Problem, "at most") {
+			return "TOO_MANY_USER_IDENTIFIERS"
+		}
+	}
+	return "INVALID_ARGUMENT"
+}
+
+// dmValidate applies Data Manager's rules beyond the schema. It returns the ErrorReason of
+// the first problem and every field violation.
+func dmValidate(req map[string]any, f Faults) (string, []violation) {
+	var vs []violation
+	reason := ""
+	bad := func(r, path, desc string) {
+		if reason == "" {
+			reason = r
+		}
+		vs = append(vs, violation{Field: path, Description: desc, Reason: r})
+	}
+	dests := arr(req["destinations"])
+	if len(dests) == 0 {
+		bad("REQUIRED_FIELD_MISSING", "destinations", "at least one destination is required")
+	}
+	if len(dests) > 10 {
+		bad("TOO_MANY_DESTINATIONS", "destinations", fmt.Sprintf("at most 10 destinations, got %d", len(dests)))
+	}
+	refs := map[string]bool{}
+	for i, d := range dests {
+		dm := obj(d)
+		p := fmt.Sprintf("destinations[%d]", i)
+		for _, acct := range []struct{ camel, snake string }{{"operatingAccount", "operating_account"}, {"loginAccount", "login_account"}} {
+			a := obj(field(dm, acct.camel, acct.snake))
+			if a == nil {
+				continue
+			}
+			if t := str(field(a, "accountType", "account_type")); t != "GOOGLE_ADS" {
+				bad("INVALID_DESTINATION", p+"."+acct.camel+".accountType", "only GOOGLE_ADS accounts are emulated")
+			}
+			if id := str(field(a, "accountId", "account_id")); !tenDigits.MatchString(id) {
+				bad("INVALID_DESTINATION", p+"."+acct.camel+".accountId", "must be a 10-digit customer ID without hyphens")
+			}
+		}
+		pid := str(field(dm, "productDestinationId", "product_destination_id"))
+		if pid == f.marker() {
+			bad("INVALID_DESTINATION", p+".productDestinationId", "conversion action not found")
+		} else if !digits.MatchString(pid) {
+			bad("INVALID_DESTINATION", p+".productDestinationId", "must be the numeric conversion action ID")
+		}
+		if ref := str(dm["reference"]); ref != "" {
+			refs[ref] = true
+		}
+	}
+	events := arr(req["events"])
+	if len(events) == 0 {
+		bad("REQUIRED_FIELD_MISSING", "events", "at least one event is required")
+	}
+	if len(events) > 2000 {
+		bad("INVALID_ARGUMENT", "events", fmt.Sprintf("at most 2000 events, got %d", len(events)))
+	}
+	encoding := str(req["encoding"])
+	for i, e := range events {
+		ev := obj(e)
+		p := fmt.Sprintf("events[%d]", i)
+		for _, ref := range arr(field(ev, "destinationReferences", "destination_references")) {
+			if !refs[str(ref)] {
+				bad("INVALID_ARGUMENT", p+".destinationReferences", "names no destination reference")
+			}
+		}
+		ts := str(field(ev, "eventTimestamp", "event_timestamp"))
+		if _, err := time.Parse(time.RFC3339Nano, ts); err != nil {
+			bad("INVALID_FORMAT", p+".eventTimestamp", "must be an RFC 3339 timestamp with a time zone")
+		}
+		if ad := obj(field(ev, "adIdentifiers", "ad_identifiers")); ad != nil {
+			if str(ad["gbraid"]) != "" && str(ad["wbraid"]) != "" {
+				bad("INVALID_ARGUMENT", p+".adIdentifiers", "gbraid and wbraid must not both be set")
+			}
+		}
+		if c := str(ev["currency"]); c != "" && !currency3.MatchString(c) {
+			bad("INVALID_FORMAT", p+".currency", "must be a 3-letter ISO 4217 code")
+		}
+		if ud := obj(field(ev, "userData", "user_data")); ud != nil {
+			ids := arr(field(ud, "userIdentifiers", "user_identifiers"))
+			if len(ids) == 0 {
+				bad("REQUIRED_FIELD_MISSING", p+".userData.userIdentifiers", "at least one identifier is required")
+			}
+			if len(ids) > 10 {
+				bad("TOO_MANY_USER_IDENTIFIERS", p+".userData.userIdentifiers", "at most 10 identifiers")
+			}
+			if encoding == "" {
+				bad("REQUIRED_FIELD_MISSING", "encoding", "encoding is required when events carry userData")
+			}
+			for j, id := range ids {
+				idm := obj(id)
+				n := 0
+				for _, k := range []struct{ camel, snake string }{{"emailAddress", "email_address"}, {"phoneNumber", "phone_number"}} {
+					v, ok := field(idm, k.camel, k.snake).(string)
+					if !ok {
+						continue
+					}
+					n++
+					if r := hashProblem(encoding, v); r != "" {
+						bad(r, fmt.Sprintf("%s.userData.userIdentifiers[%d].%s", p, j, k.camel), "must be a SHA-256 digest in the request's encoding")
+					}
+				}
+				if field(idm, "address", "address") != nil {
+					n++
+				}
+				if n != 1 {
+					bad("INVALID_ARGUMENT", fmt.Sprintf("%s.userData.userIdentifiers[%d]", p, j), "exactly one of emailAddress, phoneNumber, address")
+				}
+			}
+		}
+		tid := str(field(ev, "transactionId", "transaction_id"))
+		if tid != "" && f.rejectsKey(tid) {
+			bad("INVALID_ARGUMENT", p, "event rejected (sandbox reject key)")
+		}
+	}
+	return reason, vs
+}
+
+// hashProblem checks one hashed identifier against the request encoding.
+func hashProblem(encoding, v string) string {
+	switch encoding {
+	case "HEX":
+		if _, err := hex.DecodeString(v); err != nil {
+			return "INVALID_HEX_ENCODING"
+		}
+		if !hexSHA256.MatchString(v) {
+			return "INVALID_SHA256_FORMAT"
+		}
+	case "BASE64":
+		b, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			return "INVALID_FORMAT"
+		}
+		if len(b) != 32 {
+			return "INVALID_SHA256_FORMAT"
+		}
+	}
+	return ""
+}
+
+func (s *Server) handleDMStatus(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	if !s.googleAuth(w, r, Google, s.Faults()) {
+		return
+	}
+	id := r.URL.Query().Get("requestId")
+	if id == "" {
+		id = r.URL.Query().Get("request_id")
+	}
+	s.mu.Lock()
+	st, ok := s.dmReqs[id]
+	now := s.now()
+	s.mu.Unlock()
+	if !ok {
+		googleStatus(w, http.StatusNotFound, "NOT_FOUND", "Request ID not found.", dmDomain, "", nil)
+		return
+	}
+	out := []map[string]any{}
+	for _, d := range st.dests {
+		status := "PROCESSING"
+		if !now.Before(st.created.Add(s.opts.StatusDelay)) {
+			failed := 0
+			for _, n := range d.failed {
+				failed += n
+			}
+			switch {
+			case failed == 0:
+				status = "SUCCESS"
+			case failed >= d.total:
+				status = "FAILED"
+			default:
+				status = "PARTIAL_SUCCESS"
+			}
+		}
+		entry := map[string]any{
+			"destination":           d.dest,
+			"requestStatus":         status,
+			"eventsIngestionStatus": map[string]any{"recordCount": strconv.Itoa(d.total)},
+		}
+		if status != "PROCESSING" && len(d.failed) > 0 {
+			counts := []map[string]any{}
+			for _, reason := range sortedKeys(d.failed) {
+				counts = append(counts, map[string]any{"recordCount": strconv.Itoa(d.failed[reason]), "reason": reason})
+			}
+			entry["errorInfo"] = map[string]any{"errorCounts": counts}
+		}
+		out = append(out, entry)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"requestStatusPerDestination": out})
+}
+
+// --- Google Ads API -------------------------------------------------------------------------
+
+type adsConversion struct {
+	at        time.Time
+	retracted bool
+}
+
+const adsDomain = "googleads.googleapis.com"
+
+type adsRowError struct {
+	index int
+	typ   string
+	enum  string
+	msg   string
+	field string
+}
+
+func adsFailure(errs []adsRowError, listField string) map[string]any {
+	list := []any{}
+	for _, e := range errs {
+		loc := []any{}
+		if e.index >= 0 {
+			loc = append(loc, map[string]any{"fieldName": listField, "index": e.index})
+		}
+		if e.field != "" {
+			loc = append(loc, map[string]any{"fieldName": e.field})
+		}
+		list = append(list, map[string]any{
+			"errorCode": map[string]string{e.typ: e.enum},
+			"message":   e.msg,
+			"location":  map[string]any{"fieldPathElements": loc},
+		})
+	}
+	return map[string]any{
+		"@type":     "type.googleapis.com/google.ads.googleads.v25.errors.GoogleAdsFailure",
+		"errors":    list,
+		"requestId": "sandbox-ads-request",
+	}
+}
+
+func (s *Server) handleAds(w http.ResponseWriter, r *http.Request, version, rest string) {
+	cid, method, _ := strings.Cut(rest, ":")
+	if r.Method != http.MethodPost || (method != "uploadClickConversions" && method != "uploadConversionAdjustments") {
+		http.NotFound(w, r)
+		return
+	}
+	fl, f := s.draw(GoogleAds)
+	if !s.googleAuth(w, r, GoogleAds, f) {
+		return
+	}
+	if s.googleFault(w, fl, f, adsDomain) {
+		return
+	}
+	requestError := func(enum, msg string) {
+		s.refused(GoogleAds, 0)
+		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Request contains an invalid argument.", "", "", nil,
+			adsFailure([]adsRowError{{index: -1, typ: "requestError", enum: enum, msg: msg}}, ""))
+	}
+	if !regexp.MustCompile(`^v[0-9]+$`).MatchString(version) {
+		http.NotFound(w, r)
+		return
+	}
+	if !tenDigits.MatchString(cid) {
+		requestError("INVALID_CUSTOMER_ID", "customer ID must be 10 digits")
+		return
+	}
+	if l := r.Header.Get("login-customer-id"); l != "" && !tenDigits.MatchString(l) {
+		requestError("INVALID_LOGIN_CUSTOMER_ID", "login-customer-id must be 10 digits")
+		return
+	}
+	_, body, err := readJSON(r)
+	if err != nil {
+		s.refused(GoogleAds, 0)
+		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Invalid JSON payload received. "+err.Error(), adsDomain, "", nil)
+		return
+	}
+	root, listKey, listSnake := "UploadClickConversionsRequest", "conversions", "conversions"
+	if method == "uploadConversionAdjustments" {
+		root, listKey, listSnake = "UploadConversionAdjustmentsRequest", "conversionAdjustments", "conversion_adjustments"
+	}
+	req := obj(body)
+	rows := arr(field(req, listKey, listSnake))
+	if vs := s.schemas[GoogleAds].Validate(root, body); len(vs) > 0 {
+		s.refused(GoogleAds, len(rows))
+		var fvs []violation
+		for _, v := range vs {
+			fvs = append(fvs, violation{Field: v.Path, Description: v.Problem})
+		}
+		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT",
+			"Invalid JSON payload received: "+strings.Join(violationsText(vs, 3), "; "), adsDomain, "", fvs)
+		return
+	}
+	if pf, _ := field(req, "partialFailure", "partial_failure").(bool); !pf {
+		requestError("REQUIRED_FIELD_MISSING", "partialFailure must be true (the sandbox emulates partial-failure mode only)")
+		return
+	}
+	if len(rows) == 0 {
+		requestError("REQUIRED_FIELD_MISSING", listKey+" is empty")
+		return
+	}
+	if len(rows) > 2000 {
+		enum, typ := "TOO_MANY_CONVERSIONS_IN_REQUEST", "conversionUploadError"
+		if method == "uploadConversionAdjustments" {
+			enum, typ = "TOO_MANY_ADJUSTMENTS_IN_REQUEST", "conversionAdjustmentUploadError"
+		}
+		s.refused(GoogleAds, len(rows))
+		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Request contains an invalid argument.", "", "", nil,
+			adsFailure([]adsRowError{{index: -1, typ: typ, enum: enum, msg: "at most 2000 per request"}}, listSnake))
+		return
+	}
+	if s.batchReject(GoogleAds, f) {
+		requestError("INVALID_INPUT", "sandbox whole-batch rejection")
+		return
+	}
+	validateOnly, _ := field(req, "validateOnly", "validate_only").(bool)
+	var errs []adsRowError
+	var results []any
+	s.mu.Lock()
+	if method == "uploadClickConversions" {
+		errs, results = s.adsClicksLocked(cid, rows, f, validateOnly)
+	} else {
+		errs, results = s.adsAdjustmentsLocked(cid, rows, f, validateOnly)
+	}
+	s.counts[GoogleAds].Requests++
+	s.counts[GoogleAds].Rejected += len(errs)
+	s.mu.Unlock()
+	if fl == faultTimeout {
+		hold(r.Context(), f.timeoutDelay())
+	}
+	resp := map[string]any{"jobId": "1"}
+	if !validateOnly {
+		resp["results"] = results
+	}
+	if len(errs) > 0 {
+		msgs := []string{}
+		for _, e := range errs {
+			msgs = append(msgs, fmt.Sprintf("%s, at %s[%d]", e.msg, listSnake, e.index))
+		}
+		resp["partialFailureError"] = map[string]any{
+			"code": 3, "message": strings.Join(msgs, "; "),
+			"details": []any{adsFailure(errs, listSnake)},
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) adsClicksLocked(cid string, rows []any, f Faults, validateOnly bool) ([]adsRowError, []any) {
+	var errs []adsRowError
+	results := make([]any, len(rows))
+	inRequest := map[string]bool{}
+	for i, row := range rows {
+		c := obj(row)
+		fail := func(enum, msg, fieldName string) {
+			typ := "conversionUploadError"
+			if enum == "INVALID_FIELD_VALUES_IN_DATE_TIME" {
+				typ = "dateError"
+			}
+			errs = append(errs, adsRowError{index: i, typ: typ, enum: enum, msg: msg, field: fieldName})
+			results[i] = map[string]any{}
+		}
+		m := actionName.FindStringSubmatch(str(field(c, "conversionAction", "conversion_action")))
+		gclid, gbraid, wbraid := str(c["gclid"]), str(c["gbraid"]), str(c["wbraid"])
+		dt := str(field(c, "conversionDateTime", "conversion_date_time"))
+		orderID := str(field(c, "orderId", "order_id"))
+		if msg := adsIdentifierProblem(arr(field(c, "userIdentifiers", "user_identifiers"))); msg != "" {
+			fail("INVALID_USER_IDENTIFIER", msg, "user_identifiers")
+			continue
+		}
+		switch {
+		case m == nil || !digits.MatchString(m[2]) || m[2] == f.marker():
+			fail("NO_CONVERSION_ACTION_FOUND", "The conversion action specified in the upload request cannot be found.", "conversion_action")
+			continue
+		case !adsDateTime.MatchString(dt):
+			fail("INVALID_FIELD_VALUES_IN_DATE_TIME", "The date time must be 'yyyy-mm-dd hh:mm:ss+|-hh:mm'.", "conversion_date_time")
+			continue
+		case gbraid != "" && wbraid != "":
+			fail("GBRAID_WBRAID_BOTH_SET", "gbraid and wbraid cannot both be set.", "wbraid")
+			continue
+		case gclid == "" && gbraid == "" && wbraid == "" && len(arr(field(c, "userIdentifiers", "user_identifiers"))) == 0:
+			fail("CLICK_NOT_FOUND", "No click ID or user identifier to match.", "")
+			continue
+		case orderID != "" && f.rejectsKey(orderID):
+			fail("CLICK_NOT_FOUND", "The click could not be found (sandbox reject key).", "")
+			continue
+		}
+		at, _ := time.Parse("2006-01-02 15:04:05-07:00", dt) // fractional seconds are accepted too
+		key := cid + "/" + m[2] + "/"
+		if orderID != "" {
+			key += orderID
+		} else {
+			key += "click:" + gclid + gbraid + wbraid + "@" + dt
+		}
+		if inRequest[key] {
+			fail("DUPLICATE_ORDER_ID", "Duplicate order ID in the request.", "order_id")
+			continue
+		}
+		inRequest[key] = true
+		if validateOnly {
+			results[i] = map[string]any{}
+			continue
+		}
+		if _, ok := s.ads[key]; ok {
+			s.recordLocked(GoogleAds, key, false)
+			enum := "ORDER_ID_ALREADY_IN_USE"
+			if orderID == "" {
+				enum = "CLICK_CONVERSION_ALREADY_EXISTS"
+			}
+			errs = append(errs, adsRowError{index: i, typ: "conversionUploadError", enum: enum, msg: "This conversion was already uploaded."})
+			results[i] = map[string]any{}
+			continue
+		}
+		s.ads[key] = &adsConversion{at: at}
+		s.recordLocked(GoogleAds, key, true)
+		res := map[string]any{"conversionAction": str(field(c, "conversionAction", "conversion_action")), "conversionDateTime": dt}
+		for k, v := range map[string]string{"gclid": gclid, "gbraid": gbraid, "wbraid": wbraid} {
+			if v != "" {
+				res[k] = v
+			}
+		}
+		results[i] = res
+	}
+	return errs, results
+}
+
+func adsIdentifierProblem(ids []any) string {
+	for _, id := range ids {
+		m := obj(id)
+		for _, k := range []struct{ camel, snake string }{{"hashedEmail", "hashed_email"}, {"hashedPhoneNumber", "hashed_phone_number"}} {
+			if v, ok := field(m, k.camel, k.snake).(string); ok && !hexSHA256.MatchString(v) {
+				return k.camel + " must be a hex SHA-256 digest"
+			}
+		}
+		if field(m, "addressInfo", "address_info") != nil || m["mobileId"] != nil || m["thirdPartyUserId"] != nil {
+			return "click conversions accept only hashedEmail and hashedPhoneNumber"
+		}
+	}
+	return ""
+}
+
+func (s *Server) adsAdjustmentsLocked(cid string, rows []any, f Faults, validateOnly bool) ([]adsRowError, []any) {
+	var errs []adsRowError
+	results := make([]any, len(rows))
+	for i, row := range rows {
+		a := obj(row)
+		fail := func(enum, msg string) {
+			errs = append(errs, adsRowError{index: i, typ: "conversionAdjustmentUploadError", enum: enum, msg: msg})
+			results[i] = map[string]any{}
+		}
+		m := actionName.FindStringSubmatch(str(field(a, "conversionAction", "conversion_action")))
+		orderID := str(field(a, "orderId", "order_id"))
+		typ := str(field(a, "adjustmentType", "adjustment_type"))
+		dt := str(field(a, "adjustmentDateTime", "adjustment_date_time"))
+		switch {
+		case m == nil || !digits.MatchString(m[2]) || m[2] == f.marker():
+			fail("NO_CONVERSION_ACTION_FOUND", "The conversion action cannot be found.")
+			continue
+		case !adsDateTime.MatchString(dt):
+			errs = append(errs, adsRowError{index: i, typ: "dateError", enum: "INVALID_FIELD_VALUES_IN_DATE_TIME", msg: "bad adjustment_date_time"})
+			results[i] = map[string]any{}
+			continue
+		case orderID != "" && field(a, "gclidDateTimePair", "gclid_date_time_pair") != nil:
+			fail("GCLID_DATE_TIME_PAIR_AND_ORDER_ID_BOTH_SET", "Use orderId or gclidDateTimePair, not both.")
+			continue
+		case typ == "RETRACTION" && field(a, "restatementValue", "restatement_value") != nil:
+			fail("RESTATEMENT_VALUE_SET_FOR_RETRACTION", "restatementValue must not be set for a retraction.")
+			continue
+		case orderID != "" && f.rejectsKey(orderID):
+			fail("CONVERSION_NOT_FOUND", "The conversion could not be found (sandbox reject key).")
+			continue
+		}
+		key := cid + "/" + m[2] + "/" + orderID
+		conv, ok := s.ads[key]
+		if !ok {
+			fail("CONVERSION_NOT_FOUND", "The conversion for this adjustment could not be found.")
+			continue
+		}
+		adjAt, _ := time.Parse("2006-01-02 15:04:05-07:00", dt)
+		if !adjAt.After(conv.at) {
+			fail("ADJUSTMENT_PRECEDES_CONVERSION", "The adjustment date time precedes the conversion.")
+			continue
+		}
+		if typ == "RETRACTION" && conv.retracted {
+			fail("CONVERSION_ALREADY_RETRACTED", "The conversion was already retracted.")
+			continue
+		}
+		if validateOnly {
+			results[i] = map[string]any{}
+			continue
+		}
+		if typ == "RETRACTION" {
+			conv.retracted = true
+			s.counts[GoogleAds].Retracted++
+		}
+		results[i] = map[string]any{"orderId": orderID, "conversionAction": str(field(a, "conversionAction", "conversion_action")),
+			"adjustmentDateTime": dt, "adjustmentType": typ}
+	}
+	return errs, results
+}

@@ -1,0 +1,170 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// metaDedupWindow is how long Meta deduplicates an event_id + event_name.
+const metaDedupWindow = 48 * time.Hour
+
+// metaMaxAge is how old event_time may be.
+const metaMaxAge = 7 * 24 * time.Hour
+
+var (
+	graphVersion = regexp.MustCompile(`^v[0-9]+\.[0-9]+$`)
+	fbcFormat    = regexp.MustCompile(`^fb\.[0-9]+\.[0-9]+\..+$`)
+	metaLeadID   = regexp.MustCompile(`^[0-9]{15,17}$`)
+)
+
+// metaError writes a Graph API error.
+func (s *Server) metaError(w http.ResponseWriter, status int, typ string, code, subcode int, msg string, transient bool) {
+	s.mu.Lock()
+	trace := s.nextID("sandbox-fbtrace")
+	s.mu.Unlock()
+	e := map[string]any{"message": msg, "type": typ, "code": code, "fbtrace_id": trace}
+	if subcode != 0 {
+		e["error_subcode"] = subcode
+	}
+	if transient {
+		e["is_transient"] = true
+	}
+	writeJSON(w, status, map[string]any{"error": e})
+}
+
+func (s *Server) handleMeta(w http.ResponseWriter, r *http.Request, version, dataset string) {
+	if r.Method != http.MethodPost || !graphVersion.MatchString(version) {
+		http.NotFound(w, r)
+		return
+	}
+	fl, f := s.draw(Meta)
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		token = r.URL.Query().Get("access_token")
+	}
+	switch {
+	case token == "":
+		s.refused(Meta, 0)
+		s.metaError(w, http.StatusBadRequest, "OAuthException", 104, 0, "An access token is required to request this resource.", false)
+		return
+	case f.ExpiredToken:
+		s.refused(Meta, 0)
+		s.metaError(w, http.StatusBadRequest, "OAuthException", 190, 463, "Error validating access token: Session has expired.", false)
+		return
+	case s.opts.MetaAccessToken != "" && token != s.opts.MetaAccessToken:
+		s.refused(Meta, 0)
+		s.metaError(w, http.StatusBadRequest, "OAuthException", 190, 0, "Invalid OAuth access token - Cannot parse access token", false)
+		return
+	}
+	switch fl {
+	case fault5xx:
+		s.metaError(w, http.StatusInternalServerError, "OAuthException", 2, 0, "An unexpected error has occurred. Please retry your request later.", true)
+		return
+	case fault429:
+		w.Header().Set("Retry-After", f.retryAfter())
+		s.metaError(w, http.StatusTooManyRequests, "OAuthException", 4, 0, "Application request limit reached", true)
+		return
+	}
+	if !digits.MatchString(dataset) {
+		s.refused(Meta, 0)
+		s.metaError(w, http.StatusBadRequest, "GraphMethodException", 100, 33,
+			fmt.Sprintf("Unsupported post request. Object with ID '%s' does not exist, cannot be loaded due to missing permissions, or does not support this operation.", dataset), false)
+		return
+	}
+	_, body, err := readJSON(r)
+	if err != nil {
+		s.refused(Meta, 0)
+		s.metaError(w, http.StatusBadRequest, "OAuthException", 100, 0, "(#100) "+err.Error(), false)
+		return
+	}
+	data := arr(obj(body)["data"])
+	invalid := func(subcode int, msg string) {
+		s.refused(Meta, len(data))
+		s.metaError(w, http.StatusBadRequest, "OAuthException", 100, subcode, "Invalid parameter: "+msg, false)
+	}
+	if vs := s.schemas[Meta].Validate("EventRequest", body); len(vs) > 0 {
+		invalid(0, strings.Join(violationsText(vs, 3), "; "))
+		return
+	}
+	if len(data) == 0 || len(data) > 1000 {
+		invalid(0, fmt.Sprintf("data must hold 1 to 1000 events, got %d", len(data)))
+		return
+	}
+	now := s.now()
+	for i, e := range data {
+		ev := obj(e)
+		n, _ := ev["event_time"].(json.Number)
+		t, _ := strconv.ParseInt(n.String(), 10, 64)
+		if now.Sub(time.Unix(t, 0)) > metaMaxAge {
+			invalid(2804003, fmt.Sprintf("data[%d].event_time: Event sent after seven days.", i))
+			return
+		}
+		if msg := metaUserDataProblem(obj(ev["user_data"])); msg != "" {
+			invalid(0, fmt.Sprintf("data[%d].user_data: %s", i, msg))
+			return
+		}
+		if str(ev["event_name"]) == f.marker() || (str(ev["event_id"]) != "" && f.rejectsKey(str(ev["event_id"]))) {
+			invalid(0, fmt.Sprintf("data[%d]: event rejected (sandbox reject marker)", i))
+			return
+		}
+	}
+	if s.batchReject(Meta, f) {
+		invalid(0, "the batch was rejected (sandbox whole-batch fault)")
+		return
+	}
+	s.mu.Lock()
+	for _, e := range data {
+		ev := obj(e)
+		id := str(ev["event_id"])
+		key := dataset + "/" + str(ev["event_name"]) + "/"
+		if id == "" {
+			s.recordLocked(Meta, key+s.nextID("no-event-id"), true)
+			continue
+		}
+		key += id
+		first, seen := s.metaSeen[key]
+		effective := !seen || now.Sub(first) > metaDedupWindow
+		if effective {
+			s.metaSeen[key] = now
+		}
+		s.recordLocked(Meta, key, effective)
+	}
+	s.counts[Meta].Requests++
+	trace := s.nextID("sandbox-fbtrace")
+	s.mu.Unlock()
+	s.log.Debug("sandbox: meta events", zap.String("dataset", dataset), zap.Int("events", len(data)))
+	if fl == faultTimeout {
+		hold(r.Context(), f.timeoutDelay())
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events_received": len(data), "messages": []any{}, "fbtrace_id": trace})
+}
+
+// metaUserDataProblem applies Meta's customer-information rules beyond the schema.
+func metaUserDataProblem(u map[string]any) string {
+	if len(u) == 0 {
+		return "at least one customer information parameter is required"
+	}
+	if v, ok := u["lead_id"]; ok {
+		var s string
+		switch x := v.(type) {
+		case json.Number:
+			s = x.String()
+		case string:
+			s = x
+		}
+		if !metaLeadID.MatchString(s) {
+			return "lead_id must be the 15 to 17 digit Meta lead ID"
+		}
+	}
+	if v := str(u["fbc"]); v != "" && !fbcFormat.MatchString(v) {
+		return "fbc must look like fb.1.<creation time>.<fbclid>"
+	}
+	return ""
+}
