@@ -28,6 +28,8 @@ valued and deduplicated, to Google, Meta and TikTok.`,
 		newVersionCmd(),
 		newConfigCmd(),
 		newReportCmd(),
+		newRunCmd(),
+		newDemoCmd(),
 		newCRMCmd(),
 	)
 	return root

@@ -1,0 +1,221 @@
+// Package worker assembles one closedloop process from its configuration: the store
+// (migrated on start), the active stage mapping (hot-reloaded), the Kafka consumer, one
+// upload dispatcher per enabled destination, and the admin server with its status page.
+// `closedloop run` and `closedloop demo` both run it.
+//
+// Shutdown: cancelling ctx stops every loop; each drains what it holds (the consumer
+// finishes or abandons its batch without committing, dispatchers hand unsent rows back)
+// within cfg.Admin.ShutdownTimeout, then the store closes.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/closedloop/closedloop/consumer"
+	"github.com/closedloop/closedloop/crm"
+	"github.com/closedloop/closedloop/internal/admin"
+	"github.com/closedloop/closedloop/internal/config"
+	"github.com/closedloop/closedloop/internal/mappingreload"
+	"github.com/closedloop/closedloop/internal/pii"
+	"github.com/closedloop/closedloop/internal/statuspage"
+	"github.com/closedloop/closedloop/store"
+	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/platforms"
+)
+
+// Options are the parts of a run that do not come from the config file.
+type Options struct {
+	// Signals triggers a mapping reload on every value (SIGHUP in `closedloop run`).
+	Signals <-chan os.Signal
+	// Listening is called with the admin server's bound address once it serves.
+	Listening func(addr string)
+	// Uploader overrides dispatcher timings (tests and the demo shorten them).
+	Uploader uploader.Options
+}
+
+// Run runs the worker until ctx is cancelled or a component fails for good.
+func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	st, err := store.Open(ctx, cfg.Store, log.Named("store"))
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	defer st.Close()
+
+	initial, err := cfg.CompileMappings()
+	if err != nil {
+		return err
+	}
+	platformOf := make(map[string]string, len(cfg.Destinations))
+	for name, d := range cfg.Destinations {
+		platformOf[name] = d.Platform
+	}
+	var mapping func() *crm.Mapping
+	var reloader *mappingreload.Reloader
+	if cfg.Path != "" {
+		reloader, err = mappingreload.New(mappingreload.Config{
+			Path:    cfg.Path,
+			Load:    mappingreload.FileLoader(cfg.Path, platformOf),
+			Initial: initial,
+			Signals: opts.Signals,
+		}, log.Named("mappings"))
+		if err != nil {
+			return err
+		}
+		mapping = reloader.Current
+	} else {
+		mapping = func() *crm.Mapping { return initial }
+	}
+	log.Info("stage mapping active", zap.String("version", initial.Version()), zap.Int("rules", len(cfg.Mappings)))
+
+	cons, err := consumer.New(cfg.Kafka, consumer.Deps{
+		Store:      st,
+		Mapping:    mapping,
+		Normalizer: pii.Normalizer{DefaultRegion: cfg.PII.DefaultRegion},
+		Metrics:    consumer.NewMetrics(reg),
+		Log:        log.Named("consumer"),
+	})
+	if err != nil {
+		return fmt.Errorf("consumer: %w", err)
+	}
+	defer cons.Close()
+
+	var dispatchers []*uploader.Dispatcher
+	if cfg.Uploader.Enabled == nil || *cfg.Uploader.Enabled {
+		um := uploader.NewMetrics(reg)
+		uo := opts.Uploader
+		if uo.LeaseFor == 0 {
+			uo.LeaseFor = cfg.Uploader.LeaseFor
+		}
+		if uo.PollInterval == 0 {
+			uo.PollInterval = cfg.Uploader.PollInterval
+		}
+		for _, name := range cfg.DestinationNames() {
+			d := cfg.Destinations[name]
+			if !d.IsEnabled() {
+				log.Info("destination disabled", zap.String("destination", name))
+				continue
+			}
+			dlog := log.Named("uploader." + name)
+			p, err := platforms.New(name, d, dlog)
+			if err != nil {
+				return fmt.Errorf("destination %s: %w", name, err)
+			}
+			dispatchers = append(dispatchers, uploader.New(name, d, p, st, uo, dlog, um))
+		}
+	} else {
+		log.Warn("uploader disabled: conversions stay in the outbox")
+	}
+
+	srv := admin.New(reg, log.Named("admin"))
+	srv.AddCheck("migrations", func(ctx context.Context) error {
+		v, dirty, err := st.MigrationVersion(ctx)
+		switch {
+		case err != nil:
+			return err
+		case dirty:
+			return fmt.Errorf("migration %d is dirty", v)
+		case v == 0:
+			return errors.New("no migration applied")
+		}
+		return nil
+	})
+	srv.AddCheck("consumer", func(context.Context) error {
+		if !cons.Ready() {
+			return errors.New("consumer has not joined its group yet")
+		}
+		return nil
+	})
+	srv.Handle("GET /{$}", statuspage.Handler(&status{st: st, mapping: mapping, dispatchers: dispatchers}, time.Now, log.Named("status")))
+	addr, err := srv.Start(cfg.Admin.Listen)
+	if err != nil {
+		return err
+	}
+	if opts.Listening != nil {
+		opts.Listening(addr)
+	}
+	oldest := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "closedloop_oldest_awaiting_conversion_age_seconds",
+		Help: "Age of the oldest conversion still awaiting an identifier.",
+	})
+	reg.MustRegister(oldest)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return cons.Run(gctx) })
+	if len(dispatchers) > 0 {
+		g.Go(func() error { return uploader.RunAll(gctx, dispatchers) })
+	}
+	if reloader != nil {
+		g.Go(func() error { return reloader.Run(gctx) })
+	}
+	g.Go(func() error { return watchOldest(gctx, st, oldest, log) })
+
+	err = g.Wait()
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Admin.ShutdownTimeout)
+	defer cancel()
+	_ = srv.Shutdown(shutdownCtx)
+	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+		log.Info("worker stopped")
+		return nil
+	}
+	return err
+}
+
+// watchOldest keeps the oldest-awaiting gauge current.
+func watchOldest(ctx context.Context, st *store.Store, g prometheus.Gauge, log *zap.Logger) error {
+	t := time.NewTicker(15 * time.Second)
+	defer t.Stop()
+	for {
+		at, ok, err := st.OldestAwaiting(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("oldest awaiting conversion", zap.Error(err))
+		case ok:
+			g.Set(time.Since(at).Seconds())
+		default:
+			g.Set(0)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// status feeds the status page from the running worker.
+type status struct {
+	st          *store.Store
+	mapping     func() *crm.Mapping
+	dispatchers []*uploader.Dispatcher
+}
+
+func (s *status) Destinations() []statuspage.DestinationStatus {
+	out := make([]statuspage.DestinationStatus, 0, len(s.dispatchers))
+	for _, d := range s.dispatchers {
+		st := d.Status()
+		out = append(out, statuspage.DestinationStatus{Name: st.Name, Platform: st.Platform, Paused: st.Paused, Reason: st.Reason, Since: st.Since})
+	}
+	return out
+}
+
+func (s *status) MappingVersion() string { return s.mapping().Version() }
+
+func (s *status) HourlyCounts(ctx context.Context, since, until time.Time) ([]store.HourCount, error) {
+	return s.st.HourlyCounts(ctx, since, until)
+}
+
+func (s *status) TopRejections(ctx context.Context, since, until time.Time, limit int) ([]store.Rejection, error) {
+	return s.st.TopRejections(ctx, since, until, limit)
+}
