@@ -25,6 +25,7 @@ valued and deduplicated, to Google, Meta and TikTok.`,
 		return &exitError{code: 2, err: err}
 	})
 	root.AddCommand(
+		newSandboxCmd(),
 		newVersionCmd(),
 		newConfigCmd(),
 		newReportCmd(),

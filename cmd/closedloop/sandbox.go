@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/closedloop/closedloop/internal/logging"
+	"github.com/closedloop/closedloop/uploader/sandbox"
+)
+
+func newSandboxCmd() *cobra.Command {
+	var listen, faults, logLevel string
+	var seed int64
+	var statusDelay time.Duration
+	cmd := &cobra.Command{
+		Use:   "sandbox [--listen 127.0.0.1:8089] [--faults JSON] [--seed N]",
+		Short: "Run the local platform sandbox (Google, Meta, TikTok endpoints with faults and dedup counts)",
+		Long: `sandbox serves emulations of the Google Data Manager and Ads APIs (with an OAuth token
+endpoint at /token), the Meta Conversions API and the TikTok Events API. Point a destination's
+base_url (and, for Google, token_url = <url>/token) at it. GET /sandbox/counts shows what was
+received and what took effect per dedup key; POST /sandbox/faults changes the faults, e.g.
+  curl -d '{"share_5xx":0.1,"share_429":0.1,"retry_after_seconds":2}' http://127.0.0.1:8089/sandbox/faults`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts := sandbox.Options{Seed: seed, StatusDelay: statusDelay}
+			if faults != "" {
+				if err := json.Unmarshal([]byte(faults), &opts.Faults); err != nil {
+					return usageError("--faults: %v", err)
+				}
+			}
+			log, err := logging.New(logLevel, "console", false)
+			if err != nil {
+				return usageError("--log-level: %v", err)
+			}
+			defer func() { _ = log.Sync() }()
+			srv := sandbox.New(opts, log.Named("sandbox"))
+			url, err := srv.Start(listen)
+			if err != nil {
+				return err
+			}
+			log.Info("sandbox listening", zap.String("url", url))
+			cmd.Println(url)
+			<-cmd.Context().Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return srv.Shutdown(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8089", "host:port to listen on (port 0 picks a free one)")
+	cmd.Flags().StringVar(&faults, "faults", "", `initial faults as JSON, e.g. {"share_5xx":0.05,"share_429":0.05}`)
+	cmd.Flags().Int64Var(&seed, "seed", 1, "seed for the fault draws (same seed, same request order: same faults)")
+	cmd.Flags().DurationVar(&statusDelay, "status-delay", 0, "how long Data Manager requests report PROCESSING")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug | info | warn | error")
+	return cmd
+}
