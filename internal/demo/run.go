@@ -23,6 +23,17 @@ type Options struct {
 	Log         *zap.Logger   // the worker's log
 	KeepRunning bool          // stay up after the report until ctx ends
 	Timeout     time.Duration // for the sample to drain; default 50s
+	// Inspect, when set, is called after the report while the worker still runs (tests load
+	// the status page, /metrics and /readyz here).
+	Inspect func(ctx context.Context, in Inspection)
+}
+
+// Inspection is what Options.Inspect gets while the worker runs.
+type Inspection struct {
+	AdminAddr string
+	Result    Result
+	// Report builds the report of the running worker's store for any period.
+	Report func(ctx context.Context, since, until time.Time) (report.Report, error)
 }
 
 // Result is what a demo run observed.
@@ -130,6 +141,12 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		}
 	}
 
+	if opts.Inspect != nil {
+		opts.Inspect(ctx, Inspection{AdminAddr: addr, Result: res, Report: func(ctx context.Context, since, until time.Time) (report.Report, error) {
+			return report.Build(ctx, st, report.Options{Since: since, Until: until,
+				RateChangeThreshold: cfg.Report.RateChangeThreshold, SparseWeeklyVolume: cfg.Report.SparseWeeklyVolume})
+		}})
+	}
 	if opts.KeepRunning {
 		env.PrintHowTo(out)(addr)
 		<-ctx.Done()
