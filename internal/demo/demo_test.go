@@ -14,7 +14,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
-
 )
 
 // TestDemoMatchesKnownTruth runs `closedloop demo` in process: the real worker on the
