@@ -63,8 +63,9 @@ type enumNumbers struct {
 	Numbers map[string]int `json:"numbers"`
 }
 
-// Load returns the named embedded schema. Two documented deviations from the raw facts are
-// applied here: Meta's CustomData accepts any extra key (its SDK merges custom properties),
+// Load returns the named embedded schema. Three documented deviations from the raw facts
+// are applied here: the Google Ads customerId is not required in the body (it is in the
+// URL path), Meta's CustomData accepts any extra key (its SDK merges custom properties),
 // and Meta's UserData.lead_id may be an integer (the Conversion Leads docs send the 15–17
 // digit lead id as a JSON number; the SDK types it as a string).
 func Load(name string) (*Schema, error) {
@@ -77,8 +78,19 @@ func Load(name string) (*Schema, error) {
 		return nil, fmt.Errorf("schema %q: %w", name, err)
 	}
 	switch name {
-	case GoogleDataManager, GoogleAds:
+	case GoogleDataManager:
 		s.proto = true
+	case GoogleAds:
+		s.proto = true
+		// customerId is bound in the URL path (customers/{customer_id}:upload...), so the
+		// body need not carry it.
+		for _, root := range []string{"UploadClickConversionsRequest", "UploadConversionAdjustmentsRequest"} {
+			if m, ok := s.Messages[root]; ok {
+				f := m.Fields["customerId"]
+				f.Required = nil
+				m.Fields["customerId"] = f
+			}
+		}
 	case Meta:
 		s.open["CustomData"] = true
 		ud := s.Messages["UserData"]
