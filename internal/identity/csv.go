@@ -27,27 +27,41 @@ var requiredCSVColumns = []string{"subject_type", "subject_id", "captured_at"}
 // CheckCSVHeader reports the first problem with a capture CSV header: a missing required
 // column, an unknown or repeated column. The error is a *FieldError naming the column.
 func CheckCSVHeader(header []string) error {
-	seen := map[string]bool{}
-	known := map[string]bool{}
+	_, err := parseCSVHeader(header)
+	return err
+}
+
+// csvHeader is a checked header: the normalized column name of each field.
+type csvHeader []string
+
+var knownCSVColumns = func() map[string]bool {
+	m := map[string]bool{}
 	for _, c := range CSVColumns {
-		known[c] = true
+		m[c] = true
 	}
+	return m
+}()
+
+func parseCSVHeader(header []string) (csvHeader, error) {
+	cols := make(csvHeader, len(header))
+	seen := map[string]bool{}
 	for i, h := range header {
 		h = csvColumn(h, i)
-		if !known[h] {
-			return &FieldError{Field: "column " + h, Reason: "unknown column (see identity.CSVColumns)"}
+		if !knownCSVColumns[h] {
+			return nil, &FieldError{Field: "column " + keyName(h), Reason: "unknown column (see identity.CSVColumns)"}
 		}
 		if seen[h] {
-			return &FieldError{Field: "column " + h, Reason: "appears twice"}
+			return nil, &FieldError{Field: "column " + h, Reason: "appears twice"}
 		}
 		seen[h] = true
+		cols[i] = h
 	}
 	for _, r := range requiredCSVColumns {
 		if !seen[r] {
-			return &FieldError{Field: "column " + r, Reason: "required column missing from the header"}
+			return nil, &FieldError{Field: "column " + r, Reason: "required column missing from the header"}
 		}
 	}
-	return nil
+	return cols, nil
 }
 
 // csvColumn normalizes a header cell: trimmed, lower case, a UTF-8 BOM dropped from the first.
@@ -61,15 +75,19 @@ func csvColumn(h string, i int) string {
 // DecodeCSVRecord validates and hashes one CSV record under header (see CSVColumns) exactly
 // as Decode does for JSON; an empty cell is an absent value. Errors are *FieldError.
 func DecodeCSVRecord(header, record []string, n pii.Normalizer) (store.IdentityCapture, error) {
-	if err := CheckCSVHeader(header); err != nil {
+	h, err := parseCSVHeader(header)
+	if err != nil {
 		return store.IdentityCapture{}, err
 	}
+	return h.decode(record, n)
+}
+
+func (header csvHeader) decode(record []string, n pii.Normalizer) (store.IdentityCapture, error) {
 	if len(record) != len(header) {
 		return store.IdentityCapture{}, &FieldError{Field: "record", Reason: "has a different number of fields than the header"}
 	}
 	rc := rawCapture{clicks: map[string]rawClick{}, pii: map[pii.Field]string{}}
-	for i, h := range header {
-		col := csvColumn(h, i)
+	for i, col := range header {
 		v := strings.TrimSpace(record[i])
 		if v == "" {
 			continue
