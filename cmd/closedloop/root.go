@@ -32,6 +32,7 @@ valued and deduplicated, to Google, Meta and TikTok.`,
 		newRunCmd(),
 		newDemoCmd(),
 		newCRMCmd(),
+		newMappingsCmd(),
 	)
 	return root
 }

@@ -1,0 +1,464 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/closedloop/closedloop/crm"
+	"github.com/closedloop/closedloop/internal/config"
+	"github.com/closedloop/closedloop/internal/identity"
+	"github.com/closedloop/closedloop/internal/join"
+	"github.com/closedloop/closedloop/internal/pii"
+	"github.com/closedloop/closedloop/store"
+	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/platforms"
+)
+
+func newMappingsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "mappings",
+		Short: "Check stage mappings and explain what a CRM payload would upload",
+	}
+	cmd.AddCommand(newMappingsCheckCmd(), newMappingsExplainCmd())
+	return cmd
+}
+
+func newMappingsCheckCmd() *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "check --config FILE",
+		Short: "Validate the mappings: exit 0 and a summary per rule, or exit 1 and every error",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(path)
+			if err != nil {
+				return err
+			}
+			m, err := cfg.CompileMappings()
+			if err != nil {
+				return err
+			}
+			_, err = io.WriteString(cmd.OutOrStdout(), m.Summary())
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&path, "config", "", "config file (YAML)")
+	_ = cmd.MarkFlagRequired("config")
+	return cmd
+}
+
+func newMappingsExplainCmd() *cobra.Command {
+	var (
+		path, payloadPath, format, identitiesPath, nowFlag string
+	)
+	cmd := &cobra.Command{
+		Use:   "explain --config FILE --payload FILE",
+		Short: "Show, as JSON, exactly what a CRM payload would upload; nothing is written or sent",
+		Long: `explain decodes a CRM payload, plans the conversions the mappings ask for, joins them to the
+identities in --identities (JSON lines of identity captures, optional), checks each against its
+platform's rules at --now, and prints the request body the uploader would send. Nothing is
+written anywhere and nothing is sent; credentials in the config are never used or printed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !slices.Contains(crm.Formats, format) {
+				return usageError("--format: must be one of %s, got %q", strings.Join(crm.Formats, ", "), format)
+			}
+			now := time.Now().UTC()
+			if nowFlag != "" {
+				t, err := time.Parse(time.RFC3339, nowFlag)
+				if err != nil {
+					return usageError("--now: must be RFC 3339 (2026-10-14T13:02:11Z), got %q", nowFlag)
+				}
+				now = t
+			}
+			cfg, err := loadConfig(path)
+			if err != nil {
+				return err
+			}
+			payload, err := os.ReadFile(payloadPath)
+			if err != nil {
+				return fmt.Errorf("--payload: %w", err)
+			}
+			n := pii.Normalizer{DefaultRegion: cfg.PII.DefaultRegion}
+			var captures []store.IdentityCapture
+			if identitiesPath != "" {
+				captures, err = readCaptures(identitiesPath, n)
+				if err != nil {
+					return err
+				}
+			}
+			out, err := explain(cmd.Context(), explainInput{
+				cfg: cfg, format: format, payload: payload, captures: captures, now: now,
+				normalizer: n, newPlatform: platforms.New, warn: cmd.ErrOrStderr(),
+			})
+			if err != nil {
+				return err
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			enc.SetEscapeHTML(false)
+			return enc.Encode(out)
+		},
+	}
+	cmd.Flags().StringVar(&path, "config", "", "config file (YAML)")
+	cmd.Flags().StringVar(&payloadPath, "payload", "", "the CRM payload to explain (one message)")
+	cmd.Flags().StringVar(&format, "format", crm.FormatCanonical, "payload format: "+strings.Join(crm.Formats, "|"))
+	cmd.Flags().StringVar(&identitiesPath, "identities", "", "identity captures to join, one JSON object per line")
+	cmd.Flags().StringVar(&nowFlag, "now", "", "the clock for age windows, RFC 3339 (default: now)")
+	_ = cmd.MarkFlagRequired("config")
+	_ = cmd.MarkFlagRequired("payload")
+	return cmd
+}
+
+// readCaptures decodes a JSON-lines file of identity captures. Errors name the line and the
+// field, never a submitted value.
+func readCaptures(path string, n pii.Normalizer) ([]store.IdentityCapture, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--identities: %w", err)
+	}
+	defer f.Close()
+	var (
+		out  []store.IdentityCapture
+		errs []error
+	)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64*1024), 4<<20)
+	for line := 1; sc.Scan(); line++ {
+		raw := bytes.TrimSpace(sc.Bytes())
+		if len(raw) == 0 {
+			continue
+		}
+		c, err := identity.Decode(raw, n)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s line %d: %w", path, line, err))
+			continue
+		}
+		out = append(out, c)
+	}
+	if err := sc.Err(); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", path, err))
+	}
+	return out, errors.Join(errs...)
+}
+
+// explainOutput is the JSON `mappings explain` prints (DESIGN.md "`mappings explain` output").
+type explainOutput struct {
+	StageChanges []crm.StageChange   `json:"stage_changes"`
+	Conversions  []explainConversion `json:"conversions"`
+}
+
+type explainConversion struct {
+	Rule        string `json:"rule"`
+	Destination string `json:"destination"`
+	Platform    string `json:"platform"`
+	Key         string `json:"key"`
+	// RetractsKey is set on retractions only: the key of the conversion taken back.
+	RetractsKey string          `json:"retracts_key,omitempty"`
+	State       store.State     `json:"state"`
+	Reason      string          `json:"reason"`
+	Value       json.RawMessage `json:"value"` // a number, or null
+	Currency    string          `json:"currency"`
+	OccurredAt  time.Time       `json:"occurred_at"`
+	Request     *explainRequest `json:"request,omitempty"`
+}
+
+type explainRequest struct {
+	Method string          `json:"method"`
+	URL    string          `json:"url"`
+	Body   json.RawMessage `json:"body"`
+}
+
+// Reasons explain gives of its own (the platforms give theirs through Check).
+const (
+	reasonNoIdentifier = "no_identifier" // nothing the platform can match on yet: the row waits
+)
+
+type platformFactory func(name string, cfg uploader.DestinationConfig, log *zap.Logger) (uploader.Platform, error)
+
+type explainInput struct {
+	cfg         *config.Config
+	format      string
+	payload     []byte
+	captures    []store.IdentityCapture
+	now         time.Time
+	normalizer  pii.Normalizer
+	newPlatform platformFactory
+	warn        io.Writer // decode problems of single events go here
+}
+
+// explain runs the pipeline on one payload without a store or network: decode, plan, join,
+// check, build. It never uses the config's credentials: OAuth destinations get placeholder
+// credentials and a token endpoint on loopback served here, and every secret in a printed
+// URL is redacted.
+func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
+	mapping, err := in.cfg.CompileMappings()
+	if err != nil {
+		return nil, err
+	}
+	decoded, err := crm.Decode(in.format, in.payload, in.normalizer)
+	if err != nil {
+		return nil, fmt.Errorf("--payload: %w", err)
+	}
+	for _, bad := range decoded.Bad {
+		fmt.Fprintf(in.warn, "skipped event: %v\n", bad)
+	}
+	for _, dropped := range decoded.Dropped {
+		fmt.Fprintf(in.warn, "identifier dropped: %v\n", dropped)
+	}
+
+	tokens, err := startPlaceholderTokenServer()
+	if err != nil {
+		return nil, err
+	}
+	defer tokens.close()
+
+	identities := join.Merge(in.captures)
+	bySubject := make(map[string]store.Identity, len(identities))
+	for _, id := range identities {
+		bySubject[id.SubjectKey] = id
+	}
+	platformsByDest := map[string]uploader.Platform{}
+	log := zap.NewNop()
+
+	out := &explainOutput{StageChanges: decoded.Changes, Conversions: []explainConversion{}}
+	if out.StageChanges == nil {
+		out.StageChanges = []crm.StageChange{}
+	}
+	for _, sc := range decoded.Changes {
+		planned, _ := mapping.Plan(sc)
+		if len(planned) == 0 {
+			continue
+		}
+		joined := join.Resolve(subjectIdentities(sc, bySubject), sc.OccurredAt)
+		for _, p := range planned {
+			p := p
+			dest, ok := in.cfg.Destinations[p.Destination]
+			if !ok { // CompileMappings guarantees it; keep the invariant visible
+				return nil, fmt.Errorf("mappings: rule %s: unknown destination %q", p.Rule, p.Destination)
+			}
+			platform, ok := platformsByDest[p.Destination]
+			if !ok {
+				platform, err = in.newPlatform(p.Destination, tokens.placeholders(dest), log)
+				if err != nil {
+					return nil, fmt.Errorf("destinations.%s: %w", p.Destination, err)
+				}
+				platformsByDest[p.Destination] = platform
+			}
+			row := conversionRow(sc, p, joined)
+			ec := explainConversion{
+				Rule: p.Rule, Destination: p.Destination, Platform: p.Platform, Key: p.Key,
+				RetractsKey: p.RetractsKey, Currency: p.Currency, OccurredAt: p.OccurredAt.UTC(),
+				Value: json.RawMessage("null"),
+			}
+			if p.Value != nil {
+				ec.Value = json.RawMessage(p.Value.String())
+			}
+			ec.State, ec.Reason, ec.Request, err = explainRow(ctx, platform, &row, p, in.now)
+			if err != nil {
+				return nil, fmt.Errorf("destinations.%s: rule %s: %w", p.Destination, p.Rule, err)
+			}
+			out.Conversions = append(out.Conversions, ec)
+		}
+	}
+	return out, nil
+}
+
+// explainRow decides what the uploader would do with one row and, when it would send it,
+// builds the request.
+func explainRow(ctx context.Context, platform uploader.Platform, row *store.Conversion, p crm.Planned, now time.Time) (store.State, string, *explainRequest, error) {
+	if !p.Retract && !join.Usable(row.Identity, p.Platform) {
+		return store.StateAwaitingIdentity, reasonNoIdentifier, nil, nil
+	}
+	if rowErr := platform.Check(row, now); rowErr != nil {
+		return stateFor(rowErr.Class), rowErr.Reason, nil, nil
+	}
+	req, err := platform.BuildRequest(ctx, []store.Conversion{*row}, now)
+	if err != nil {
+		var setup *uploader.SetupError
+		if errors.As(err, &setup) {
+			return store.StateReady, setup.Reason, nil, nil
+		}
+		return "", "", nil, err
+	}
+	er, err := describeRequest(req)
+	if err != nil {
+		return "", "", nil, err
+	}
+	return store.StateReady, p.ValueReason, er, nil
+}
+
+// stateFor maps a Check rejection to the state the row would be in.
+func stateFor(c uploader.Class) store.State {
+	switch c {
+	case uploader.ClassExpired:
+		return store.StateExpired
+	case uploader.ClassSkipped:
+		return store.StateSkipped
+	case uploader.ClassTransient: // not yet (e.g. a click under 6 h old): sent on a later attempt
+		return store.StateReady
+	default:
+		return store.StateRejected
+	}
+}
+
+// subjectIdentities lists what is known about a stage change's subjects: first what the
+// payload itself carried (its click IDs, hashed identifiers and lead id, click times unknown),
+// then the stored identities of the object, its contacts and its email subject.
+func subjectIdentities(sc crm.StageChange, bySubject map[string]store.Identity) []store.Identity {
+	own := store.Identity{
+		SubjectKey:  crm.SubjectKey(sc.Source, sc.ObjectType, sc.ObjectID),
+		Identifiers: sc.Identifiers,
+		LeadID:      sc.LeadID,
+		UpdatedAt:   sc.OccurredAt,
+	}
+	types := make([]string, 0, len(sc.ClickIDs))
+	for t := range sc.ClickIDs {
+		types = append(types, t)
+	}
+	sort.Strings(types)
+	for _, t := range types {
+		if id := sc.ClickIDs[t]; id != "" {
+			own.Clicks = append(own.Clicks, store.Click{Type: t, ID: id})
+		}
+	}
+	ids := []store.Identity{own}
+	keys := sc.SubjectKeys()
+	if email := sc.Identifiers["email"]; email != "" {
+		keys = append(keys, "email:"+email)
+	}
+	for _, k := range keys {
+		if id, ok := bySubject[k]; ok {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// conversionRow is the outbox row the consumer would write for p.
+func conversionRow(sc crm.StageChange, p crm.Planned, joined store.Identity) store.Conversion {
+	row := store.Conversion{
+		Key:            p.Key,
+		Kind:           store.KindConversion,
+		Destination:    p.Destination,
+		Platform:       p.Platform,
+		Rule:           p.Rule,
+		MappingVersion: p.MappingVersion,
+		Source:         sc.Source,
+		ObjectType:     sc.ObjectType,
+		ObjectID:       sc.ObjectID,
+		SubjectKeys:    sc.SubjectKeys(),
+		ConversionName: p.ConversionName,
+		OccurredAt:     p.OccurredAt,
+		Currency:       p.Currency,
+		Identity:       joined,
+		State:          store.StateReady,
+	}
+	if p.Retract {
+		row.Kind = store.KindRetraction
+		row.RetractsKey = p.RetractsKey
+	}
+	if p.Value != nil {
+		v := p.Value.InexactFloat64()
+		row.Value = &v
+	}
+	return row
+}
+
+// secretParams are URL query parameters that carry credentials.
+var secretParams = []string{"access_token", "key", "api_key", "token"}
+
+func describeRequest(req *http.Request) (*explainRequest, error) {
+	u := *req.URL
+	q := u.Query()
+	redacted := false
+	for _, p := range secretParams {
+		if q.Has(p) {
+			q.Set(p, "REDACTED")
+			redacted = true
+		}
+	}
+	if redacted {
+		u.RawQuery = q.Encode()
+	}
+	u.User = nil
+	er := &explainRequest{Method: req.Method, URL: u.String(), Body: json.RawMessage("null")}
+	if req.Body == nil {
+		return er, nil
+	}
+	defer req.Body.Close()
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		return nil, fmt.Errorf("reading the built request body: %w", err)
+	}
+	if len(body) == 0 {
+		return er, nil
+	}
+	if !json.Valid(body) {
+		quoted, err := json.Marshal(string(body))
+		if err != nil {
+			return nil, err
+		}
+		body = quoted
+	}
+	er.Body = body
+	return er, nil
+}
+
+// placeholderTokens serves an OAuth token endpoint on loopback that hands out a placeholder
+// access token, so building a Google request never reaches Google or uses real credentials.
+type placeholderTokens struct {
+	srv *http.Server
+	url string
+}
+
+const placeholderSecret = "REDACTED"
+
+func startPlaceholderTokenServer() (*placeholderTokens, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("explain: placeholder token endpoint: %w", err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"access_token":"`+placeholderSecret+`","token_type":"Bearer","expires_in":3600}`)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go func() { _ = srv.Serve(ln) }()
+	return &placeholderTokens{srv: srv, url: (&url.URL{Scheme: "http", Host: ln.Addr().String(), Path: "/token"}).String()}, nil
+}
+
+func (p *placeholderTokens) close() { _ = p.srv.Close() }
+
+// placeholders returns d with every credential replaced by a placeholder and OAuth pointed
+// at the loopback endpoint.
+func (p *placeholderTokens) placeholders(d uploader.DestinationConfig) uploader.DestinationConfig {
+	switch d.Platform {
+	case uploader.PlatformGoogle, uploader.PlatformGoogleAds:
+		d.ClientID = placeholderSecret
+		d.ClientSecret = placeholderSecret
+		d.RefreshToken = placeholderSecret
+		d.TokenURL = p.url
+	default:
+		d.AccessToken = placeholderSecret
+	}
+	return d
+}
