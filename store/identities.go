@@ -1,0 +1,449 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/closedloop/closedloop/internal/pii"
+)
+
+// UpsertResult counts what UpsertIdentities did, per capture: Inserted (first capture of
+// its subject), Merged (changed a stored identity) or Unchanged (changed nothing).
+type UpsertResult struct{ Inserted, Merged, Unchanged int }
+
+func (r *UpsertResult) add(o UpsertResult) {
+	r.Inserted += o.Inserted
+	r.Merged += o.Merged
+	r.Unchanged += o.Unchanged
+}
+
+// UpsertIdentities merges caps into the stored identities in one transaction, by the rules
+// documented on IdentityCapture. It is idempotent: upserting a capture again reports it
+// Unchanged and writes nothing (UpdatedAt included). Captures may arrive in any order: each
+// identifier field, ip, user agent, lead id and consent keeps the value of the latest
+// CapturedAt seen, whatever the arrival order; on equal times the later call wins. Times
+// are kept to the microsecond. A capture without SubjectKey or CapturedAt is refused
+// (InvalidError) and nothing is written.
+func (s *Store) UpsertIdentities(ctx context.Context, caps []IdentityCapture) (UpsertResult, error) {
+	if len(caps) == 0 {
+		return UpsertResult{}, nil
+	}
+	var res UpsertResult
+	err := s.db.inTx(ctx, func(q querier) error {
+		var err error
+		res, err = s.upsertIdentities(ctx, q, caps, "identities")
+		return err
+	})
+	if err != nil {
+		return UpsertResult{}, err
+	}
+	return res, nil
+}
+
+// LookupIdentities returns the stored identity of each subject key that has one, in one
+// query. Subjects never captured are absent from the map.
+func (s *Store) LookupIdentities(ctx context.Context, subjectKeys []string) (map[string]Identity, error) {
+	out := map[string]Identity{}
+	if len(subjectKeys) == 0 {
+		return out, nil
+	}
+	states, err := s.loadIdentities(ctx, s.db, subjectKeys)
+	if err != nil {
+		return nil, err
+	}
+	for k, st := range states {
+		out[k] = st.id
+	}
+	return out, nil
+}
+
+// identityState is one subject's stored identity while captures merge into it.
+type identityState struct {
+	id     Identity
+	stamps map[string]time.Time // identifier field or @scalar -> capture time of its value
+	exists bool                 // a row is stored
+	dirty  bool                 // the identities row must be written
+	clicks map[clickKey]bool    // clicks to write (new or moved earlier)
+}
+
+type clickKey struct{ typ, id string }
+
+const (
+	stampIP        = "@ip"
+	stampUserAgent = "@user_agent"
+	stampLeadID    = "@lead_id"
+)
+
+func newIdentityState(key string) *identityState {
+	return &identityState{id: Identity{SubjectKey: key}, stamps: map[string]time.Time{}, clicks: map[clickKey]bool{}}
+}
+
+// apply merges one capture and reports whether anything changed.
+func (st *identityState) apply(c IdentityCapture) bool {
+	at := utcMicro(c.CapturedAt)
+	changed := false
+	for _, click := range c.Clicks {
+		if click.Type == "" || click.ID == "" {
+			continue
+		}
+		cat := utcMicro(click.At)
+		i := slices.IndexFunc(st.id.Clicks, func(h Click) bool { return h.Type == click.Type && h.ID == click.ID })
+		switch {
+		case i < 0:
+			st.id.Clicks = append(st.id.Clicks, Click{Type: click.Type, ID: click.ID, At: cat})
+		case !cat.IsZero() && (st.id.Clicks[i].At.IsZero() || cat.Before(st.id.Clicks[i].At)):
+			st.id.Clicks[i].At = cat
+		default:
+			continue
+		}
+		st.clicks[clickKey{click.Type, click.ID}] = true
+		changed = true
+	}
+
+	byField := map[string]pii.Set{}
+	for k, v := range c.Identifiers {
+		if v == "" {
+			continue
+		}
+		field, _, _ := strings.Cut(k, "/")
+		if byField[field] == nil {
+			byField[field] = pii.Set{}
+		}
+		byField[field][k] = v
+	}
+	for field, set := range byField {
+		if prev, ok := st.stamps[field]; ok && at.Before(prev) {
+			continue
+		}
+		have := pii.Set{}
+		for k, v := range st.id.Identifiers {
+			if f, _, _ := strings.Cut(k, "/"); f == field {
+				have[k] = v
+			}
+		}
+		if maps.Equal(have, set) && st.stamps[field].Equal(at) {
+			continue
+		}
+		if st.id.Identifiers == nil {
+			st.id.Identifiers = pii.Set{}
+		}
+		for k := range have {
+			delete(st.id.Identifiers, k)
+		}
+		maps.Copy(st.id.Identifiers, set)
+		st.stamps[field] = at
+		changed = true
+	}
+
+	for _, sc := range []struct {
+		stamp string
+		val   string
+		dst   *string
+	}{{stampIP, c.IP, &st.id.IP}, {stampUserAgent, c.UserAgent, &st.id.UserAgent}, {stampLeadID, c.LeadID, &st.id.LeadID}} {
+		if sc.val == "" {
+			continue
+		}
+		if prev, ok := st.stamps[sc.stamp]; ok && at.Before(prev) {
+			continue
+		}
+		if *sc.dst == sc.val && st.stamps[sc.stamp].Equal(at) {
+			continue
+		}
+		*sc.dst = sc.val
+		st.stamps[sc.stamp] = at
+		changed = true
+	}
+
+	if consent := c.Consent; consent.AdUserData != "" || consent.AdPersonalization != "" {
+		consent.CapturedAt = utcMicro(consent.CapturedAt)
+		if consent.CapturedAt.IsZero() {
+			consent.CapturedAt = at
+		}
+		if (st.id.Consent == Consent{}) || !consent.CapturedAt.Before(st.id.Consent.CapturedAt) {
+			if !consentEqual(consent, st.id.Consent) {
+				st.id.Consent = consent
+				changed = true
+			}
+		}
+	}
+
+	if at.After(st.id.UpdatedAt) {
+		st.id.UpdatedAt = at
+		changed = true
+	}
+	if changed {
+		st.dirty = true
+	}
+	return changed
+}
+
+func consentEqual(a, b Consent) bool {
+	return a.AdUserData == b.AdUserData && a.AdPersonalization == b.AdPersonalization && a.CapturedAt.Equal(b.CapturedAt)
+}
+
+// upsertIdentities merges caps inside transaction q. field names the caps in errors.
+func (s *Store) upsertIdentities(ctx context.Context, q querier, caps []IdentityCapture, field string) (UpsertResult, error) {
+	var res UpsertResult
+	if len(caps) == 0 {
+		return res, nil
+	}
+	keys := make([]string, 0, len(caps))
+	seen := map[string]bool{}
+	for i, c := range caps {
+		if c.SubjectKey == "" {
+			return res, invalid(fmt.Sprintf("%s[%d].subject_key", field, i), "required")
+		}
+		if c.CapturedAt.IsZero() {
+			return res, invalid(fmt.Sprintf("%s[%d].captured_at", field, i), "required")
+		}
+		if !seen[c.SubjectKey] {
+			seen[c.SubjectKey] = true
+			keys = append(keys, c.SubjectKey)
+		}
+	}
+	sort.Strings(keys)
+	if s.pg {
+		// Serialize writers of the same subjects (rows that do not exist yet cannot be
+		// locked with FOR UPDATE); keys are locked in one order, so no deadlock.
+		if _, err := q.exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(k, 7238))
+			FROM unnest($1::text[]) AS k ORDER BY k`, keys); err != nil {
+			return res, fmt.Errorf("store: lock identities: %w", err)
+		}
+	}
+	states, err := s.loadIdentities(ctx, q, keys)
+	if err != nil {
+		return res, err
+	}
+	for _, c := range caps {
+		st := states[c.SubjectKey]
+		if st == nil {
+			st = newIdentityState(c.SubjectKey)
+			states[c.SubjectKey] = st
+		}
+		fresh := !st.exists && !st.dirty
+		changed := st.apply(c)
+		switch {
+		case fresh:
+			st.dirty = true
+			res.Inserted++
+		case changed:
+			res.Merged++
+		default:
+			res.Unchanged++
+		}
+	}
+	var dirty []*identityState
+	for _, k := range keys {
+		if st := states[k]; st.dirty {
+			dirty = append(dirty, st)
+		}
+	}
+	if err := s.writeIdentities(ctx, q, dirty); err != nil {
+		return res, fmt.Errorf("store: write identities: %w", err)
+	}
+	return res, nil
+}
+
+// identityCols are the identities columns loadIdentities reads, then the clicks as a JSON
+// array of [type, id, microseconds or null].
+func (s *Store) identityQuery() string {
+	if s.pg {
+		return `SELECT i.subject_key, i.identifiers, i.stamps, i.ip, i.user_agent, i.lead_id,
+			i.consent_ad_user_data, i.consent_ad_personalization, i.consent_captured_at, i.updated_at,
+			COALESCE((SELECT json_agg(json_build_array(c.type, c.id, (extract(epoch FROM c.clicked_at) * 1000000)::bigint))
+				FROM clicks c WHERE c.subject_key = i.subject_key), '[]')::text
+			FROM identities i WHERE ` + s.in("i.subject_key", 1)
+	}
+	return `SELECT i.subject_key, i.identifiers, i.stamps, i.ip, i.user_agent, i.lead_id,
+		i.consent_ad_user_data, i.consent_ad_personalization, i.consent_captured_at, i.updated_at,
+		(SELECT json_group_array(json_array(c.type, c.id, c.clicked_at)) FROM clicks c WHERE c.subject_key = i.subject_key)
+		FROM identities i WHERE ` + s.in("i.subject_key", 1)
+}
+
+func (s *Store) loadIdentities(ctx context.Context, q querier, keys []string) (map[string]*identityState, error) {
+	r, err := q.query(ctx, s.identityQuery(), s.list(keys))
+	if err != nil {
+		return nil, fmt.Errorf("store: read identities: %w", err)
+	}
+	list, err := collect(r, func(r rows) (*identityState, error) {
+		var (
+			key, idents, stamps, clicks string
+			st                          = &identityState{exists: true, clicks: map[clickKey]bool{}}
+		)
+		if err := r.Scan(&key, textScan{&idents}, textScan{&stamps}, &st.id.IP, &st.id.UserAgent, &st.id.LeadID,
+			&st.id.Consent.AdUserData, &st.id.Consent.AdPersonalization, tsScan{&st.id.Consent.CapturedAt},
+			tsScan{&st.id.UpdatedAt}, textScan{&clicks}); err != nil {
+			return nil, err
+		}
+		st.id.SubjectKey = key
+		if err := json.Unmarshal([]byte(idents), &st.id.Identifiers); err != nil {
+			return nil, fmt.Errorf("identifiers of a stored identity: %w", err)
+		}
+		if len(st.id.Identifiers) == 0 {
+			st.id.Identifiers = nil
+		}
+		if err := json.Unmarshal([]byte(stamps), &st.stamps); err != nil {
+			return nil, fmt.Errorf("stamps of a stored identity: %w", err)
+		}
+		if st.stamps == nil {
+			st.stamps = map[string]time.Time{}
+		}
+		var err error
+		if st.id.Clicks, err = decodeClicks(clicks); err != nil {
+			return nil, err
+		}
+		return st, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: read identities: %w", err)
+	}
+	out := make(map[string]*identityState, len(list))
+	for _, st := range list {
+		out[st.id.SubjectKey] = st
+	}
+	return out, nil
+}
+
+// decodeClicks reads [[type, id, micros|null], ...], sorted by type, time and id.
+func decodeClicks(raw string) ([]Click, error) {
+	if raw == "" {
+		return nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader([]byte(raw)))
+	dec.UseNumber()
+	var arr [][]any
+	if err := dec.Decode(&arr); err != nil {
+		return nil, fmt.Errorf("clicks of a stored identity: %w", err)
+	}
+	var out []Click
+	for _, a := range arr {
+		if len(a) != 3 {
+			return nil, fmt.Errorf("clicks of a stored identity: %d elements, want 3", len(a))
+		}
+		c := Click{}
+		c.Type, _ = a[0].(string)
+		c.ID, _ = a[1].(string)
+		if n, ok := a[2].(json.Number); ok {
+			us, err := n.Int64()
+			if err != nil {
+				return nil, fmt.Errorf("clicks of a stored identity: time: %w", err)
+			}
+			c.At = time.UnixMicro(us).UTC()
+		}
+		out = append(out, c)
+	}
+	sortClicks(out)
+	return out, nil
+}
+
+func sortClicks(cs []Click) {
+	sort.Slice(cs, func(i, j int) bool {
+		if cs[i].Type != cs[j].Type {
+			return cs[i].Type < cs[j].Type
+		}
+		if !cs[i].At.Equal(cs[j].At) {
+			return cs[i].At.Before(cs[j].At)
+		}
+		return cs[i].ID < cs[j].ID
+	})
+}
+
+// writeIdentities stores the dirty identities and their new or changed clicks.
+func (s *Store) writeIdentities(ctx context.Context, q querier, dirty []*identityState) error {
+	if len(dirty) == 0 {
+		return nil
+	}
+	type crow struct {
+		key string
+		c   Click
+	}
+	var clicks []crow
+	n := len(dirty)
+	keys, idents, stamps := make([]string, n), make([]string, n), make([]string, n)
+	ips, uas, leads, cud, cpz := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	cat, upd := make([]any, n), make([]any, n)
+	for i, st := range dirty {
+		sortClicks(st.id.Clicks)
+		for _, c := range st.id.Clicks {
+			if st.clicks[clickKey{c.Type, c.ID}] {
+				clicks = append(clicks, crow{st.id.SubjectKey, c})
+			}
+		}
+		idb, err := json.Marshal(st.id.Identifiers)
+		if err != nil {
+			return err
+		}
+		if st.id.Identifiers == nil {
+			idb = []byte("{}")
+		}
+		stb, err := json.Marshal(st.stamps)
+		if err != nil {
+			return err
+		}
+		keys[i], idents[i], stamps[i] = st.id.SubjectKey, string(idb), string(stb)
+		ips[i], uas[i], leads[i] = st.id.IP, st.id.UserAgent, st.id.LeadID
+		cud[i], cpz[i] = st.id.Consent.AdUserData, st.id.Consent.AdPersonalization
+		cat[i], upd[i] = s.ts(st.id.Consent.CapturedAt), s.ts(st.id.UpdatedAt)
+		st.exists, st.dirty, st.clicks = true, false, map[clickKey]bool{}
+	}
+	const upsertIdentity = `
+		ON CONFLICT (subject_key) DO UPDATE SET identifiers = excluded.identifiers, stamps = excluded.stamps,
+			ip = excluded.ip, user_agent = excluded.user_agent, lead_id = excluded.lead_id,
+			consent_ad_user_data = excluded.consent_ad_user_data,
+			consent_ad_personalization = excluded.consent_ad_personalization,
+			consent_captured_at = excluded.consent_captured_at, updated_at = excluded.updated_at`
+	const upsertClick = ` ON CONFLICT (subject_key, type, id) DO UPDATE SET clicked_at = excluded.clicked_at`
+	if s.pg {
+		if _, err := q.exec(ctx, `INSERT INTO identities (subject_key, identifiers, stamps, ip, user_agent, lead_id,
+				consent_ad_user_data, consent_ad_personalization, consent_captured_at, updated_at)
+			SELECT * FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::text[], $5::text[], $6::text[],
+				$7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])`+upsertIdentity,
+			keys, idents, stamps, ips, uas, leads, cud, cpz, pgTimes(cat), pgTimes(upd)); err != nil {
+			return err
+		}
+		if len(clicks) == 0 {
+			return nil
+		}
+		ck, ct, ci, ca := make([]string, len(clicks)), make([]string, len(clicks)), make([]string, len(clicks)), make([]any, len(clicks))
+		for i, c := range clicks {
+			ck[i], ct[i], ci[i], ca[i] = c.key, c.c.Type, c.c.ID, s.ts(c.c.At)
+		}
+		_, err := q.exec(ctx, `INSERT INTO clicks (subject_key, type, id, clicked_at)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])`+upsertClick,
+			ck, ct, ci, pgTimes(ca))
+		return err
+	}
+	for i := range keys {
+		if _, err := q.exec(ctx, `INSERT INTO identities (subject_key, identifiers, stamps, ip, user_agent, lead_id,
+				consent_ad_user_data, consent_ad_personalization, consent_captured_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`+upsertIdentity,
+			keys[i], idents[i], stamps[i], ips[i], uas[i], leads[i], cud[i], cpz[i], cat[i], upd[i]); err != nil {
+			return err
+		}
+	}
+	for _, c := range clicks {
+		if _, err := q.exec(ctx, `INSERT INTO clicks (subject_key, type, id, clicked_at) VALUES ($1, $2, $3, $4)`+upsertClick,
+			c.key, c.c.Type, c.c.ID, s.ts(c.c.At)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pgTimes turns s.ts values into a timestamptz[] argument with NULLs.
+func pgTimes(v []any) []*time.Time {
+	out := make([]*time.Time, len(v))
+	for i, x := range v {
+		if t, ok := x.(time.Time); ok {
+			out[i] = &t
+		}
+	}
+	return out
+}

@@ -1,0 +1,210 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/golang-migrate/migrate/v4"
+	migratedb "github.com/golang-migrate/migrate/v4/database"
+	migratepgx "github.com/golang-migrate/migrate/v4/database/pgx/v5"
+	migratesqlite "github.com/golang-migrate/migrate/v4/database/sqlite"
+	"github.com/golang-migrate/migrate/v4/source/iofs"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"go.uber.org/zap"
+
+	"github.com/closedloop/closedloop/migrations"
+)
+
+// Store is closedloop's persistence: identities, the conversion outbox and the counts the
+// reconciliation report reads, on PostgreSQL or SQLite behind one API. It is safe for
+// concurrent use. Every multi-row write is one transaction.
+type Store struct {
+	cfg  Config
+	log  *zap.Logger
+	db   database
+	pg   bool
+	pool *pgxpool.Pool // postgres only
+	now  func() time.Time
+}
+
+// Open connects to the database cfg names and, when cfg.MigrateOnStart, migrates it up.
+// cfg must pass Validate. The caller closes the store.
+func Open(ctx context.Context, cfg Config, log *zap.Logger) (*Store, error) {
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, fmt.Errorf("store: %w", errors.Join(errs...))
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	s := &Store{cfg: cfg, log: log.Named("store"), now: time.Now}
+	switch cfg.Driver {
+	case DriverPostgres:
+		pc, err := pgxpool.ParseConfig(cfg.DSN)
+		if err != nil {
+			return nil, errors.New("store: dsn is not a valid PostgreSQL connection string")
+		}
+		pc.MaxConns = int32(cfg.MaxConns)
+		pool, err := pgxpool.NewWithConfig(ctx, pc)
+		if err != nil {
+			return nil, fmt.Errorf("store: connect to postgres: %w", err)
+		}
+		if err := pool.Ping(ctx); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("store: connect to postgres: %w", err)
+		}
+		s.pg, s.pool, s.db = true, pool, pgDB{pool}
+	case DriverSQLite:
+		db, err := openSQLite(cfg)
+		if err != nil {
+			return nil, err
+		}
+		if err := db.PingContext(ctx); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("store: open sqlite %s: %w", cfg.Path, err)
+		}
+		s.db = sqlDB{db}
+	}
+	if cfg.MigrateOnStart {
+		if err := s.Migrate(ctx, "up"); err != nil {
+			_ = s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// openSQLite opens cfg.Path in WAL mode with a busy timeout and immediate write
+// transactions, limited to one connection: SQLite has one writer, and one connection makes
+// every transaction in this process serial without SQLITE_BUSY between them.
+func openSQLite(cfg Config) (*sql.DB, error) {
+	if dir := filepath.Dir(cfg.Path); dir != "." {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("store: sqlite directory: %w", err)
+		}
+	}
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", cfg.BusyTimeout.Milliseconds()))
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+cfg.Path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("store: open sqlite %s: %w", cfg.Path, err)
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	return db, nil
+}
+
+// Close releases the database. The store must not be used afterwards.
+func (s *Store) Close() error { return s.db.close() }
+
+// Dialect is DriverPostgres or DriverSQLite.
+func (s *Store) Dialect() string { return s.cfg.Driver }
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.db.ping(ctx) }
+
+// Migrate runs every migration up, or every migration down (dropping all of closedloop's
+// tables), with golang-migrate from the embedded SQL of the store's dialect. Nothing to do
+// is success. On PostgreSQL concurrent callers are serialized by golang-migrate's advisory
+// lock.
+func (s *Store) Migrate(ctx context.Context, direction string) error {
+	if direction != "up" && direction != "down" {
+		return fmt.Errorf("store: migrate direction must be up or down, got %q", direction)
+	}
+	m, done, err := s.migrator(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	go func() { // golang-migrate stops between migrations when GracefulStop is signalled
+		<-ctx.Done()
+		select {
+		case m.GracefulStop <- true:
+		default:
+		}
+	}()
+	if direction == "up" {
+		err = m.Up()
+	} else {
+		err = m.Down()
+	}
+	if err != nil && !errors.Is(err, migrate.ErrNoChange) {
+		return fmt.Errorf("store: migrate %s: %w", direction, err)
+	}
+	v, dirty, _ := s.MigrationVersion(ctx)
+	s.log.Info("migrated", zap.String("direction", direction), zap.Uint("version", v), zap.Bool("dirty", dirty))
+	return nil
+}
+
+// MigrationVersion is the schema version applied (0 when none) and whether a migration
+// failed halfway (dirty: fix by hand, then force the version with the migrate CLI).
+func (s *Store) MigrationVersion(ctx context.Context) (version uint, dirty bool, err error) {
+	m, done, err := s.migrator(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	defer done()
+	version, dirty, err = m.Version()
+	if errors.Is(err, migrate.ErrNilVersion) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("store: migration version: %w", err)
+	}
+	return version, dirty, nil
+}
+
+// migrator builds a golang-migrate instance on a connection of its own (golang-migrate
+// closes the connection it is given); done releases it.
+func (s *Store) migrator(ctx context.Context) (*migrate.Migrate, func(), error) {
+	var (
+		files  fs.FS
+		dir    string
+		db     *sql.DB
+		driver migratedb.Driver
+		err    error
+	)
+	if s.pg {
+		files, dir = migrations.Postgres, "postgres"
+		db = stdlib.OpenDB(*s.pool.Config().ConnConfig)
+		if err = db.PingContext(ctx); err == nil {
+			driver, err = migratepgx.WithInstance(db, &migratepgx.Config{})
+		}
+	} else {
+		files, dir = migrations.SQLite, "sqlite"
+		db, err = openSQLite(s.cfg)
+		if err == nil {
+			driver, err = migratesqlite.WithInstance(db, &migratesqlite.Config{})
+		}
+	}
+	if err != nil {
+		if db != nil {
+			_ = db.Close()
+		}
+		return nil, nil, fmt.Errorf("store: migrations: %w", err)
+	}
+	src, err := iofs.New(files, dir)
+	if err != nil {
+		_ = driver.Close()
+		return nil, nil, fmt.Errorf("store: migrations: %w", err)
+	}
+	m, err := migrate.NewWithInstance("iofs", src, s.cfg.Driver, driver)
+	if err != nil {
+		_ = driver.Close()
+		return nil, nil, fmt.Errorf("store: migrations: %w", err)
+	}
+	return m, func() { _, _ = m.Close() }, nil
+}
