@@ -33,6 +33,7 @@ valued and deduplicated, to Google, Meta and TikTok.`,
 		newDemoCmd(),
 		newCRMCmd(),
 		newMappingsCmd(),
+		newIdentitiesCmd(),
 	)
 	return root
 }
