@@ -24,9 +24,14 @@ func openStore(t *testing.T) *store.Store {
 	t.Helper()
 	cfg := store.DefaultConfig()
 	cfg.Path = filepath.Join(t.TempDir(), "closedloop.db")
-	st, err := store.Open(context.Background(), cfg, zaptest.NewLogger(t))
+	// Open's migration goroutine waits for ctx to end: cancel it so goleak sees none left.
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := store.Open(ctx, cfg, zaptest.NewLogger(t))
 	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, st.Close()) })
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, st.Close())
+	})
 	return st
 }
 
