@@ -330,3 +330,13 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkDecode(b *testing.B) {
+	payload := []byte(fullCapture)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := identity.Decode(payload, us); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
