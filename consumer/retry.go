@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/closedloop/closedloop/store"
 )
 
 // backoff says how durable steps (dead-letter writes, store writes) are retried before the
@@ -27,7 +29,7 @@ func (b backoff) do(ctx context.Context, log *zap.Logger, what string, step func
 		if err = step(ctx); err == nil {
 			return nil
 		}
-		if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+		if ctx.Err() != nil || errors.Is(err, context.Canceled) || permanent(err) {
 			return err
 		}
 		if i >= attempts {
@@ -43,4 +45,10 @@ func (b backoff) do(ctx context.Context, log *zap.Logger, what string, step func
 		}
 		wait = min(wait*2, b.Max)
 	}
+}
+
+// permanent reports errors no retry can fix: the store refusing a row as invalid.
+func permanent(err error) bool {
+	var inv *store.InvalidError
+	return errors.As(err, &inv)
 }

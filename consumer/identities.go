@@ -1,0 +1,254 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/closedloop/closedloop/crm"
+	"github.com/closedloop/closedloop/internal/identity"
+	"github.com/closedloop/closedloop/internal/join"
+	"github.com/closedloop/closedloop/internal/pii"
+	"github.com/closedloop/closedloop/store"
+)
+
+// IdentityStore is what the identity pipeline needs from the store.
+type IdentityStore interface {
+	// UpsertIdentities merges captures into the stored identities, durably.
+	UpsertIdentities(ctx context.Context, captures []store.IdentityCapture) (store.UpsertResult, error)
+	// AwaitingForSubjects returns the conversions awaiting identity that join on any of
+	// the subject keys.
+	AwaitingForSubjects(ctx context.Context, subjectKeys []string) ([]store.Conversion, error)
+	LookupIdentities(ctx context.Context, subjectKeys []string) (map[string]store.Identity, error)
+	UpdateAwaiting(ctx context.Context, convs []store.Conversion) (int, error)
+}
+
+// IdentityStats counts what one IdentityPipeline.Process call did.
+type IdentityStats struct {
+	Messages     int
+	Captures     int // valid captures stored
+	DeadLettered int
+	Released     int // awaiting conversions that became ready
+}
+
+// IdentityPipelineConfig configures an IdentityPipeline.
+type IdentityPipelineConfig struct {
+	Normalizer      pii.Normalizer
+	Store           IdentityStore // required
+	DeadLetters     messageWriter // required unless SkipDeadLetters
+	DeadLetterTopic string
+	SkipDeadLetters bool
+	Metrics         *Metrics
+	Log             *zap.Logger
+}
+
+// IdentityPipeline stores identity captures and releases the conversions that were
+// waiting for them: decode → dead letters → UpsertIdentities → AwaitingForSubjects → join
+// → UpdateAwaiting. The caller commits offsets after Process returns nil.
+type IdentityPipeline struct {
+	cfg   IdentityPipelineConfig
+	log   *zap.Logger
+	retry backoff
+}
+
+// NewIdentityPipeline checks cfg and returns an IdentityPipeline.
+func NewIdentityPipeline(cfg IdentityPipelineConfig) (*IdentityPipeline, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("consumer: IdentityPipelineConfig.Store is required")
+	}
+	if !cfg.SkipDeadLetters && (cfg.DeadLetters == nil || cfg.DeadLetterTopic == "") {
+		return nil, errors.New("consumer: IdentityPipelineConfig.DeadLetters and DeadLetterTopic are required")
+	}
+	p := &IdentityPipeline{cfg: cfg, log: cfg.Log, retry: defaultBackoff}
+	if p.log == nil {
+		p.log = zap.NewNop()
+	}
+	return p, nil
+}
+
+// Process handles one batch of identity-capture messages. It returns nil only once the
+// bad ones are dead-lettered and the good ones stored and re-joined.
+func (p *IdentityPipeline) Process(ctx context.Context, msgs []kafka.Message) (IdentityStats, error) {
+	st := IdentityStats{Messages: len(msgs)}
+	captures := make([]store.IdentityCapture, 0, len(msgs))
+	var dead []deadLetter
+	for i := range msgs {
+		m := &msgs[i]
+		if len(m.Value) > crm.MaxPayloadBytes {
+			dead = append(dead, deadLetter{src: *m, code: ReasonTooLarge, index: -1,
+				reason: fmt.Sprintf("payload is %d bytes, over the %d-byte limit", len(m.Value), crm.MaxPayloadBytes)})
+			continue
+		}
+		c, err := identity.Decode(m.Value, p.cfg.Normalizer)
+		if err != nil {
+			dl := deadLetter{src: *m, code: ReasonInvalidIdentity, index: -1, reason: err.Error()}
+			var fe *identity.FieldError
+			if errors.As(err, &fe) {
+				dl.field = fe.Field
+			}
+			dead = append(dead, dl)
+			continue
+		}
+		captures = append(captures, c)
+	}
+	if len(dead) > 0 && !p.cfg.SkipDeadLetters {
+		out := make([]kafka.Message, len(dead))
+		for i, d := range dead {
+			out[i] = d.message(p.cfg.DeadLetterTopic)
+		}
+		if err := p.retry.do(ctx, p.log, "dead-letter write", func(ctx context.Context) error {
+			return p.cfg.DeadLetters.WriteMessages(ctx, out...)
+		}); err != nil {
+			return IdentityStats{}, fmt.Errorf("dead-letter topic %s: %w", p.cfg.DeadLetterTopic, err)
+		}
+		for _, d := range dead {
+			p.log.Warn("identity capture dead-lettered", zap.String("topic", d.src.Topic), zap.Int("partition", d.src.Partition),
+				zap.Int64("offset", d.src.Offset), zap.String("field", d.field), zap.String("reason", d.reason))
+		}
+	}
+	st.DeadLettered = len(dead)
+	if len(captures) > 0 {
+		if err := p.retry.do(ctx, p.log, "upsert identities", func(ctx context.Context) error {
+			_, err := p.cfg.Store.UpsertIdentities(ctx, captures)
+			return err
+		}); err != nil {
+			return IdentityStats{}, fmt.Errorf("upsert identities: %w", err)
+		}
+		st.Captures = len(captures)
+		released, err := p.rejoin(ctx, captures)
+		if err != nil {
+			return IdentityStats{}, err
+		}
+		st.Released = released
+	}
+	if m := p.cfg.Metrics; m != nil {
+		for _, d := range dead {
+			m.addDeadLettered(d.src.Topic, d.code)
+		}
+		m.addIdentities(st.Captures)
+	}
+	return st, nil
+}
+
+// rejoin finds the conversions awaiting any subject of the captures and releases those
+// that now have a usable identifier.
+func (p *IdentityPipeline) rejoin(ctx context.Context, captures []store.IdentityCapture) (int, error) {
+	seen := make(map[string]bool, len(captures))
+	keys := make([]string, 0, len(captures))
+	for _, c := range captures {
+		if !seen[c.SubjectKey] {
+			seen[c.SubjectKey] = true
+			keys = append(keys, c.SubjectKey)
+		}
+	}
+	var awaiting []store.Conversion
+	if err := p.retry.do(ctx, p.log, "awaiting for subjects", func(ctx context.Context) error {
+		var err error
+		awaiting, err = p.cfg.Store.AwaitingForSubjects(ctx, keys)
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("awaiting for subjects: %w", err)
+	}
+	if len(awaiting) == 0 {
+		return 0, nil
+	}
+	n, err := releaseAwaiting(ctx, p.cfg.Store, p.retry, p.log, awaiting, p.cfg.Metrics)
+	return n, err
+}
+
+// identityLookup is the part of the store a re-join needs.
+type identityLookup interface {
+	LookupIdentities(ctx context.Context, subjectKeys []string) (map[string]store.Identity, error)
+	UpdateAwaiting(ctx context.Context, convs []store.Conversion) (int, error)
+}
+
+// recheckAwaiting re-joins the awaiting rows among convs (just written) against the
+// identities stored now; see Pipeline.write.
+func recheckAwaiting(ctx context.Context, st identityLookup, b backoff, log *zap.Logger, convs []store.Conversion, m *Metrics) (int, error) {
+	awaiting := make([]store.Conversion, 0, 16)
+	for _, c := range convs {
+		if c.State == store.StateAwaitingIdentity {
+			awaiting = append(awaiting, c)
+		}
+	}
+	if len(awaiting) == 0 {
+		return 0, nil
+	}
+	return releaseAwaiting(ctx, st, b, log, awaiting, m)
+}
+
+// releaseAwaiting joins each awaiting conversion again — the snapshot it already holds
+// (from its stage change's own payload) plus every stored identity of its subjects, as of
+// its time — and moves those with a usable identifier to ready, in one lookup and one
+// update.
+func releaseAwaiting(ctx context.Context, st identityLookup, b backoff, log *zap.Logger, awaiting []store.Conversion, m *Metrics) (int, error) {
+	seen := map[string]bool{}
+	keys := make([]string, 0, len(awaiting)*2)
+	for _, c := range awaiting {
+		for _, k := range c.SubjectKeys {
+			if !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
+	}
+	var ids map[string]store.Identity
+	if err := b.do(ctx, log, "lookup identities", func(ctx context.Context) error {
+		var err error
+		ids, err = st.LookupIdentities(ctx, keys)
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("lookup identities: %w", err)
+	}
+	release := make([]store.Conversion, 0, len(awaiting))
+	for _, c := range awaiting {
+		list := make([]store.Identity, 0, len(c.SubjectKeys)+1)
+		for _, k := range c.SubjectKeys {
+			if id, ok := ids[k]; ok {
+				list = append(list, id)
+			}
+		}
+		if len(list) == 0 {
+			continue
+		}
+		base := c.Identity
+		base.SubjectKey = ""
+		list = append(list, base)
+		joined := join.Resolve(list, c.OccurredAt)
+		if !join.Usable(joined, c.Platform) {
+			continue
+		}
+		c.Identity = joined
+		c.State = store.StateReady
+		c.Reason = ""
+		release = append(release, c)
+	}
+	if len(release) == 0 {
+		return 0, nil
+	}
+	var n int
+	if err := b.do(ctx, log, "update awaiting", func(ctx context.Context) error {
+		var err error
+		n, err = st.UpdateAwaiting(ctx, release)
+		return err
+	}); err != nil {
+		return 0, fmt.Errorf("update awaiting: %w", err)
+	}
+	if m != nil {
+		by := map[string]int{}
+		for _, c := range release {
+			by[c.Destination]++
+		}
+		if n == len(release) {
+			for d, k := range by {
+				m.addReleased(d, k)
+			}
+		} else {
+			m.addReleased("", n)
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,559 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/closedloop/closedloop/crm"
+	"github.com/closedloop/closedloop/internal/join"
+	"github.com/closedloop/closedloop/internal/pii"
+	"github.com/closedloop/closedloop/store"
+)
+
+// StageStore is what the stage-change pipeline needs from the store.
+type StageStore interface {
+	// LookupIdentities returns the stored identity of each subject key that has one, in
+	// one round trip.
+	LookupIdentities(ctx context.Context, subjectKeys []string) (map[string]store.Identity, error)
+	// WriteBatch writes identities, conversions (known keys are left alone) and stage
+	// counts in one transaction.
+	WriteBatch(ctx context.Context, b store.Batch) (store.BatchResult, error)
+	// UpdateAwaiting moves conversions still awaiting identity to the given state and
+	// identity snapshot; it returns how many it moved.
+	UpdateAwaiting(ctx context.Context, convs []store.Conversion) (int, error)
+}
+
+// KeyChecker reports which conversion keys already exist; a dry-run replay uses it.
+type KeyChecker interface {
+	ExistingKeys(ctx context.Context, keys []string) (map[string]bool, error)
+}
+
+// Stats counts what one Process call did.
+type Stats struct {
+	Messages     int // messages processed
+	DeadLettered int // dead-letter records written (one per bad message, one per bad event)
+	StageChanges int // decoded stage changes
+	Ignored      int // events that are not stage changes
+	Matched      int // stage changes some rule matched
+	Unmatched    int // stage changes no rule matched
+	Planned      int // distinct conversions planned (after the destination filter)
+	Ready        int // of Planned: joined to a usable identifier
+	Awaiting     int // of Planned: waiting for an identifier
+	Created      int // rows newly created in the store (0 in a dry run)
+	Existing     int // rows that already existed (known after a write or a dry-run check)
+	Released     int // awaiting rows released by the post-write recheck
+}
+
+func (s *Stats) add(o Stats) {
+	s.Messages += o.Messages
+	s.DeadLettered += o.DeadLettered
+	s.StageChanges += o.StageChanges
+	s.Ignored += o.Ignored
+	s.Matched += o.Matched
+	s.Unmatched += o.Unmatched
+	s.Planned += o.Planned
+	s.Ready += o.Ready
+	s.Awaiting += o.Awaiting
+	s.Created += o.Created
+	s.Existing += o.Existing
+	s.Released += o.Released
+}
+
+// PipelineConfig configures a Pipeline.
+type PipelineConfig struct {
+	// Formats maps a stage topic to the format of its messages; a message's
+	// closedloop-format header overrides it. Topics not listed default to canonical.
+	Formats map[string]string
+	// Mapping returns the active stage mapping (hot reload lives elsewhere). Required.
+	Mapping func() *crm.Mapping
+	// Normalizer hashes raw emails and phones on arrival.
+	Normalizer pii.Normalizer
+	// Store is required.
+	Store StageStore
+	// DeadLetters receives undecodable messages on DeadLetterTopic. Required unless
+	// SkipDeadLetters.
+	DeadLetters     messageWriter
+	DeadLetterTopic string
+	// SkipDeadLetters counts bad messages without writing them anywhere (a replay: the
+	// originals were dead-lettered when first consumed).
+	SkipDeadLetters bool
+	// Replay marks created conversions as replay rows and skips stage counts (the live
+	// consumer counted those stage changes already).
+	Replay bool
+	// Destinations, when not empty, keeps only conversions for these destinations.
+	Destinations []string
+	Metrics      *Metrics
+	Log          *zap.Logger
+}
+
+// Pipeline turns a batch of stage-change messages into outbox rows: decode → plan → join
+// → dead letters and one store write. It is shared by the group consumer and the replay
+// reader. It commits nothing: the caller commits offsets after Process returns nil.
+// Process is safe for concurrent use if the store and writer are.
+type Pipeline struct {
+	cfg     PipelineConfig
+	dests   map[string]bool
+	log     *zap.Logger
+	retry   backoff
+	timeNow func() time.Time
+}
+
+// NewPipeline checks cfg and returns a Pipeline.
+func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
+	if cfg.Mapping == nil {
+		return nil, errors.New("consumer: PipelineConfig.Mapping is required")
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("consumer: PipelineConfig.Store is required")
+	}
+	if !cfg.SkipDeadLetters && (cfg.DeadLetters == nil || cfg.DeadLetterTopic == "") {
+		return nil, errors.New("consumer: PipelineConfig.DeadLetters and DeadLetterTopic are required")
+	}
+	p := &Pipeline{cfg: cfg, log: cfg.Log, retry: defaultBackoff, timeNow: time.Now}
+	if p.log == nil {
+		p.log = zap.NewNop()
+	}
+	if len(cfg.Destinations) > 0 {
+		p.dests = make(map[string]bool, len(cfg.Destinations))
+		for _, d := range cfg.Destinations {
+			p.dests[d] = true
+		}
+	}
+	return p, nil
+}
+
+// prepared is a batch decoded, planned and joined, not yet written.
+type prepared struct {
+	stats       Stats
+	dead        []deadLetter
+	batch       store.Batch
+	created     []string       // keys the store newly created
+	sources     map[string]int // source → stage changes, for metrics
+	ignoredBy   map[string]int // format → ignored events
+	matchedBy   map[string]int
+	unmatchedBy map[string]int
+}
+
+// change is one decoded stage change with the conversions it plans.
+type change struct {
+	sc      crm.StageChange
+	planned []crm.Planned
+}
+
+// Process decodes, plans, joins and writes one batch. It returns only after every bad
+// message is on the dead-letter topic and every row is in the store, or an error when
+// either failed after retries: the caller must then not commit the batch's offsets.
+func (p *Pipeline) Process(ctx context.Context, msgs []kafka.Message) (Stats, error) {
+	prep, err := p.prepare(ctx, msgs)
+	if err != nil {
+		return Stats{}, err
+	}
+	if err := p.writeDeadLetters(ctx, prep.dead); err != nil {
+		return Stats{}, err
+	}
+	if err := p.write(ctx, prep); err != nil {
+		return Stats{}, err
+	}
+	p.record(prep)
+	return prep.stats, nil
+}
+
+// DryRun prepares the batch like Process and reports what a write would create, writing
+// nothing anywhere.
+func (p *Pipeline) DryRun(ctx context.Context, msgs []kafka.Message, keys KeyChecker) (Stats, error) {
+	prep, err := p.prepare(ctx, msgs)
+	if err != nil {
+		return Stats{}, err
+	}
+	if len(prep.batch.Conversions) == 0 {
+		return prep.stats, nil
+	}
+	ks := make([]string, len(prep.batch.Conversions))
+	for i, c := range prep.batch.Conversions {
+		ks[i] = c.Key
+	}
+	var existing map[string]bool
+	err = p.retry.do(ctx, p.log, "existing keys", func(ctx context.Context) error {
+		var err error
+		existing, err = keys.ExistingKeys(ctx, ks)
+		return err
+	})
+	if err != nil {
+		return Stats{}, fmt.Errorf("existing keys: %w", err)
+	}
+	for _, k := range ks {
+		if existing[k] {
+			prep.stats.Existing++
+		} else {
+			prep.stats.Created++
+		}
+	}
+	return prep.stats, nil
+}
+
+func (p *Pipeline) formatOf(m *kafka.Message) string {
+	for _, h := range m.Headers {
+		if h.Key == HeaderFormat && len(h.Value) > 0 {
+			return string(h.Value)
+		}
+	}
+	if f, ok := p.cfg.Formats[m.Topic]; ok && f != "" {
+		return f
+	}
+	return crm.FormatCanonical
+}
+
+// prepare decodes every message, plans each stage change against the mapping active now,
+// looks up the identities of every subject in one call and builds the rows.
+func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared, error) {
+	prep := &prepared{
+		sources:     map[string]int{},
+		ignoredBy:   map[string]int{},
+		matchedBy:   map[string]int{},
+		unmatchedBy: map[string]int{},
+	}
+	prep.stats.Messages = len(msgs)
+	mapping := p.cfg.Mapping()
+	version := ""
+	if mapping != nil {
+		version = mapping.Version()
+	}
+
+	changes := make([]change, 0, len(msgs))
+	counts := map[store.StageCount]int{} // keyed with Count 0
+	for i := range msgs {
+		m := &msgs[i]
+		if len(m.Value) > crm.MaxPayloadBytes {
+			prep.dead = append(prep.dead, deadLetter{src: *m, code: ReasonTooLarge, index: -1,
+				reason: fmt.Sprintf("payload is %d bytes, over the %d-byte limit", len(m.Value), crm.MaxPayloadBytes)})
+			continue
+		}
+		format := p.formatOf(m)
+		dec, err := crm.Decode(format, m.Value, p.cfg.Normalizer)
+		if err != nil {
+			dl := deadLetter{src: *m, code: ReasonUndecodable, index: -1, reason: err.Error()}
+			var de *crm.DecodeError
+			if errors.As(err, &de) {
+				dl.field = de.Field
+				if de.Index >= 0 {
+					dl.index = de.Index
+				}
+			}
+			prep.dead = append(prep.dead, dl)
+			continue
+		}
+		for _, b := range dec.Bad {
+			prep.dead = append(prep.dead, deadLetter{src: *m, code: ReasonBadEvent, reason: b.Error(), field: b.Field, index: b.Index})
+		}
+		if dec.Ignored > 0 {
+			prep.stats.Ignored += dec.Ignored
+			prep.ignoredBy[format] += dec.Ignored
+		}
+		for _, d := range dec.Dropped {
+			p.log.Debug("identifier dropped", zap.String("topic", m.Topic), zap.Int("partition", m.Partition),
+				zap.Int64("offset", m.Offset), zap.String("field", d.Field), zap.String("reason", d.Reason))
+		}
+		for _, sc := range dec.Changes {
+			prep.stats.StageChanges++
+			prep.sources[sc.Source]++
+			planned, unmatched := mapping.Plan(sc)
+			day := sc.OccurredAt.UTC().Truncate(24 * time.Hour)
+			if unmatched {
+				prep.stats.Unmatched++
+				prep.unmatchedBy[sc.Source]++
+				counts[store.StageCount{Day: day, Source: sc.Source}]++
+			} else {
+				prep.stats.Matched++
+				prep.matchedBy[sc.Source]++
+				seenRule := map[string]bool{}
+				for _, pl := range planned {
+					if !seenRule[pl.Rule] {
+						seenRule[pl.Rule] = true
+						counts[store.StageCount{Day: day, Source: sc.Source, Rule: pl.Rule}]++
+					}
+				}
+			}
+			if p.dests != nil {
+				kept := planned[:0]
+				for _, pl := range planned {
+					if p.dests[pl.Destination] {
+						kept = append(kept, pl)
+					}
+				}
+				planned = kept
+			}
+			if capture, ok := captureFromChange(sc); ok && !p.cfg.Replay {
+				prep.batch.Identities = append(prep.batch.Identities, capture)
+			}
+			if len(planned) > 0 {
+				changes = append(changes, change{sc: sc, planned: planned})
+			}
+		}
+	}
+	if !p.cfg.Replay {
+		prep.batch.StageCounts = make([]store.StageCount, 0, len(counts))
+		for k, n := range counts {
+			k.Count = n
+			prep.batch.StageCounts = append(prep.batch.StageCounts, k)
+		}
+		sort.Slice(prep.batch.StageCounts, func(i, j int) bool {
+			a, b := prep.batch.StageCounts[i], prep.batch.StageCounts[j]
+			if !a.Day.Equal(b.Day) {
+				return a.Day.Before(b.Day)
+			}
+			if a.Source != b.Source {
+				return a.Source < b.Source
+			}
+			return a.Rule < b.Rule
+		})
+	}
+	if len(changes) == 0 {
+		return prep, nil
+	}
+
+	// One lookup for every subject of the batch.
+	keySet := map[string]struct{}{}
+	keys := make([]string, 0, len(changes)*2)
+	for i := range changes {
+		for _, k := range subjectKeys(changes[i].sc) {
+			if _, ok := keySet[k]; !ok {
+				keySet[k] = struct{}{}
+				keys = append(keys, k)
+			}
+		}
+	}
+	var ids map[string]store.Identity
+	err := p.retry.do(ctx, p.log, "lookup identities", func(ctx context.Context) error {
+		var err error
+		ids, err = p.cfg.Store.LookupIdentities(ctx, keys)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lookup identities: %w", err)
+	}
+
+	seenKey := make(map[string]bool, len(changes))
+	prep.batch.Conversions = make([]store.Conversion, 0, len(changes))
+	for i := range changes {
+		ch := &changes[i]
+		sk := subjectKeys(ch.sc)
+		joined := resolve(ch.sc, sk, ids)
+		for _, pl := range ch.planned {
+			if seenKey[pl.Key] {
+				continue // a duplicate within the batch: the first one wins, as in the store
+			}
+			seenKey[pl.Key] = true
+			conv := conversionRow(ch.sc, sk, pl, joined, p.cfg.Replay)
+			if pl.MappingVersion == "" {
+				conv.MappingVersion = version
+			}
+			if conv.State == store.StateReady {
+				prep.stats.Ready++
+			} else {
+				prep.stats.Awaiting++
+			}
+			prep.batch.Conversions = append(prep.batch.Conversions, conv)
+		}
+	}
+	prep.stats.Planned = len(prep.batch.Conversions)
+	return prep, nil
+}
+
+// writeDeadLetters publishes every dead letter synchronously (acks=all), retrying with
+// backoff; an error means none of the batch may be committed.
+func (p *Pipeline) writeDeadLetters(ctx context.Context, dead []deadLetter) error {
+	if len(dead) == 0 || p.cfg.SkipDeadLetters {
+		return nil
+	}
+	out := make([]kafka.Message, len(dead))
+	for i, d := range dead {
+		out[i] = d.message(p.cfg.DeadLetterTopic)
+	}
+	err := p.retry.do(ctx, p.log, "dead-letter write", func(ctx context.Context) error {
+		return p.cfg.DeadLetters.WriteMessages(ctx, out...)
+	})
+	if err != nil {
+		return fmt.Errorf("dead-letter topic %s: %w", p.cfg.DeadLetterTopic, err)
+	}
+	for _, d := range dead {
+		p.log.Warn("message dead-lettered", zap.String("topic", d.src.Topic), zap.Int("partition", d.src.Partition),
+			zap.Int64("offset", d.src.Offset), zap.String("code", d.code), zap.String("field", d.field),
+			zap.Int("index", d.index), zap.String("reason", d.reason))
+	}
+	return nil
+}
+
+// write stores the batch in one transaction, then re-checks the rows it left awaiting
+// identity: an identity capture stored while this batch was being joined would otherwise
+// miss them (the identity consumer looked for awaiting rows before these existed).
+func (p *Pipeline) write(ctx context.Context, prep *prepared) error {
+	b := prep.batch
+	if len(b.Conversions) == 0 && len(b.StageCounts) == 0 && len(b.Identities) == 0 {
+		return nil
+	}
+	var res store.BatchResult
+	err := p.retry.do(ctx, p.log, "store write", func(ctx context.Context) error {
+		var err error
+		res, err = p.cfg.Store.WriteBatch(ctx, b)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store write: %w", err)
+	}
+	prep.stats.Created = res.Created
+	prep.stats.Existing = res.Existing
+	prep.created = res.CreatedKeys
+	if prep.stats.Awaiting == 0 {
+		return nil
+	}
+	released, err := recheckAwaiting(ctx, p.cfg.Store, p.retry, p.log, b.Conversions, p.cfg.Metrics)
+	if err != nil {
+		return err
+	}
+	prep.stats.Released = released
+	return nil
+}
+
+// record updates the metrics once a batch is durable.
+func (p *Pipeline) record(prep *prepared) {
+	m := p.cfg.Metrics
+	if m == nil {
+		return
+	}
+	for _, d := range prep.dead {
+		m.addDeadLettered(d.src.Topic, d.code)
+	}
+	for s, n := range prep.matchedBy {
+		m.addStageChanges(s, OutcomeMatched, n)
+	}
+	for s, n := range prep.unmatchedBy {
+		m.addStageChanges(s, OutcomeUnmatched, n)
+	}
+	for f, n := range prep.ignoredBy {
+		m.addStageChanges(f, OutcomeIgnored, n)
+	}
+	if len(prep.created) == 0 {
+		return
+	}
+	type ds struct{ dest, state string }
+	byKey := make(map[string]ds, len(prep.batch.Conversions))
+	for _, c := range prep.batch.Conversions {
+		byKey[c.Key] = ds{c.Destination, string(c.State)}
+	}
+	by := map[ds]int{}
+	for _, k := range prep.created {
+		by[byKey[k]]++
+	}
+	for k, n := range by {
+		m.addConversions(k.dest, k.state, n)
+	}
+}
+
+// subjectKeys are the identity subjects a stage change joins on: its object, its
+// contacts, and its hashed email (the subject form identity captures use for a lead-form
+// submission without a CRM id).
+func subjectKeys(sc crm.StageChange) []string {
+	keys := sc.SubjectKeys()
+	if h := sc.Identifiers["email"]; h != "" {
+		keys = append(keys, "email:"+h)
+	}
+	return keys
+}
+
+// captureFromChange turns what a stage change itself carries (click ids, hashed email and
+// phone, a lead id) into an identity capture for its object, so later stage changes of the
+// same object and late re-joins find it. ok is false when it carries nothing.
+func captureFromChange(sc crm.StageChange) (store.IdentityCapture, bool) {
+	if len(sc.ClickIDs) == 0 && len(sc.Identifiers) == 0 && sc.LeadID == "" {
+		return store.IdentityCapture{}, false
+	}
+	return store.IdentityCapture{
+		SubjectKey:  crm.SubjectKey(sc.Source, sc.ObjectType, sc.ObjectID),
+		CapturedAt:  sc.OccurredAt,
+		Clicks:      changeClicks(sc),
+		Identifiers: sc.Identifiers,
+		LeadID:      sc.LeadID,
+	}, true
+}
+
+// changeClicks lists a stage change's click ids with an unknown click time (zero At): the
+// join treats them as before the conversion but prefers any dated click of the same type.
+func changeClicks(sc crm.StageChange) []store.Click {
+	if len(sc.ClickIDs) == 0 {
+		return nil
+	}
+	out := make([]store.Click, 0, len(sc.ClickIDs))
+	for t, id := range sc.ClickIDs {
+		if id != "" {
+			out = append(out, store.Click{Type: t, ID: id})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Type < out[j].Type })
+	return out
+}
+
+// resolve joins a stage change to the stored identities of its subjects, as of the
+// change's time: stored data first (object, then contacts), then what the payload itself
+// carried, which loses every tie.
+func resolve(sc crm.StageChange, keys []string, ids map[string]store.Identity) store.Identity {
+	list := make([]store.Identity, 0, len(keys)+1)
+	for _, k := range keys {
+		if id, ok := ids[k]; ok {
+			list = append(list, id)
+		}
+	}
+	if len(sc.ClickIDs) > 0 || len(sc.Identifiers) > 0 || sc.LeadID != "" {
+		list = append(list, store.Identity{Clicks: changeClicks(sc), Identifiers: sc.Identifiers, LeadID: sc.LeadID})
+	}
+	return join.Resolve(list, sc.OccurredAt)
+}
+
+// conversionRow builds the outbox row for one planned conversion.
+func conversionRow(sc crm.StageChange, keys []string, pl crm.Planned, joined store.Identity, replay bool) store.Conversion {
+	c := store.Conversion{
+		Key:            pl.Key,
+		Kind:           store.KindConversion,
+		Destination:    pl.Destination,
+		Platform:       pl.Platform,
+		Rule:           pl.Rule,
+		MappingVersion: pl.MappingVersion,
+		Source:         sc.Source,
+		ObjectType:     sc.ObjectType,
+		ObjectID:       sc.ObjectID,
+		SubjectKeys:    keys,
+		ConversionName: pl.ConversionName,
+		OccurredAt:     pl.OccurredAt,
+		Currency:       pl.Currency,
+		Identity:       joined,
+		Replay:         replay,
+	}
+	if pl.Retract {
+		c.Kind = store.KindRetraction
+		c.RetractsKey = pl.RetractsKey
+	}
+	if pl.Value != nil {
+		v := pl.Value.InexactFloat64()
+		c.Value = &v
+	}
+	if pl.ValueReason != "" {
+		c.Detail = pl.ValueReason
+	}
+	switch {
+	case pl.Retract:
+		// A retraction names the conversion it takes back by key; the platform matches on
+		// that key, not on a click, so it never waits for an identifier.
+		c.State = store.StateReady
+	case join.Usable(joined, pl.Platform):
+		c.State = store.StateReady
+	default:
+		c.State = store.StateAwaitingIdentity
+		c.Reason = "no_identifier"
+	}
+	return c
+}
