@@ -313,6 +313,7 @@ func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared
 			return a.Rule < b.Rule
 		})
 	}
+	prep.stats.DeadLettered = len(prep.dead)
 	if len(changes) == 0 {
 		return prep, nil
 	}
