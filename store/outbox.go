@@ -570,15 +570,18 @@ func (s *Store) ClaimDue(ctx context.Context, c Claim) ([]Conversion, error) {
 	}
 	var query string
 	if s.pg {
-		query = `WITH cand AS (
-				(SELECT key, next_attempt_at FROM conversions
-				 WHERE destination = $1 AND state = 'ready' AND next_attempt_at <= $2 AND NOT replay
-				 ORDER BY next_attempt_at, key LIMIT $5 FOR UPDATE SKIP LOCKED)
-				UNION ALL
-				(SELECT key, next_attempt_at FROM conversions
-				 WHERE destination = $1 AND state = 'ready' AND next_attempt_at <= $2 AND replay
-				 ORDER BY next_attempt_at, key LIMIT $6 FOR UPDATE SKIP LOCKED)
-			), pick AS (SELECT key FROM cand ORDER BY next_attempt_at, key LIMIT $5)
+		query = `WITH fresh AS (
+				SELECT key, next_attempt_at FROM conversions
+				WHERE destination = $1 AND state = 'ready' AND next_attempt_at <= $2 AND NOT replay
+				ORDER BY next_attempt_at, key LIMIT $5 FOR UPDATE SKIP LOCKED
+			), replays AS (
+				SELECT key, next_attempt_at FROM conversions
+				WHERE destination = $1 AND state = 'ready' AND next_attempt_at <= $2 AND replay
+				ORDER BY next_attempt_at, key LIMIT $6 FOR UPDATE SKIP LOCKED
+			), pick AS (
+				SELECT key FROM (SELECT * FROM fresh UNION ALL SELECT * FROM replays) AS cand
+				ORDER BY next_attempt_at, key LIMIT $5
+			)
 			UPDATE conversions c SET state = 'in_flight', lease_owner = $3, lease_until = $4, updated_at = $2
 			FROM pick WHERE c.key = pick.key
 			RETURNING ` + cols("c.")
