@@ -7,6 +7,7 @@
 #                            (already running: print the line again and change nothing)
 #   scripts/kafka.sh env     print the CLOSEDLOOP_TEST_KAFKA_BROKERS=... line of the running broker
 #   scripts/kafka.sh stop    stop the broker (TERM, KILL after 30s) and delete its data
+#   scripts/kafka.sh restart stop the broker and start it again on the same ports and data
 #   scripts/kafka.sh fetch   only fetch the jars into the cache
 #
 # Only the NAME=value line goes to stdout, so `export "$(scripts/kafka.sh start)"` works.
@@ -259,6 +260,33 @@ cmd_stop() {
 	log "kafka stopped in $(since "$t0")s"
 }
 
+# cmd_restart stops the running broker (TERM) and starts it again with the same config, ports
+# and log dir (no format): the fault suite uses it to restart the broker in place.
+cmd_restart() {
+	local java pid port deadline
+	[[ -f "$STATE/server.properties" && -f "$STATE/env" ]] || die "no kafka in $STATE to restart; run scripts/kafka.sh start"
+	if pid=$(running_pid); then
+		stop_pid "$pid" kafka 30
+	fi
+	java=$(find_java)
+	port=$(cat "$STATE/env")
+	port=${port##*:}
+	setsid "$java" "-Xmx$HEAP" -Xms128m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+		-XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+		"-Dlog4j2.configurationFile=$STATE/log4j2.properties" -cp "$KDIR/lib/*" \
+		kafka.Kafka "$STATE/server.properties" </dev/null >>"$STATE/broker.log" 2>&1 9>&- &
+	pid=$!
+	echo "$pid" >"$STATE/pid"
+	deadline=$((SECONDS + START_TIMEOUT))
+	while ! port_open "$port"; do
+		pid_alive "$pid" || { tail -n 100 "$STATE/broker.log" >&2; die "kafka exited during restart"; }
+		((SECONDS < deadline)) || { stop_pid "$pid" kafka 10; die "kafka not serving on 127.0.0.1:$port after ${START_TIMEOUT}s"; }
+		sleep 0.2
+	done
+	log "kafka restarted on 127.0.0.1:$port (pid $pid)"
+	cat "$STATE/env"
+}
+
 main() {
 	mkdir -p "$(dirname "$STATE")"
 	exec 9>"$STATE.lock"
@@ -268,8 +296,9 @@ main() {
 	env) cmd_env ;;
 	stop) cmd_stop ;;
 	fetch) fetch_jars ;;
+	restart) cmd_restart ;;
 	*)
-		log "usage: $0 start|env|stop|fetch"
+		log "usage: $0 start|env|stop|fetch|restart"
 		exit 2
 		;;
 	esac

@@ -5,6 +5,9 @@
 #                               (already running: print the line again and change nothing)
 #   scripts/postgres.sh env     print the CLOSEDLOOP_TEST_POSTGRES_DSN=... line of the running server
 #   scripts/postgres.sh stop    stop the server and delete its data
+#   scripts/postgres.sh restart [fast|immediate]
+#                               stop the running server (immediate: as if it crashed) and start it
+#                               again on the same port and data; print the DSN line
 #
 # Only the NAME=value line goes to stdout, so `export "$(scripts/postgres.sh start)"` works.
 # Needs the PostgreSQL server binaries (initdb, pg_ctl, postgres): found with
@@ -149,6 +152,25 @@ cmd_stop() {
 	log "postgres stopped"
 }
 
+# cmd_restart stops the server (mode fast, or immediate for a crash-like stop that needs
+# recovery) and starts it again on the same data directory and port: the fault suite uses it.
+cmd_restart() {
+	local pid bindir mode=${1:-fast}
+	case "$mode" in fast | immediate) ;; *) die "restart mode must be fast or immediate, got $mode" ;; esac
+	[[ -f "$STATE/env" && -f "$DATA/postgresql.conf" ]] || die "no postgres in $STATE to restart; run scripts/postgres.sh start"
+	bindir=$(find_bindir)
+	if pid=$(running_pid); then
+		as_pg "$bindir/pg_ctl" stop -D "$DATA" -m "$mode" -w -t 30 >/dev/null 2>&1 || stop_pid "$pid" postgres 10
+	fi
+	if ! as_pg "$bindir/pg_ctl" start -D "$DATA" -l "$STATE/server.log" -w -t 60 >/dev/null 2>&1 9>&-; then
+		tail -n 50 "$STATE/server.log" >&2 || true
+		die "postgres did not restart"
+	fi
+	pid=$(running_pid) || die "postgres exited right after restart"
+	log "postgres restarted ($mode) (pid $pid)"
+	dsn_line
+}
+
 main() {
 	mkdir -p "$(dirname "$STATE")"
 	exec 9>"$STATE.lock"
@@ -157,8 +179,9 @@ main() {
 	start) cmd_start ;;
 	env) cmd_env ;;
 	stop) cmd_stop ;;
+	restart) cmd_restart "${2:-fast}" ;;
 	*)
-		log "usage: $0 start|env|stop"
+		log "usage: $0 start|env|stop|restart [fast|immediate]"
 		exit 2
 		;;
 	esac
