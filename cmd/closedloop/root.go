@@ -34,6 +34,7 @@ valued and deduplicated, to Google, Meta and TikTok.`,
 		newCRMCmd(),
 		newMappingsCmd(),
 		newIdentitiesCmd(),
+		newMigrateCmd(),
 	)
 	return root
 }
