@@ -1,0 +1,39 @@
+# Every target has a "## description" on its line: `make help` prints them.
+.DEFAULT_GOAL := help
+SHELL := bash
+
+GO           ?= go
+PKGS         ?= ./...
+TEST_TIMEOUT ?= 30m
+FUZZTIME     ?= 10s
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/closedloop
+	$(GO) build -o bin/closedloop ./cmd/closedloop
+
+.PHONY: test
+test: ## go test -race ./... against real Kafka and PostgreSQL (started and stopped here unless CLOSEDLOOP_TEST_* are set)
+	scripts/with-services.sh $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+.PHONY: services-up
+services-up: ## Start the test PostgreSQL and Kafka; prints the CLOSEDLOOP_TEST_*=... lines to export
+	@scripts/postgres.sh start
+	@scripts/kafka.sh start
+
+.PHONY: services-down
+services-down: ## Stop the test PostgreSQL and Kafka started by services-up
+	@rc=0; scripts/kafka.sh stop || rc=1; scripts/postgres.sh stop || rc=1; exit $$rc
+
+.PHONY: lint
+lint: ## gofmt -l (must list nothing) and go vet ./...
+	@files=$$(find . -name '*.go' -not -path '*/testdata/*' -not -path './.*' -print0 | xargs -0 gofmt -l); \
+	if [ -n "$$files" ]; then echo "gofmt -w needed for:"; echo "$$files"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: fuzz
+fuzz: ## Fuzz every Fuzz* target for FUZZTIME each (default 10s)
+	GO=$(GO) scripts/fuzz.sh $(FUZZTIME)
