@@ -129,13 +129,14 @@ func (s *Store) Migrate(ctx context.Context, direction string) error {
 		return err
 	}
 	defer done()
-	go func() { // golang-migrate stops between migrations when GracefulStop is signalled
-		<-ctx.Done()
+	// golang-migrate stops between migrations when GracefulStop is signalled.
+	stop := context.AfterFunc(ctx, func() {
 		select {
 		case m.GracefulStop <- true:
 		default:
 		}
-	}()
+	})
+	defer stop()
 	if direction == "up" {
 		err = m.Up()
 	} else {
