@@ -80,8 +80,9 @@ func (d deadLetter) message(topic string) kafka.Message {
 func NewDeadLetterWriter(cfg Config, log kafka.Logger, errLog kafka.Logger) *kafka.Writer {
 	cfg = cfg.withDefaults()
 	return &kafka.Writer{
+		// No Topic here: each record names cfg.DeadLetterTopic itself, and kafka-go refuses
+		// a topic set on both the writer and the message.
 		Addr:         kafka.TCP(cfg.Brokers...),
-		Topic:        cfg.DeadLetterTopic,
 		Balancer:     &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll,
 		Async:        false,

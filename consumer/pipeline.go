@@ -212,6 +212,7 @@ func (p *Pipeline) formatOf(m *kafka.Message) string {
 // prepare decodes every message, plans each stage change against the mapping active now,
 // looks up the identities of every subject in one call and builds the rows.
 func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared, error) {
+	seenDay := p.timeNow().UTC().Truncate(24 * time.Hour)
 	prep := &prepared{
 		sources:     map[string]int{},
 		ignoredBy:   map[string]int{},
@@ -263,7 +264,9 @@ func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared
 			prep.stats.StageChanges++
 			prep.sources[sc.Source]++
 			planned, unmatched := mapping.Plan(sc)
-			day := sc.OccurredAt.UTC().Truncate(24 * time.Hour)
+			// Counted on the day the change was processed, the day its conversions are
+			// created, so the report sets stage changes beside the conversions they made.
+			day := seenDay
 			if unmatched {
 				prep.stats.Unmatched++
 				prep.unmatchedBy[sc.Source]++
