@@ -57,9 +57,12 @@ func TestPipelineWritesJoinedConversionsAndCounts(t *testing.T) {
 	m := rows[crm.ConversionKey("relay", "deal", "D-1", "won", "meta-main")]
 	require.Equal(t, store.StateAwaitingIdentity, m.State, "a gclid is no identifier Meta can match")
 
-	counts, err := s.StageCounts(ctx, t0.Add(-48*time.Hour), t0.Add(48*time.Hour))
+	// Stage changes are counted on the day they were processed (today), not the day they
+	// happened, so the report sets them beside the conversions they created.
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	counts, err := s.StageCounts(ctx, today.Add(-48*time.Hour), today.Add(48*time.Hour))
 	require.NoError(t, err)
-	day := t0.Truncate(24 * time.Hour)
+	day := today
 	var got []string
 	for _, c := range counts {
 		require.True(t, c.Day.Equal(day))
