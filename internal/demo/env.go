@@ -60,7 +60,7 @@ func Start(ctx context.Context, log *zap.Logger) (*Env, error) {
 		e.Close()
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
-	e.sbURL = "http://" + addr
+	e.sbURL = addr
 	vars := map[string]string{
 		"DEMO_BROKER":  e.broker.Addrs()[0],
 		"DEMO_SANDBOX": e.sbURL,
