@@ -211,9 +211,11 @@ func (s *Store) upsertIdentities(ctx context.Context, q querier, caps []Identity
 	sort.Strings(keys)
 	if s.pg {
 		// Serialize writers of the same subjects (rows that do not exist yet cannot be
-		// locked with FOR UPDATE); keys are locked in one order, so no deadlock.
-		if _, err := q.exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(k, 7238))
-			FROM unnest($1::text[]) AS k ORDER BY k`, keys); err != nil {
+		// locked with FOR UPDATE). Every transaction takes its lock ids in ascending order,
+		// so two writers never wait on each other in a cycle, hash collisions included.
+		if _, err := q.exec(ctx, `SELECT pg_advisory_xact_lock(h) FROM (
+				SELECT DISTINCT hashtextextended(k, 7238) AS h FROM unnest($1::text[]) AS k ORDER BY 1) AS ids`,
+			keys); err != nil {
 			return res, fmt.Errorf("store: lock identities: %w", err)
 		}
 	}

@@ -37,6 +37,7 @@ func Run(t *testing.T, open Opener) {
 		{"IdentityIdempotent", testIdentityIdempotent},
 		{"IdentityClicksKept", testIdentityClicksKept},
 		{"IdentityInvalid", testIdentityInvalid},
+		{"IdentityConcurrent", testIdentityConcurrent},
 		{"LookupIdentities", testLookupIdentities},
 		{"ConversionRoundTrip", testConversionRoundTrip},
 		{"WriteBatchIdempotent", testWriteBatchIdempotent},
@@ -293,6 +294,51 @@ func testIdentityInvalid(t *testing.T, open Opener) {
 	got, err := s.LookupIdentities(ctx(t), []string{"ok", "x"})
 	require.NoError(t, err)
 	require.Empty(t, got, "nothing written when a capture is invalid")
+}
+
+// testIdentityConcurrent merges captures of the same subjects from several goroutines at
+// once: no merge may be lost (every click kept, the latest identifiers win) and no call may
+// fail (no deadlock between writers locking the same subjects in different orders).
+func testIdentityConcurrent(t *testing.T, open Opener) {
+	s := open(t)
+	const workers, rounds, subjects = 4, 15, 6
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for r := range rounds {
+				var caps []store.IdentityCapture
+				for i := range subjects {
+					j := (i + w + r) % subjects // each worker visits every subject, in its own order
+					if w%2 == 1 {
+						j = subjects - 1 - j
+					}
+					n := r*workers + w // distinct, increasing capture time per (round, worker)
+					caps = append(caps, store.IdentityCapture{
+						SubjectKey: fmt.Sprint("s", j), CapturedAt: at(float64(n)),
+						Identifiers: pii.Set{"email": fmt.Sprint("e", n)},
+						Clicks:      []store.Click{{Type: "gclid", ID: fmt.Sprintf("w%d-r%d", w, r), At: at(float64(n))}},
+					})
+				}
+				if _, err := s.UpsertIdentities(context.Background(), caps); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	last := (rounds-1)*workers + workers - 1
+	for i := range subjects {
+		id := lookup(t, s, fmt.Sprint("s", i))
+		require.Len(t, id.Clicks, workers*rounds, "no click lost")
+		require.Equal(t, pii.Set{"email": fmt.Sprint("e", last)}, id.Identifiers, "the latest capture's email wins")
+		require.Equal(t, at(float64(last)), id.UpdatedAt)
+	}
 }
 
 func testLookupIdentities(t *testing.T, open Opener) {
