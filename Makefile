@@ -11,12 +11,17 @@ FUZZTIME     ?= 10s
 help: ## List the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_.-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
+.PHONY: demo
+demo: ## Run the worker on embedded defaults (in-process Kafka, SQLite, sandbox) with a sample; print the report
+	$(GO) run ./cmd/closedloop demo $(DEMO_FLAGS)
+
 .PHONY: build
 build: ## Build bin/closedloop
 	$(GO) build -o bin/closedloop ./cmd/closedloop
 
 .PHONY: test
 test: ## go test -race ./... against real Kafka and PostgreSQL (started and stopped here unless CLOSEDLOOP_TEST_* are set)
+	scripts/ensure-chromium.sh
 	scripts/with-services.sh $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 
 .PHONY: services-up
