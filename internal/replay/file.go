@@ -409,9 +409,9 @@ func (fr *fileReader) csvRow(cols, rec []string) ([]byte, []LineError, *LineErro
 		}
 		switch {
 		case name == "occurred_at":
-			t, ok := parseCSVTime(v)
-			if !ok {
-				return nil, nil, &LineError{Field: name, Reason: "must be an RFC 3339 time (2024-05-01T10:00:00Z), or YYYY-MM-DD HH:MM:SS or YYYY-MM-DD in UTC"}
+			t, err := ParseTime(v)
+			if err != nil {
+				return nil, nil, &LineError{Field: name, Reason: err.Error()}
 			}
 			doc[name] = t.UTC().Format(time.RFC3339Nano)
 		case name == "amount":
@@ -468,16 +468,19 @@ func (fr *fileReader) csvRow(cols, rec []string) ([]byte, []LineError, *LineErro
 	return payload, warn, nil
 }
 
-func parseCSVTime(v string) (time.Time, bool) {
-	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-		return t, true
+// ParseTime reads an RFC 3339 time, or YYYY-MM-DD HH:MM:SS, YYYY-MM-DDTHH:MM:SS,
+// YYYY-MM-DD HH:MM or YYYY-MM-DD in UTC. The error never echoes s.
+func ParseTime(s string) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
 	}
 	for _, l := range csvTimeLayouts {
-		if t, err := time.ParseInLocation(l, v, time.UTC); err == nil {
-			return t, true
+		if t, err := time.ParseInLocation(l, s, time.UTC); err == nil {
+			return t, nil
 		}
 	}
-	return time.Time{}, false
+	return time.Time{}, errors.New("must be an RFC 3339 time (2024-05-01T10:00:00Z), or YYYY-MM-DD HH:MM:SS or YYYY-MM-DD in UTC")
 }
 
 // ---- JSON lines ----

@@ -183,11 +183,11 @@ func (s *Summary) WriteTable(w io.Writer) error {
 
 	if len(s.ByDestination) > 0 {
 		ew.printf("\n")
-		tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "DESTINATION\tPLATFORM\tPLANNED\tNEW\tEXISTING\tAWAITING\tWILL EXPIRE\tWILL SKIP\tWILL REJECT\t")
+		tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "DESTINATION\tPLATFORM\tPLANNED\tNEW\tEXISTING\tAWAITING\tWILL EXPIRE\tWILL SKIP\tWILL REJECT")
 		for _, d := range s.ByDestination {
 			exp, skip, rej := strconvOrDash(d.WillExpire, d.Forecast), strconvOrDash(d.WillSkip, d.Forecast), strconvOrDash(d.WillReject, d.Forecast)
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", d.Destination, d.Platform, d.Planned, d.New, d.Existing, d.Awaiting, exp, skip, rej)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", d.Destination, d.Platform, d.Planned, d.New, d.Existing, d.Awaiting, exp, skip, rej)
 		}
 		_ = tw.Flush()
 		for _, d := range s.ByDestination {
@@ -198,23 +198,23 @@ func (s *Summary) WriteTable(w io.Writer) error {
 	}
 	if len(s.ByRule) > 0 {
 		ew.printf("\n")
-		tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "RULE\tDESTINATION\tPLANNED\tNEW\tEXISTING\tAWAITING\t")
+		tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "RULE\tDESTINATION\tPLANNED\tNEW\tEXISTING\tAWAITING")
 		for _, r := range s.ByRule {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t\n", r.Rule, r.Destination, r.Planned, r.New, r.Existing, r.Awaiting)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\n", r.Rule, r.Destination, r.Planned, r.New, r.Existing, r.Awaiting)
 		}
 		_ = tw.Flush()
 	}
 	if len(s.Partitions) > 0 {
 		ew.printf("\n")
-		tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "TOPIC\tPARTITION\tSTART\tEND\tREACHED\tREAD\tOUTSIDE\tDONE\t")
+		tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "TOPIC\tPARTITION\tSTART\tEND\tREACHED\tREAD\tOUTSIDE\tDONE")
 		for _, p := range s.Partitions {
 			done := "yes"
 			if !p.Done() {
 				done = "no"
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t\n", p.Topic, p.Partition, p.Start, p.End, p.Reached, p.Read, p.Skipped, done)
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", p.Topic, p.Partition, p.Start, p.End, p.Reached, p.Read, p.Skipped, done)
 		}
 		_ = tw.Flush()
 	}
