@@ -35,6 +35,7 @@ valued and deduplicated, to Google, Meta and TikTok.`,
 		newMappingsCmd(),
 		newIdentitiesCmd(),
 		newMigrateCmd(),
+		newReplayCmd(),
 	)
 	return root
 }
