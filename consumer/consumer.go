@@ -53,7 +53,7 @@ type Consumer struct {
 	stages   *Pipeline
 	ids      *IdentityPipeline
 	dlq      messageWriter
-	ownDLQ   *kafka.Writer
+	ownDLQ   *DeadLetterWriter
 	stageRdr *kafka.Reader
 	idRdr    *kafka.Reader
 	stageUp  atomic.Bool

@@ -112,8 +112,10 @@ func makeProofData(t *testing.T) proofData {
 
 func produce(t *testing.T, brokers []string, topic string, msgs []kafka.Message, headers ...kafka.Header) {
 	t.Helper()
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
-		BatchSize: 500, BatchTimeout: 5 * time.Millisecond, Compression: kafka.Lz4}
+		BatchSize: 500, BatchTimeout: 5 * time.Millisecond, Compression: kafka.Lz4, Transport: tr}
 	defer w.Close()
 	out := make([]kafka.Message, len(msgs))
 	for i, m := range msgs {
@@ -137,7 +139,9 @@ func produce(t *testing.T, brokers []string, topic string, msgs []kafka.Message,
 // every partition of topic.
 func committedAtEnd(ctx context.Context, t *testing.T, brokers []string, group, topic string) bool {
 	t.Helper()
-	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
 	meta, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	require.NoError(t, err)
 	var parts []int

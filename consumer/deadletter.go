@@ -73,13 +73,28 @@ func (d deadLetter) message(topic string) kafka.Message {
 	return kafka.Message{Topic: topic, Key: d.src.Key, Value: d.src.Value, Headers: hs}
 }
 
-// NewDeadLetterWriter returns the synchronous producer for the dead-letter topic: every
+// DeadLetterWriter is the synchronous producer for the dead-letter topic. It may be shared
+// by several pipelines; it is safe for concurrent use.
+type DeadLetterWriter struct {
+	*kafka.Writer
+	transport *kafka.Transport
+}
+
+// Close flushes and closes the producer and its connections.
+func (w *DeadLetterWriter) Close() error {
+	err := w.Writer.Close()
+	w.transport.CloseIdleConnections()
+	return err
+}
+
+// NewDeadLetterWriter returns the producer for cfg's dead-letter topic: every
 // WriteMessages returns only once all in-sync replicas have the messages. Records are
 // LZ4-compressed, so an over-sized (but compressible) payload still fits the broker's
 // default limit. Close it after the readers that use it have stopped.
-func NewDeadLetterWriter(cfg Config, log kafka.Logger, errLog kafka.Logger) *kafka.Writer {
+func NewDeadLetterWriter(cfg Config, log kafka.Logger, errLog kafka.Logger) *DeadLetterWriter {
 	cfg = cfg.withDefaults()
-	return &kafka.Writer{
+	tr := &kafka.Transport{ClientID: cfg.ClientID}
+	return &DeadLetterWriter{transport: tr, Writer: &kafka.Writer{
 		// No Topic here: each record names cfg.DeadLetterTopic itself, and kafka-go refuses
 		// a topic set on both the writer and the message.
 		Addr:         kafka.TCP(cfg.Brokers...),
@@ -92,8 +107,8 @@ func NewDeadLetterWriter(cfg Config, log kafka.Logger, errLog kafka.Logger) *kaf
 		Compression:  kafka.Lz4,
 		Logger:       log,
 		ErrorLogger:  errLog,
-		Transport:    &kafka.Transport{ClientID: cfg.ClientID},
-	}
+		Transport:    tr,
+	}}
 }
 
 // lastPerPartition returns the last (highest-offset) message of each topic/partition in
