@@ -188,11 +188,7 @@ func (x textScan) Scan(src any) error {
 	case []byte:
 		*x.s = string(v)
 	default:
-		b, err := json.Marshal(v) // pgx hands jsonb to database/sql scanners decoded
-		if err != nil {
-			return fmt.Errorf("store: cannot scan %T as text", src)
-		}
-		*x.s = string(b)
+		return fmt.Errorf("store: cannot scan %T as text", src)
 	}
 	return nil
 }

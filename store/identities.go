@@ -405,7 +405,7 @@ func (s *Store) writeIdentities(ctx context.Context, q querier, dirty []*identit
 	if s.pg {
 		if _, err := q.exec(ctx, `INSERT INTO identities (subject_key, identifiers, stamps, ip, user_agent, lead_id,
 				consent_ad_user_data, consent_ad_personalization, consent_captured_at, updated_at)
-			SELECT * FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::text[], $5::text[], $6::text[],
+			SELECT * FROM unnest($1::text[], $2::json[], $3::json[], $4::text[], $5::text[], $6::text[],
 				$7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])`+upsertIdentity,
 			keys, idents, stamps, ips, uas, leads, cud, cpz, pgTimes(cat), pgTimes(upd)); err != nil {
 			return err

@@ -247,8 +247,8 @@ func (s *Store) insertConversions(ctx context.Context, q querier, batch []convAr
 		}
 		r, err := q.query(ctx, `INSERT INTO conversions (`+insertCols+`)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-				$8::text[], $9::text[], $10::text[], $11::jsonb[], $12::text[], $13::timestamptz[], $14::float8[],
-				$15::text[], $16::jsonb[], $17::bool[], $18::text[], $19::text[], $20::text[], $21::int4[],
+				$8::text[], $9::text[], $10::text[], $11::json[], $12::text[], $13::timestamptz[], $14::float8[],
+				$15::text[], $16::json[], $17::bool[], $18::text[], $19::text[], $20::text[], $21::int4[],
 				$22::timestamptz[], $23::text[], $24::bool[], $25::timestamptz[], $26::timestamptz[])
 			ON CONFLICT (key) DO NOTHING RETURNING key`,
 			key, kind, retracts, dest, plat, rule, mver, src, otype, oid, subj, cname, occ, value, cur, ident,
@@ -474,7 +474,7 @@ func (s *Store) UpdateAwaiting(ctx context.Context, updates []Conversion) (int, 
 			}
 			r, err := q.query(ctx, `UPDATE conversions c SET identity = u.identity, with_identifier = u.with_id,
 					state = u.state, reason = u.reason, detail = u.detail, next_attempt_at = u.next, updated_at = $8
-				FROM unnest($1::text[], $2::jsonb[], $3::bool[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
+				FROM unnest($1::text[], $2::json[], $3::bool[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
 					AS u(key, identity, with_id, state, reason, detail, next)
 				WHERE c.key = u.key AND c.state = 'awaiting_identity'
 				RETURNING c.key, c.state`, keys, idents, withIDs, states, reasons, details, nexts, now)

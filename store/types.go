@@ -28,9 +28,20 @@ type Consent struct {
 }
 
 // IdentityCapture is one validated, already-hashed capture for one subject. Captures for the
-// same subject merge: clicks accumulate (a later capture lacking a click never removes it),
-// identifier hashes and ip/user agent take the latest non-empty value, and consent takes
-// the most recently captured answer.
+// same subject merge, whatever order they arrive in ("latest" means latest CapturedAt; on
+// equal times the capture written later wins):
+//   - clicks accumulate: a later capture lacking a click never removes it, and the same
+//     click (type and id) captured twice keeps its earliest known time;
+//   - identifiers, per field (the part of the key before "/": email, phone, ...): every hash
+//     of that field from the latest capture that has the field, so "email" and
+//     "email/google" always come from the same capture;
+//   - ip, user agent and lead id: the latest non-empty value (empty never clears);
+//   - consent: the answer with the latest Consent.CapturedAt (the capture's CapturedAt when
+//     zero), ignored when both answers are empty;
+//   - Identity.UpdatedAt: the latest CapturedAt merged.
+//
+// The store keeps times to the microsecond. internal/join.Merge applies the same rules to
+// captures held in memory.
 type IdentityCapture struct {
 	SubjectKey  string // crm.SubjectKey(source, type, id), or "email:" + hash for email subjects
 	CapturedAt  time.Time

@@ -1,11 +1,13 @@
 -- Identities: one row per subject, merged across captures (see store.IdentityCapture).
+-- JSON columns are json, not jsonb: the store only ever reads them whole, and json is cheaper
+-- to write.
 -- identifiers holds SHA-256 hex hashes only (pii.Set); stamps holds, per identifier field and
 -- per scalar (@ip, @user_agent, @lead_id), the capture time of the value kept, so captures
 -- arriving out of order merge to the same result.
 CREATE TABLE identities (
     subject_key                text PRIMARY KEY,
-    identifiers                jsonb NOT NULL DEFAULT '{}',
-    stamps                     jsonb NOT NULL DEFAULT '{}',
+    identifiers                json NOT NULL DEFAULT '{}',
+    stamps                     json NOT NULL DEFAULT '{}',
     ip                         text NOT NULL DEFAULT '',
     user_agent                 text NOT NULL DEFAULT '',
     lead_id                    text NOT NULL DEFAULT '',
@@ -37,12 +39,12 @@ CREATE TABLE conversions (
     source          text NOT NULL DEFAULT '',
     object_type     text NOT NULL DEFAULT '',
     object_id       text NOT NULL DEFAULT '',
-    subject_keys    jsonb NOT NULL DEFAULT '[]',
+    subject_keys    json NOT NULL DEFAULT '[]',
     conversion_name text NOT NULL DEFAULT '',
     occurred_at     timestamptz NOT NULL,
     value           double precision,
     currency        text NOT NULL DEFAULT '',
-    identity        jsonb NOT NULL DEFAULT '{}',
+    identity        json NOT NULL DEFAULT '{}',
     with_identifier boolean NOT NULL DEFAULT false,
     state           text NOT NULL,
     reason          text NOT NULL DEFAULT '',
