@@ -103,53 +103,64 @@ func TestBisectingIsolatesExactlyTheBadRows(t *testing.T) {
 
 func TestTransientFailureSchedulesAPersistedJitteredRetry(t *testing.T) {
 	t.Parallel()
+	opts := testOptions()
+	opts.RetryMax = 1
+	f := setup(t, setupArgs{
+		rows: newRows("k", 20), opts: &opts, cfg: DestinationConfig{MaxAttempts: 10},
+		respond:  func([]string) reply { return reply{code: http.StatusBadGateway} },
+		platform: func(url string) Platform { return &keysPlatform{url: url, max: 20} },
+	})
+	before := time.Now()
+	f.start(t)
+	f.settled(t)
+	after := time.Now()
+	f.stop(t)
+
+	require.Len(t, f.api.uploads(), 2, "one request and one in-process retry")
+	var nexts []time.Time
+	for _, r := range f.out.all() {
+		require.Equal(t, store.StateReady, r.State)
+		require.Equal(t, "http_502", r.Reason)
+		require.Equal(t, 1, r.Attempts)
+		require.Empty(t, r.LeaseOwner)
+		require.False(t, r.NextAttemptAt.Before(before.Add(30*time.Minute).Truncate(time.Microsecond)), "%s earlier than half the backoff", r.NextAttemptAt)
+		require.False(t, r.NextAttemptAt.After(after.Add(time.Hour)), "%s later than the backoff", r.NextAttemptAt)
+		nexts = append(nexts, r.NextAttemptAt)
+	}
+	slices.SortFunc(nexts, time.Time.Compare)
+	require.Len(t, slices.CompactFunc(nexts, time.Time.Equal), 20, "each row draws its own jitter")
+	require.Equal(t, 20.0, testutil.ToFloat64(f.m.Rows.WithLabelValues(testDest, "transient")))
+	require.Equal(t, 1.0, testutil.ToFloat64(f.m.Requests.WithLabelValues(testDest, "transient")))
+	require.Greater(t, testutil.ToFloat64(f.m.Backoff.WithLabelValues(testDest)), 0.0)
+}
+
+func TestRetryScheduleDoublesWithJitterUpToTheMax(t *testing.T) {
+	t.Parallel()
+	opts := testOptions() // BackoffBase 1h, BackoffMax 8h
+	d := New(testDest, DestinationConfig{MaxAttempts: 10}, &keysPlatform{max: 1}, openStore(t), opts, nil, nil)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
-		name        string
 		attempts    int // before this attempt
 		wantNominal time.Duration
 	}{
-		{name: "first attempt", attempts: 0, wantNominal: time.Hour},
-		{name: "third attempt", attempts: 2, wantNominal: 4 * time.Hour},
-		{name: "capped", attempts: 4, wantNominal: 8 * time.Hour},
+		{0, time.Hour}, {1, 2 * time.Hour}, {2, 4 * time.Hour}, {3, 8 * time.Hour}, {6, 8 * time.Hour},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			rows := newRows("k", 20)
-			for i := range rows {
-				rows[i].Attempts = tt.attempts
-			}
-			opts := testOptions()
-			opts.RetryMax = 1
-			f := setup(t, setupArgs{
-				rows: rows, opts: &opts, cfg: DestinationConfig{MaxAttempts: 10},
-				respond:  func([]string) reply { return reply{code: http.StatusBadGateway} },
-				platform: func(url string) Platform { return &keysPlatform{url: url, max: 20} },
-			})
-			before := time.Now()
-			f.start(t)
-			f.settled(t)
-			after := time.Now()
-			f.stop(t)
-
-			require.Len(t, f.api.uploads(), 2, "one request and one in-process retry")
-			var nexts []time.Time
-			for _, r := range f.out.all() {
-				require.Equal(t, store.StateReady, r.State)
-				require.Equal(t, "http_502", r.Reason)
-				require.Equal(t, tt.attempts+1, r.Attempts)
-				require.Empty(t, r.LeaseOwner)
-				require.False(t, r.NextAttemptAt.Before(before.Add(tt.wantNominal/2)), "%s earlier than half the backoff", r.NextAttemptAt)
-				require.False(t, r.NextAttemptAt.After(after.Add(tt.wantNominal)), "%s later than the backoff", r.NextAttemptAt)
-				nexts = append(nexts, r.NextAttemptAt)
-			}
-			slices.SortFunc(nexts, time.Time.Compare)
-			require.Len(t, slices.CompactFunc(nexts, time.Time.Equal), 20, "each row draws its own jitter")
-			require.Equal(t, 20.0, testutil.ToFloat64(f.m.Rows.WithLabelValues(testDest, "transient")))
-			require.Equal(t, 1.0, testutil.ToFloat64(f.m.Requests.WithLabelValues(testDest, "transient")))
-			require.Greater(t, testutil.ToFloat64(f.m.Backoff.WithLabelValues(testDest)), 0.0)
-		})
+		for range 50 {
+			o := d.retryOutcome(&store.Conversion{Key: "k", Attempts: tt.attempts}, "TRY_LATER", "", 0, now, true)
+			require.Equal(t, store.StateReady, o.State)
+			require.True(t, o.CountAttempt)
+			wait := o.NextAttemptAt.Sub(now)
+			require.GreaterOrEqual(t, wait, tt.wantNominal/2, "attempt %d", tt.attempts+1)
+			require.LessOrEqual(t, wait, tt.wantNominal, "attempt %d", tt.attempts+1)
+		}
 	}
+	o := d.retryOutcome(&store.Conversion{Key: "k", Attempts: 9}, "TRY_LATER", "busy", 0, now, true)
+	require.Equal(t, store.StateFailed, o.State)
+	require.Equal(t, "gave up after 10 attempts: busy", o.Detail)
+	o = d.retryOutcome(&store.Conversion{Key: "k", Attempts: 9}, "too_recent", "", time.Hour, now, false)
+	require.Equal(t, store.StateReady, o.State, "a wait asked for by Check is not an attempt")
+	require.Equal(t, now.Add(time.Hour), o.NextAttemptAt)
 }
 
 func TestRetryAfterIsHonoured(t *testing.T) {
@@ -231,29 +242,39 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 
 func TestMaxAttemptsEndsTheRowFailed(t *testing.T) {
 	t.Parallel()
-	rows := newRows("k", 4)
-	rows[0].Attempts, rows[1].Attempts = 2, 2 // the third attempt is the last
+	opts := testOptions()
+	opts.BackoffBase, opts.BackoffMax = time.Millisecond, 2*time.Millisecond
 	f := setup(t, setupArgs{
-		rows: rows, cfg: DestinationConfig{MaxAttempts: 3},
+		rows: newRows("k", 4), opts: &opts, cfg: DestinationConfig{MaxAttempts: 3},
 		respond: func(keys []string) reply { return perKey(keys, func(string) string { return "retry" }) },
 	})
 	f.start(t)
-	f.settled(t)
+	require.Eventually(t, func() bool {
+		for _, r := range f.out.all() {
+			if r.State != store.StateFailed {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 5*time.Millisecond)
 	f.stop(t)
 
 	got := f.out.all()
 	requireNoLeases(t, got)
-	for _, r := range got[:2] {
-		require.Equal(t, store.StateFailed, r.State)
+	for _, r := range got {
 		require.Equal(t, "TRY_LATER", r.Reason)
 		require.Equal(t, "gave up after 3 attempts: ", r.Detail)
 		require.Equal(t, 3, r.Attempts)
 	}
-	for _, r := range got[2:] {
-		require.Equal(t, store.StateReady, r.State)
-		require.Equal(t, 1, r.Attempts)
+	sent := map[string]int{}
+	for _, req := range f.api.uploads() {
+		for _, k := range req.keys {
+			sent[k]++
+		}
 	}
-	require.Equal(t, 2.0, testutil.ToFloat64(f.m.Rows.WithLabelValues(testDest, "failed")))
+	require.Equal(t, map[string]int{"k000": 3, "k001": 3, "k002": 3, "k003": 3}, sent)
+	require.Equal(t, 4.0, testutil.ToFloat64(f.m.Rows.WithLabelValues(testDest, "failed")))
+	require.Equal(t, 8.0, testutil.ToFloat64(f.m.Rows.WithLabelValues(testDest, "transient")))
 }
 
 func TestEveryOutcomeIsRecordedAndReleasesTheLease(t *testing.T) {
@@ -390,7 +411,7 @@ func TestPauseWaitGrowsExponentiallyUpToTheMax(t *testing.T) {
 	opts.PauseMin, opts.PauseMax = time.Second, 4*time.Second
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	opts.Now = func() time.Time { return now }
-	d := New(testDest, DestinationConfig{}, &keysPlatform{max: 1}, newMemOutbox(), opts, nil, nil)
+	d := New(testDest, DestinationConfig{}, &keysPlatform{max: 1}, openStore(t), opts, nil, nil)
 	var waits []time.Duration
 	for range 5 {
 		d.pause(&SetupError{Reason: "r", Detail: "d"})
@@ -523,11 +544,12 @@ func TestSentRowsArePolledUntilAccepted(t *testing.T) {
 
 func TestExpiredLeasesAreReleased(t *testing.T) {
 	t.Parallel()
-	rows := newRows("k", 2)
-	for i := range rows {
-		rows[i].State, rows[i].LeaseOwner, rows[i].LeaseUntil = store.StateInFlight, "crashed-worker", time.Now().Add(-time.Second)
-	}
-	f := setup(t, setupArgs{rows: rows})
+	f := setup(t, setupArgs{rows: newRows("k", 2)})
+	claimed, err := f.out.Store.ClaimDue(context.Background(), store.Claim{
+		Destination: testDest, Owner: "crashed-worker", Limit: 10, LeaseFor: time.Millisecond, Now: time.Now(),
+	})
+	require.NoError(t, err)
+	require.Len(t, claimed, 2)
 	f.start(t)
 	// Released by the sweep, then claimed and sent by this dispatcher.
 	require.Eventually(t, func() bool {
@@ -594,10 +616,10 @@ func TestRunReportsBadArguments(t *testing.T) {
 		d    *Dispatcher
 		want string
 	}{
-		{"no name", New("", DestinationConfig{}, &keysPlatform{max: 1}, newMemOutbox(), Options{}, nil, nil), "name is empty"},
-		{"no platform", New("x", DestinationConfig{}, nil, newMemOutbox(), Options{}, nil, nil), "no platform"},
+		{"no name", New("", DestinationConfig{}, &keysPlatform{max: 1}, openStore(t), Options{}, nil, nil), "name is empty"},
+		{"no platform", New("x", DestinationConfig{}, nil, openStore(t), Options{}, nil, nil), "no platform"},
 		{"no outbox", New("x", DestinationConfig{}, &keysPlatform{max: 1}, nil, Options{}, nil, nil), "no outbox"},
-		{"zero batch", New("x", DestinationConfig{}, &keysPlatform{max: 0}, newMemOutbox(), Options{}, nil, nil), "no rows per batch"},
+		{"zero batch", New("x", DestinationConfig{}, &keysPlatform{max: 0}, openStore(t), Options{}, nil, nil), "no rows per batch"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -273,15 +273,70 @@ func rejectBatchesWith(bad ...string) func([]string) reply {
 
 // newRows makes n ready, due rows named prefix000, prefix001, ...
 func newRows(prefix string, n int) []store.Conversion {
-	due := time.Now().Add(-time.Minute)
+	due := time.Now().Add(-time.Minute).UTC().Truncate(time.Microsecond)
 	rows := make([]store.Conversion, n)
 	for i := range rows {
 		rows[i] = store.Conversion{
 			Key: fmt.Sprintf("%s%03d", prefix, i), Kind: store.KindConversion, Destination: testDest,
-			Platform: "test", State: store.StateReady, NextAttemptAt: due, CreatedAt: due,
+			Platform: "test", Rule: "won", Source: "hubspot", ObjectType: "deal", ObjectID: fmt.Sprint(i),
+			ConversionName: "purchase", OccurredAt: due.Add(-time.Hour),
+			State: store.StateReady, NextAttemptAt: due, CreatedAt: due,
 		}
 	}
 	return rows
+}
+
+// testOutbox is the real SQLite store, recording the claims made through it.
+type testOutbox struct {
+	*store.Store
+	t *testing.T
+
+	mu     sync.Mutex
+	claims []store.Claim
+}
+
+// openStore opens a migrated SQLite store in a temp dir holding rows.
+func openStore(t *testing.T, rows ...store.Conversion) *testOutbox {
+	t.Helper()
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{Driver: store.DriverSQLite, Path: t.TempDir() + "/x.db", MigrateOnStart: true}, zaptest.NewLogger(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, st.Close()) })
+	if len(rows) > 0 {
+		res, err := st.WriteBatch(ctx, store.Batch{Conversions: rows})
+		require.NoError(t, err)
+		require.Equal(t, len(rows), res.Created)
+	}
+	return &testOutbox{Store: st, t: t}
+}
+
+func (o *testOutbox) ClaimDue(ctx context.Context, c store.Claim) ([]store.Conversion, error) {
+	o.mu.Lock()
+	o.claims = append(o.claims, c)
+	o.mu.Unlock()
+	return o.Store.ClaimDue(ctx, c)
+}
+
+func (o *testOutbox) claimLog() []store.Claim {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.claims)
+}
+
+// all returns every row, by key.
+func (o *testOutbox) all() []store.Conversion {
+	o.t.Helper()
+	rows, err := o.ListConversions(context.Background(), store.ListFilter{Destination: testDest})
+	require.NoError(o.t, err)
+	slices.SortFunc(rows, func(a, b store.Conversion) int { return strings.Compare(a.Key, b.Key) })
+	return rows
+}
+
+func (o *testOutbox) get(key string) store.Conversion {
+	o.t.Helper()
+	c, err := o.Get(context.Background(), key)
+	require.NoError(o.t, err)
+	return c
 }
 
 // testOptions are short intervals for tests; the row backoff is long so that retried rows
@@ -303,7 +358,7 @@ func testOptions() Options {
 }
 
 type fixture struct {
-	out *memOutbox
+	out *testOutbox
 	api *fakeAPI
 	d   *Dispatcher
 	reg *prometheus.Registry
@@ -343,7 +398,7 @@ func setup(t *testing.T, a setupArgs) *fixture {
 	}
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
-	out := newMemOutbox(a.rows...)
+	out := openStore(t, a.rows...)
 	d := New(testDest, a.cfg, p, out, opts, zaptest.NewLogger(t), m)
 	return &fixture{out: out, api: api, d: d, reg: reg, m: m}
 }
