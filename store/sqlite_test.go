@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"testing"
 
@@ -33,4 +34,20 @@ func openStore(t testing.TB, cfg store.Config) *store.Store {
 func TestSQLite(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, openSQLite)
+}
+
+func TestSQLiteFileSettings(t *testing.T) {
+	t.Parallel()
+	cfg := sqliteConfig(t)
+	cfg.Path = filepath.Join(t.TempDir(), "nested", "dir", "closedloop.db") // directories are created
+	s := openStore(t, cfg)
+	require.Equal(t, store.DriverSQLite, s.Dialect())
+	require.NoError(t, s.Ping(context.Background()))
+
+	db, err := sql.Open("sqlite", "file:"+cfg.Path)
+	require.NoError(t, err)
+	defer db.Close()
+	var mode string
+	require.NoError(t, db.QueryRow(`PRAGMA journal_mode`).Scan(&mode))
+	require.Equal(t, "wal", mode, "the file is in WAL mode")
 }

@@ -151,21 +151,41 @@ func (s *Store) Migrate(ctx context.Context, direction string) error {
 }
 
 // MigrationVersion is the schema version applied (0 when none) and whether a migration
-// failed halfway (dirty: fix by hand, then force the version with the migrate CLI).
+// failed halfway (dirty: repair the schema by hand, then force the version with the
+// golang-migrate CLI). It reads golang-migrate's schema_migrations table on the store's own
+// connections, so readiness checks may call it often.
 func (s *Store) MigrationVersion(ctx context.Context) (version uint, dirty bool, err error) {
-	m, done, err := s.migrator(ctx)
-	if err != nil {
-		return 0, false, err
+	exists := `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'`
+	if s.pg {
+		exists = `SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = 'schema_migrations'`
 	}
-	defer done()
-	version, dirty, err = m.Version()
-	if errors.Is(err, migrate.ErrNilVersion) {
-		return 0, false, nil
-	}
+	r, err := s.db.query(ctx, exists)
 	if err != nil {
 		return 0, false, fmt.Errorf("store: migration version: %w", err)
 	}
-	return version, dirty, nil
+	n, err := collect(r, func(r rows) (int, error) { var n int; return n, r.Scan(intScan{&n}) })
+	if err != nil {
+		return 0, false, fmt.Errorf("store: migration version: %w", err)
+	}
+	if len(n) == 0 || n[0] == 0 {
+		return 0, false, nil
+	}
+	r, err = s.db.query(ctx, `SELECT version, dirty FROM schema_migrations LIMIT 1`)
+	if err != nil {
+		return 0, false, fmt.Errorf("store: migration version: %w", err)
+	}
+	type vd struct {
+		v     int
+		dirty bool
+	}
+	got, err := collect(r, func(r rows) (vd, error) { var x vd; return x, r.Scan(intScan{&x.v}, boolScan{&x.dirty}) })
+	if err != nil {
+		return 0, false, fmt.Errorf("store: migration version: %w", err)
+	}
+	if len(got) == 0 {
+		return 0, false, nil
+	}
+	return uint(max(got[0].v, 0)), got[0].dirty, nil
 }
 
 // migrator builds a golang-migrate instance on a connection of its own (golang-migrate
