@@ -27,11 +27,7 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files under testdata/replay")
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// kafka-go keeps a process-wide connection reaper for its transports.
-		goleak.IgnoreTopFunction("github.com/segmentio/kafka-go.(*connPool).discover"),
-		goleak.IgnoreAnyFunction("github.com/jackc/pgx/v5/pgxpool.(*Pool).backgroundHealthCheck"),
-	)
+	goleak.VerifyTestMain(m)
 }
 
 // testNow is the clock of the expiry forecast in the file tests.
