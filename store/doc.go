@@ -3,7 +3,7 @@
 // the reconciliation report and status page read. One concrete type, *Store, serves both
 // dialects:
 //
-//   - PostgreSQL (pgx/v5, pgxpool): the production store. Many worker instances may share
+//   - PostgreSQL 12 or later (pgx/v5, pgxpool): the production store. Many worker instances may share
 //     it: claims use FOR UPDATE SKIP LOCKED, identity merges lock their subjects with
 //     transaction-scoped advisory locks, bulk writes are single statements over unnest
 //     arrays.

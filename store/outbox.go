@@ -157,8 +157,12 @@ func (s *Store) prepareConversion(c Conversion, i int, now time.Time) (convArgs,
 // NOTHING: an existing row is never read or changed, so redelivered or replayed batches
 // are harmless); stage counts are added to the stored counts. A conversion's zero
 // CreatedAt becomes the store's clock, zero UpdatedAt and NextAttemptAt become CreatedAt.
-// Lease fields and Attempts of new rows are ignored. Nothing is written when any row is
-// invalid (InvalidError) or the transaction fails.
+// Lease fields of new rows are ignored. Nothing is written when any row is invalid
+// (InvalidError) or the transaction fails.
+//
+// Conversions and identities are idempotent on redelivery; stage counts are not: writing
+// the same batch twice adds its counts twice. The consumer writes each Kafka message's
+// batch once before committing its offset, so only a crash between the two recounts.
 func (s *Store) WriteBatch(ctx context.Context, b Batch) (BatchResult, error) {
 	now := utcMicro(s.now())
 	var res BatchResult
