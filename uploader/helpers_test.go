@@ -177,7 +177,7 @@ type apiRequest struct {
 	keys []string
 }
 
-func newFakeAPI(t *testing.T, respond func(keys []string) reply) *fakeAPI {
+func newFakeAPI(t testing.TB, respond func(keys []string) reply) *fakeAPI {
 	t.Helper()
 	a := &fakeAPI{respond: respond}
 	a.srv = httptest.NewServer(http.HandlerFunc(a.serve))
