@@ -628,3 +628,26 @@ func TestRunReportsBadArguments(t *testing.T) {
 		})
 	}
 }
+
+func TestTransientCredentialFailureRetriesTheRowsLater(t *testing.T) {
+	t.Parallel()
+	f := setup(t, setupArgs{
+		rows: newRows("k", 3),
+		platform: func(url string) Platform {
+			return &keysPlatform{url: url, max: 10, setupErr: func() error {
+				return &TransientError{Reason: "token_endpoint_unavailable", Detail: "503 from the token endpoint"}
+			}}
+		},
+	})
+	start := time.Now()
+	f.start(t)
+	f.settled(t)
+	f.stop(t)
+	require.Empty(t, f.api.uploads(), "nothing reaches the API without credentials")
+	for _, r := range f.out.all() {
+		require.Equal(t, store.StateReady, r.State)
+		require.Equal(t, "token_endpoint_unavailable", r.Reason)
+		require.True(t, r.NextAttemptAt.After(start.Add(29*time.Minute)), "backed off, not retried at once")
+	}
+	require.Zero(t, testutil.ToFloat64(f.m.Paused.WithLabelValues(testDest)), "a transient failure does not pause")
+}
