@@ -14,13 +14,9 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/term"
 
-	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/internal/logging"
-	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/internal/replay"
 	"github.com/closedloop/closedloop/store"
-	"github.com/closedloop/closedloop/uploader"
-	"github.com/closedloop/closedloop/uploader/platforms"
 )
 
 // newReplayCmd is `closedloop replay`: an analyst's backfill of a Kafka time range or a CRM
@@ -88,21 +84,14 @@ batch in hand; the summary says how far each partition got (exit code 130).`,
 					return usageError("replay: --destination %q is not configured (destinations: %s)", d, strings.Join(cfg.DestinationNames(), ", "))
 				}
 			}
-			mapping, err := cfg.CompileMappings()
-			if err != nil {
-				return err
-			}
-			plats := make(map[string]uploader.Platform, len(cfg.Destinations))
-			for _, name := range cfg.DestinationNames() {
-				p, err := platforms.New(name, cfg.Destinations[name], log)
-				if err != nil {
-					return fmt.Errorf("destination %s: %w", name, err)
-				}
-				plats[name] = p
-			}
 			storeCfg := cfg.Store
 			if dryRun {
 				storeCfg.MigrateOnStart = false // a dry run changes nothing, not even the schema
+				if storeCfg.Driver == store.DriverSQLite {
+					if _, err := os.Stat(storeCfg.Path); err != nil {
+						return fmt.Errorf("replay: store %s: %w (a dry run does not create it)", storeCfg.Path, err)
+					}
+				}
 			}
 			ctx := cmd.Context()
 			st, err := store.Open(ctx, storeCfg, log)
@@ -110,15 +99,17 @@ batch in hand; the summary says how far each partition got (exit code 130).`,
 				return fmt.Errorf("open store: %w", err)
 			}
 			defer st.Close()
+			if dryRun {
+				v, dirty, err := st.MigrationVersion(ctx)
+				switch {
+				case err != nil:
+					return err
+				case v == 0 || dirty:
+					return fmt.Errorf("replay: the store's schema is not migrated (version %d, dirty %t): run `closedloop migrate up --config %s` first", v, dirty, path)
+				}
+			}
 
-			r, err := replay.New(replay.Config{
-				Kafka:      cfg.Kafka,
-				Mapping:    func() *crm.Mapping { return mapping },
-				Normalizer: pii.Normalizer{DefaultRegion: cfg.PII.DefaultRegion},
-				Store:      st,
-				Platforms:  plats,
-				Log:        log.Named("replay"),
-			})
+			r, err := replay.NewFromConfig(cfg, st, log.Named("replay"))
 			if err != nil {
 				return err
 			}

@@ -83,6 +83,11 @@ func tableCounts(t testing.TB, db *sql.DB) map[string]int {
 // newReplayer builds a Replayer for cfg and st like `closedloop replay` does.
 func newReplayer(t testing.TB, cfg *config.Config, st replay.Store, now time.Time) *replay.Replayer {
 	t.Helper()
+	return newReplayerWith(t, cfg, st, now, 0)
+}
+
+func newReplayerWith(t testing.TB, cfg *config.Config, st replay.Store, now time.Time, concurrency int) *replay.Replayer {
+	t.Helper()
 	mapping, err := cfg.CompileMappings()
 	require.NoError(t, err)
 	plats := map[string]uploader.Platform{}
@@ -98,13 +103,14 @@ func newReplayer(t testing.TB, cfg *config.Config, st replay.Store, now time.Tim
 		log = zap.NewNop()
 	}
 	r, err := replay.New(replay.Config{
-		Kafka:      cfg.Kafka,
-		Mapping:    func() *crm.Mapping { return mapping },
-		Normalizer: pii.Normalizer{DefaultRegion: cfg.PII.DefaultRegion},
-		Store:      st,
-		Platforms:  plats,
-		Log:        log,
-		Now:        func() time.Time { return now },
+		Kafka:       cfg.Kafka,
+		Mapping:     func() *crm.Mapping { return mapping },
+		Normalizer:  pii.Normalizer{DefaultRegion: cfg.PII.DefaultRegion},
+		Store:       st,
+		Platforms:   plats,
+		Log:         log,
+		Now:         func() time.Time { return now },
+		Concurrency: concurrency,
 	})
 	require.NoError(t, err)
 	return r

@@ -36,7 +36,7 @@ type kafkaEnv struct {
 	dlq     string
 }
 
-func newKafkaEnv(t *testing.T, partitions int) *kafkaEnv {
+func newKafkaEnv(t testing.TB, partitions int) *kafkaEnv {
 	t.Helper()
 	brokers := testenv.KafkaBrokers(t)
 	dsn := testenv.PostgresDSN(t)

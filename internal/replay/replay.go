@@ -16,9 +16,11 @@ import (
 
 	"github.com/closedloop/closedloop/consumer"
 	"github.com/closedloop/closedloop/crm"
+	"github.com/closedloop/closedloop/internal/config"
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/platforms"
 )
 
 // Store is what a replay needs from the store (*store.Store satisfies it).
@@ -394,4 +396,33 @@ func keyID(k string) [16]byte {
 	s := sha256.Sum256([]byte(k))
 	copy(id[:], s[:16])
 	return id
+}
+
+// NewFromConfig builds a Replayer the way `closedloop replay` does: the config's Kafka
+// section, its compiled stage mapping, its PII region and one platform per destination
+// for the expiry forecast.
+func NewFromConfig(cfg *config.Config, st Store, log *zap.Logger) (*Replayer, error) {
+	mapping, err := cfg.CompileMappings()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	plats := make(map[string]uploader.Platform, len(cfg.Destinations))
+	for _, name := range cfg.DestinationNames() {
+		p, err := platforms.New(name, cfg.Destinations[name], log)
+		if err != nil {
+			return nil, fmt.Errorf("destination %s: %w", name, err)
+		}
+		plats[name] = p
+	}
+	return New(Config{
+		Kafka:      cfg.Kafka,
+		Mapping:    func() *crm.Mapping { return mapping },
+		Normalizer: pii.Normalizer{DefaultRegion: cfg.PII.DefaultRegion},
+		Store:      st,
+		Platforms:  plats,
+		Log:        log,
+	})
 }
