@@ -83,7 +83,7 @@ func TestIdentitiesImport(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yaml")
-	require.NoError(t, os.WriteFile(cfg, []byte("log: {level: warn}\nstore: {driver: sqlite, path: "+filepath.Join(dir, "c.db")+"}\n"), 0o600))
+	require.NoError(t, os.WriteFile(cfg, []byte("log: {level: warn}\nkafka: {brokers: [\"127.0.0.1:9092\"]}\nstore: {driver: sqlite, path: "+filepath.Join(dir, "c.db")+"}\n"), 0o600))
 	file := filepath.Join("..", "..", "testdata", "identities", "captures.jsonl")
 
 	out, err := runIdentities(t, "import", "--config", cfg, "--output", "json", file)

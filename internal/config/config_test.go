@@ -17,7 +17,7 @@ func exampleEnv(name string) (string, bool) {
 		"GOOGLE_CLIENT_SECRET":    "s3cret",
 		"GOOGLE_REFRESH_TOKEN":    "1//refresh",
 		"META_ACCESS_TOKEN":       "EAAB-token",
-		"TIKTOK_EVENT_SOURCE_ID":  "CRM123456789",
+		"TIKTOK_EVENT_SOURCE_ID":  "7123456789012345678",
 		"TIKTOK_ACCESS_TOKEN":     "tt-token",
 	}[name]
 	return v, v != ""

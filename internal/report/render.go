@@ -54,9 +54,8 @@ func renderTable(w io.Writer, r Report) error {
 			writeRow(&b, d.Day.Format("01-02"), d.Counts)
 		}
 		writeRow(&b, "total", c.Total)
-		fmt.Fprintf(&b, "match rate    %s   accepted rate %s\n",
-			rateLine(c.MatchRate, c.PreviousMatchRate, c.Previous.Created, c.MatchRateFlag),
-			rateLine(c.AcceptedRate, c.PreviousAcceptedRate, c.Previous.Created, c.AcceptedRateFlag))
+		fmt.Fprintf(&b, "match rate    %s\n", rateLine(c.MatchRate, c.PreviousMatchRate, c.Previous.Created, c.MatchRateFlag))
+		fmt.Fprintf(&b, "accepted rate %s\n", rateLine(c.AcceptedRate, c.PreviousAcceptedRate, c.Previous.Created, c.AcceptedRateFlag))
 		fmt.Fprintf(&b, "weekly volume %.0f", c.WeeklyVolume)
 		if c.SparseFlag {
 			fmt.Fprintf(&b, "  ! under %d/week: optimize on an upstream stage", r.Sparse)
