@@ -23,7 +23,9 @@ type Progress struct {
 	last  time.Time
 	done  int64
 	total int64
-	now   func() time.Time
+	// logged is the done count of the last log line (-1: none yet).
+	logged int64
+	now    func() time.Time
 }
 
 // NewBar returns a Progress drawing a bar on w (a terminal) counting unit ("messages").
@@ -46,7 +48,7 @@ func NewBar(w io.Writer, unit string) *Progress {
 // NewLogProgress returns a Progress logging one line at most every interval (and the
 // first and last).
 func NewLogProgress(log *zap.Logger, unit string, every time.Duration) *Progress {
-	return &Progress{log: log, every: every, unit: unit, start: time.Now(), now: time.Now}
+	return &Progress{log: log, every: every, unit: unit, start: time.Now(), now: time.Now, logged: -1}
 }
 
 // Update records done of total.
@@ -69,7 +71,7 @@ func (p *Progress) Update(done, total int64) {
 	p.logLine("replay progress", now)
 }
 
-// Finish ends the bar, or logs the final line.
+// Finish ends the bar, or logs the final count unless the last line already showed it.
 func (p *Progress) Finish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -77,10 +79,13 @@ func (p *Progress) Finish() {
 		_ = p.bar.Exit()
 		return
 	}
-	p.logLine("replay read everything it will read", p.now())
+	if p.logged != p.done {
+		p.logLine("replay progress", p.now())
+	}
 }
 
 func (p *Progress) logLine(msg string, now time.Time) {
+	p.logged = p.done
 	elapsed := now.Sub(p.start)
 	fields := []zap.Field{zap.Int64(p.unit, p.done), zap.Int64("total", p.total), zap.Duration("elapsed", elapsed.Round(time.Millisecond))}
 	if s := elapsed.Seconds(); s > 0 {
