@@ -1,6 +1,9 @@
 package main
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/spf13/cobra"
 )
 
@@ -24,15 +27,19 @@ func newConfigCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cmd.Printf("%s: ok\n", path)
-			cmd.Printf("  store:        %s\n", cfg.Store.Driver)
-			cmd.Printf("  kafka:        %v (group %s)\n", cfg.Kafka.Brokers, cfg.Kafka.GroupID)
-			cmd.Printf("  destinations: %d\n", len(cfg.Destinations))
+			fmt.Fprintf(out, "%s: ok\n", path)
+			fmt.Fprintf(out, "  store:        %s\n", cfg.Store.Driver)
+			fmt.Fprintf(out, "  kafka:        %s (group %s)\n", strings.Join(cfg.Kafka.Brokers, ","), cfg.Kafka.GroupID)
+			fmt.Fprintf(out, "  destinations: %d\n", len(cfg.Destinations))
 			for _, name := range cfg.DestinationNames() {
 				d := cfg.Destinations[name]
-				_, _ = out.Write([]byte("    " + name + " (" + d.Platform + ")\n"))
+				state := ""
+				if !d.IsEnabled() {
+					state = ", disabled"
+				}
+				fmt.Fprintf(out, "    %s (%s%s)\n", name, d.Platform, state)
 			}
-			cmd.Printf("  mappings:     %d rules, version %s\n", len(cfg.Mappings), m.Version())
+			fmt.Fprintf(out, "  mappings:     %d rules, version %s\n", len(cfg.Mappings), m.Version())
 			return nil
 		},
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -120,13 +121,77 @@ func Parse(raw []byte, env LookupEnv) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(expanded))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		var again yaml.Node // line numbers of the expanded text the decoder saw
+		_ = yaml.Unmarshal(expanded, &again)
+		return nil, namedDecodeError(err, &again, &doc)
 	}
 	cfg.applyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+var unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type \S+$`)
+
+// namedDecodeError rewrites yaml.v3's decode errors so that each names the YAML path:
+// `kafka.batch_wiat: unknown key` rather than a line of the expanded text and a Go type.
+func namedDecodeError(err error, doc, original *yaml.Node) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	paths := map[int][]string{}
+	keyPaths(doc, "", paths)
+	lineOf := map[string]int{} // in the file as written
+	origPaths := map[int][]string{}
+	keyPaths(original, "", origPaths)
+	for line, ps := range origPaths {
+		for _, p := range ps {
+			lineOf[p] = line
+		}
+	}
+	errs := make([]error, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		if m := unknownField.FindStringSubmatch(e); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			where := m[2]
+			for _, p := range paths[line] {
+				if p == m[2] || strings.HasSuffix(p, "."+m[2]) {
+					where = p
+					break
+				}
+			}
+			if l, ok := lineOf[where]; ok {
+				errs = append(errs, fmt.Errorf("%s: unknown key (line %d)", where, l))
+			} else {
+				errs = append(errs, fmt.Errorf("%s: unknown key", where))
+			}
+			continue
+		}
+		errs = append(errs, errors.New(e))
+	}
+	return errors.Join(errs...)
+}
+
+// keyPaths records the YAML path of every mapping key by its line.
+func keyPaths(n *yaml.Node, path string, out map[int][]string) {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			keyPaths(c, path, out)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			p := join(path, n.Content[i].Value)
+			out[n.Content[i].Line] = append(out[n.Content[i].Line], p)
+			keyPaths(n.Content[i+1], p, out)
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			keyPaths(c, fmt.Sprintf("%s[%d]", path, i), out)
+		}
+	}
 }
 
 var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)

@@ -56,7 +56,7 @@ func TestUnknownKeyIsAnError(t *testing.T) {
 	typo := strings.Replace(string(raw), "    retract_on:", "    retract_onn:", 1)
 	require.NotEqual(t, string(raw), typo)
 	_, err = Parse([]byte(typo), exampleEnv)
-	require.ErrorContains(t, err, "retract_onn")
+	require.ErrorContains(t, err, "mappings[1].retract_onn: unknown key (line ")
 }
 
 func TestValidateReportsEveryProblemWithItsPath(t *testing.T) {
