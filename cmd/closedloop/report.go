@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -41,8 +42,13 @@ func newReportCmd() *cobra.Command {
 			if err != nil {
 				return usageError("%v", err)
 			}
-			if cfg.Store.Driver == "" {
-				return usageError("config %s: store.driver: required to read the report", path)
+			if !cfg.Has("store") {
+				return usageError("config %s: store: no store section; the report reads the store the worker writes", path)
+			}
+			if cfg.Store.Driver == store.DriverSQLite {
+				if _, err := os.Stat(cfg.Store.Path); err != nil {
+					return usageError("config %s: store.path: no SQLite database at %s", path, cfg.Store.Path)
+				}
 			}
 			st, err := store.Open(cmd.Context(), cfg.Store, zap.NewNop())
 			if err != nil {

@@ -38,7 +38,13 @@ type Config struct {
 
 	// Path is the file the config was loaded from ("" for built-in defaults).
 	Path string `yaml:"-"`
+	// sections are the top-level keys the file set.
+	sections map[string]bool
 }
+
+// Has reports whether the file set the top-level section name (for example "store"), as
+// opposed to leaving it to the defaults.
+func (c *Config) Has(section string) bool { return c.sections[section] }
 
 // LogConfig says how the worker logs.
 type LogConfig struct {
@@ -125,6 +131,7 @@ func Parse(raw []byte, env LookupEnv) (*Config, error) {
 		_ = yaml.Unmarshal(expanded, &again)
 		return nil, namedDecodeError(err, &again, &doc)
 	}
+	cfg.sections = topLevelKeys(&doc)
 	cfg.applyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -172,6 +179,17 @@ func namedDecodeError(err error, doc, original *yaml.Node) error {
 		errs = append(errs, errors.New(e))
 	}
 	return errors.Join(errs...)
+}
+
+func topLevelKeys(doc *yaml.Node) map[string]bool {
+	keys := map[string]bool{}
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 && doc.Content[0].Kind == yaml.MappingNode {
+		m := doc.Content[0]
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			keys[m.Content[i].Value] = true
+		}
+	}
+	return keys
 }
 
 // keyPaths records the YAML path of every mapping key by its line.
