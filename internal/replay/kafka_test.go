@@ -64,8 +64,9 @@ func randomSuffix(t testing.TB) string {
 
 // threeDays is the produced history: perDay stage changes a day, one every 24h/perDay,
 // on three consecutive UTC days ending yesterday; every third is a stage no rule
-// matches, every fifth carries no click id, even ones carry an fbc (Meta) beside the
-// gclid (Google). Day 1 also holds two undecodable messages.
+// matches, every fifth carries no identifier, the others a gclid (Google) and an email
+// (every platform), even ones an fbc (Meta) too. Day 1 also holds two undecodable
+// messages.
 type threeDays struct {
 	day     [4]time.Time // day[0..2] start each day, day[3] ends the range
 	perDay  int
@@ -96,11 +97,11 @@ func produceThreeDays(t *testing.T, e *kafkaEnv, perDay int) threeDays {
 			}
 			clicks := ""
 			switch {
-			case i%5 == 0:
+			case i%5 == 0: // nothing to join on: awaiting identity everywhere
 			case i%2 == 0:
-				clicks = fmt.Sprintf(`,"click_ids":{"gclid":"G-%s","fbc":"fb.1.%d.F%s"}`, id, at.UnixMilli(), id)
+				clicks = fmt.Sprintf(`,"click_ids":{"gclid":"G-%s","fbc":"fb.1.%d.F%s"},"email":"buyer-%s@example.com"`, id, at.UnixMilli(), id, id)
 			default:
-				clicks = fmt.Sprintf(`,"click_ids":{"gclid":"G-%s"}`, id)
+				clicks = fmt.Sprintf(`,"click_ids":{"gclid":"G-%s"},"email":"buyer-%s@example.com"`, id, id)
 			}
 			v := fmt.Sprintf(`{"source":"hubspot","object_type":"deal","object_id":%q,"stage":%q,"status":%q,`+
 				`"occurred_at":%q,"amount":"%d.50","currency":"USD","contact_ids":["C-%s"]%s}`,
