@@ -270,12 +270,13 @@ func (fr *fileReader) flush(ctx context.Context) error {
 		return fmt.Errorf("replay: lines up to %d: %w", fr.lastLine, err)
 	}
 	fr.batch = fr.batch[:0]
-	read, skipped, bad := fr.pending, fr.skipped, fr.bad
+	read, skipped, bad, last := fr.pending, fr.skipped, fr.bad, fr.lastLine
 	fr.pending, fr.skipped, fr.bad = 0, 0, 0
 	fr.account(st, read, fr.total, func(s *Summary) {
 		s.Read += read
 		s.Skipped += skipped
 		s.Undecodable += bad
+		s.LastLine = max(s.LastLine, last)
 	})
 	return ctx.Err()
 }
@@ -355,6 +356,7 @@ func (fr *fileReader) readCSV(ctx context.Context, f io.Reader) error {
 			var pe *csv.ParseError
 			if errors.As(err, &pe) {
 				fr.pending++
+				fr.lastLine = pe.Line
 				fr.addError(LineError{Line: pe.StartLine, Reason: "not valid CSV: " + pe.Err.Error()})
 				if err := fr.maybeFlush(ctx); err != nil {
 					return err
@@ -374,6 +376,7 @@ func (fr *fileReader) readCSV(ctx context.Context, f io.Reader) error {
 		}
 		if lerr != nil {
 			fr.pending++
+			fr.lastLine = line
 			lerr.Line = line
 			fr.addError(*lerr)
 			if err := fr.maybeFlush(ctx); err != nil {

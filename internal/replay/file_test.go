@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,6 +54,7 @@ func TestFileCSV(t *testing.T) {
 	require.Equal(t, "csv", sum.Format)
 	require.False(t, sum.Interrupted)
 	require.EqualValues(t, 11, sum.Read)
+	require.Equal(t, 12, sum.LastLine)
 	require.Equal(t, 6, sum.Decoded)
 	require.Equal(t, 5, sum.Matched)
 	require.Equal(t, 1, sum.Unmatched)
@@ -301,4 +303,42 @@ func TestSummaryTableGolden(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, string(want), got.String())
 	require.True(t, strings.Contains(got.String(), "Nothing was written"))
+}
+
+func TestFileInterruptedThenRerun(t *testing.T) {
+	t.Parallel()
+	cfg := loadConfig(t) // batch_size 50
+	st, db := openSQLite(t)
+	r := newReplayer(t, cfg, st, testNow)
+	var b strings.Builder
+	b.WriteString("source,object_type,object_id,stage,occurred_at,gclid\n")
+	for i := 0; i < 200; i++ {
+		fmt.Fprintf(&b, "hubspot,deal,D-%d,closedwon,2024-05-09T10:00:00Z,G-%d\n", i, i)
+	}
+	path := filepath.Join(t.TempDir(), "big.csv")
+	require.NoError(t, os.WriteFile(path, []byte(b.String()), 0o644))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	opts := replay.FileOptions{Path: path}
+	opts.Progress = func(done, total int64) {
+		require.EqualValues(t, 200, total)
+		if done > 0 {
+			cancel()
+		}
+	}
+	cut, err := r.File(ctx, opts)
+	cancel()
+	require.ErrorIs(t, err, context.Canceled)
+	require.True(t, cut.Interrupted)
+	require.EqualValues(t, 50, cut.Read, "the batch in hand is finished, then it stops")
+	require.Equal(t, 51, cut.LastLine)
+	require.Equal(t, 100, cut.Conversions.New)
+	var table bytes.Buffer
+	require.NoError(t, cut.WriteTable(&table))
+	require.Contains(t, table.String(), "INTERRUPTED: stopped after line 51.")
+
+	rest, err := r.File(context.Background(), replay.FileOptions{Path: path})
+	require.NoError(t, err)
+	require.Equal(t, replay.Counts{Planned: 400, New: 300, Existing: 100, Awaiting: 150}, rest.Conversions) // Meta cannot use a gclid
+	require.Equal(t, 400, tableCounts(t, db)["conversions"])
 }

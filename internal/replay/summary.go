@@ -47,6 +47,8 @@ type Summary struct {
 	// Partitions says, per partition of a Kafka replay, the offset range and how far the
 	// replay got.
 	Partitions []PartitionProgress `json:"partitions,omitempty"`
+	// LastLine is, for a file, the last line whose records were fully handled.
+	LastLine int `json:"last_line,omitempty"`
 	// Errors lists file records that were skipped, Warnings identifiers that were dropped
 	// from records that were kept; at most MaxListed of each, the rest counted in
 	// MoreErrors and MoreWarnings. They never contain a raw email or phone.
@@ -164,7 +166,10 @@ func (s *Summary) WriteTable(w io.Writer) error {
 		ew.printf(", destinations %s", strings.Join(s.Destinations, ", "))
 	}
 	ew.printf(" (%.1fs)\n", s.ElapsedSeconds)
-	if s.Interrupted {
+	switch {
+	case s.Interrupted && s.Source == "file":
+		ew.printf("INTERRUPTED: stopped after line %d. Running the same replay again is safe.\n", s.LastLine)
+	case s.Interrupted:
 		ew.printf("INTERRUPTED: stopped before the end of the range; the partitions below say how far it got. Running the same replay again is safe.\n")
 	}
 	if s.DryRun {
