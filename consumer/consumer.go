@@ -112,6 +112,11 @@ func New(cfg Config, deps Deps) (*Consumer, error) {
 	return c, nil
 }
 
+// fetchMaxWait is the readers' MaxWait: the broker holds an idle fetch for 1s and the
+// answer has 1s to arrive. New messages end a fetch at once (MinBytes), so it adds no
+// latency; it bounds how long an idle reader takes to stop.
+const fetchMaxWait = 2 * time.Second
+
 func (c *Consumer) newReader(group string, topics []string, name string) *kafka.Reader {
 	start := kafka.FirstOffset
 	if c.cfg.StartOffset == "last" {
@@ -123,10 +128,15 @@ func (c *Consumer) newReader(group string, topics []string, name string) *kafka.
 		GroupTopics: topics,
 		Dialer:      &kafka.Dialer{ClientID: c.cfg.ClientID, Timeout: 10 * time.Second, DualStack: true},
 		// A full batch can wait in the queue while the previous one is written.
-		QueueCapacity:  c.cfg.BatchSize,
-		MinBytes:       c.cfg.MinBytes,
-		MaxBytes:       c.cfg.MaxBytes,
-		MaxWait:        c.cfg.BatchWait,
+		QueueCapacity: c.cfg.BatchSize,
+		MinBytes:      c.cfg.MinBytes,
+		MaxBytes:      c.cfg.MaxBytes,
+		// MaxWait is the broker's long poll on a partition with nothing new, not the batch
+		// window (Run's fill timer is that). kafka-go sets the read deadline to MaxWait and
+		// asks the broker to answer up to 1s sooner, but only a quarter sooner below 1s: a
+		// MaxWait of batch_wait's size (50-200ms) leaves too little margin on a busy host, and
+		// every late answer is an i/o timeout, an error log line and a reconnect.
+		MaxWait:        fetchMaxWait,
 		StartOffset:    start,
 		CommitInterval: 0, // synchronous commits, only ever after the durable write
 		// Lag comes from each message's high watermark; no extra polling.
