@@ -19,8 +19,11 @@ type Dataset struct {
 	Source string
 	// Prefix makes object and contact ids unique per run, so runs sharing a store differ.
 	Prefix string
-	// Now anchors the times: clicks and captures at Now-2h, conversions at Now-1h (inside
-	// every platform's window).
+	// DealTag, when set, gives the deals other ids than another dataset with the same
+	// Prefix: new conversions for the same (already stored) contacts.
+	DealTag string
+	// Now anchors the times: clicks and captures at Now-48h (older than Google's 6h minimum),
+	// conversions at Now-24h (inside Meta's 7 days and Google's click window).
 	Now time.Time
 }
 
@@ -31,7 +34,7 @@ const Rule = "closed-won"
 func (d Dataset) ContactID(i int) string { return d.Prefix + "-C" + strconv.Itoa(i) }
 
 // DealID is subject i's deal id.
-func (d Dataset) DealID(i int) string { return d.Prefix + "-D" + strconv.Itoa(i) }
+func (d Dataset) DealID(i int) string { return d.Prefix + "-D" + d.DealTag + strconv.Itoa(i) }
 
 // Email is subject i's raw email address.
 func (d Dataset) Email(i int) string { return fmt.Sprintf("Buyer.%s.%d@Example.com", d.Prefix, i) }
@@ -77,7 +80,7 @@ type captureJSON struct {
 func (d Dataset) Identity(i int) kafka.Message {
 	v, _ := json.Marshal(captureJSON{
 		Subject:    map[string]string{"type": "contact", "source": d.Source, "id": d.ContactID(i)},
-		CapturedAt: d.Now.Add(-2 * time.Hour).UTC().Format(time.RFC3339),
+		CapturedAt: d.Now.Add(-48 * time.Hour).UTC().Format(time.RFC3339),
 		ClickIDs: map[string]string{
 			"gclid":  "Cj0KCQbench" + d.Prefix + strconv.Itoa(i),
 			"ttclid": "E.C.P.bench" + d.Prefix + strconv.Itoa(i),
@@ -107,7 +110,7 @@ func (d Dataset) StageChange(i int) kafka.Message {
 	v, _ := json.Marshal(stageJSON{
 		Source: d.Source, ObjectType: "deal", ObjectID: d.DealID(i), Pipeline: "default",
 		Stage: "closedwon", Status: "won",
-		OccurredAt: d.Now.Add(-time.Hour).UTC().Format(time.RFC3339),
+		OccurredAt: d.Now.Add(-24 * time.Hour).UTC().Format(time.RFC3339),
 		Amount:     fmt.Sprintf("%d.%02d", 100+i%5000, i%100), Currency: "USD",
 		ContactIDs: []string{d.ContactID(i)},
 	})
@@ -131,12 +134,12 @@ func (d Dataset) BadStageChange(j int) kafka.Message {
 		v = `{"source":"` + d.Source + `","object_type":"deal","object_id":"X` + strconv.Itoa(j) + `",`
 	case 1:
 		v = fmt.Sprintf(`{"source":%q,"object_type":"deal","object_id":"B%d","stage":"closedwon","status":"won","occurred_at":%q,"email":%q,"click_ids":{"dclid":"x"}}`,
-			d.Source, j, d.Now.Add(-time.Hour).UTC().Format(time.RFC3339), d.Email(j))
+			d.Source, j, d.Now.Add(-24*time.Hour).UTC().Format(time.RFC3339), d.Email(j))
 	case 2:
 		v = fmt.Sprintf(`{"source":%q,"object_type":"deal","object_id":"B%d","stage":"closedwon","phone":%q}`, d.Source, j, d.Phone(j))
 	default:
 		v = fmt.Sprintf(`{"source":%q,"object_type":"deal","object_id":"B%d","stage":"closedwon","occurred_at":%q,"contact_email":%q}`,
-			d.Source, j, d.Now.Add(-time.Hour).UTC().Format(time.RFC3339), d.Email(j))
+			d.Source, j, d.Now.Add(-24*time.Hour).UTC().Format(time.RFC3339), d.Email(j))
 	}
 	return kafka.Message{Key: []byte(d.BadKey("s", j)), Value: []byte(v)}
 }
@@ -144,7 +147,7 @@ func (d Dataset) BadStageChange(j int) kafka.Message {
 // BadIdentity is the j-th kind of invalid identity capture (no subject, an unparseable
 // phone, an unknown click-ID type, a naive timestamp), keyed like BadStageChange.
 func (d Dataset) BadIdentity(j int) kafka.Message {
-	at := d.Now.Add(-2 * time.Hour).UTC().Format(time.RFC3339)
+	at := d.Now.Add(-48 * time.Hour).UTC().Format(time.RFC3339)
 	var v string
 	switch j % 4 {
 	case 0:
@@ -160,4 +163,6 @@ func (d Dataset) BadIdentity(j int) kafka.Message {
 }
 
 // BadKey is the Kafka key of the j-th bad message of kind ("s" stage, "i" identity).
-func (d Dataset) BadKey(kind string, j int) string { return "bad-" + kind + "-" + d.Prefix + "-" + strconv.Itoa(j) }
+func (d Dataset) BadKey(kind string, j int) string {
+	return "bad-" + kind + "-" + d.Prefix + "-" + strconv.Itoa(j)
+}

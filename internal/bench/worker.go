@@ -52,6 +52,19 @@ const (
 // PlatformOf maps a generated destination to its sandbox platform name.
 var PlatformOf = map[string]string{DestGoogle: "google", DestMeta: "meta", DestTikTok: "tiktok"}
 
+// SandboxKey is the sandbox's count key of conversion key on destination (the platform's
+// dedup scope: account or dataset, conversion, then the key).
+func SandboxKey(destination, key string) string {
+	switch destination {
+	case DestGoogle:
+		return "1234567890/987654321/" + key
+	case DestMeta:
+		return "123456789012345/Purchase/" + key
+	default:
+		return "7300000000000000001/CompletePayment/" + key
+	}
+}
+
 // WorkerConfig is what the generated config file varies.
 type WorkerConfig struct {
 	Brokers                                    []string
@@ -136,7 +149,7 @@ func WriteConfig(path string, c WorkerConfig) error {
 				"access_token": "bench-meta-token", "timeout": timeout,
 			},
 			DestTikTok: map[string]any{
-				"platform": "tiktok", "base_url": sb, "event_source_id": "CRMBENCH0001",
+				"platform": "tiktok", "base_url": sb, "event_source_id": "7300000000000000001",
 				"access_token": "bench-tiktok-token", "timeout": timeout,
 			},
 		},

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Rate is count things in seconds.
+type Rate struct {
+	Count     int     `json:"count"`
+	Seconds   float64 `json:"seconds"`
+	PerSecond float64 `json:"per_second"`
+}
+
+func rate(n int, d time.Duration) Rate {
+	return Rate{Count: n, Seconds: d.Seconds(), PerSecond: float64(n) / d.Seconds()}
+}
+
+// Fill is one platform's batches during the upload run.
+type Fill struct {
+	Requests int     `json:"requests"`
+	Events   int     `json:"events"`
+	Max      int     `json:"max_batch"`
+	Mean     float64 `json:"mean_fill"` // events / requests / max
+}
+
+// UploadResult is the upload run.
+type UploadResult struct {
+	Rows      int             `json:"rows"`
+	Seconds   float64         `json:"seconds"` // until the sandbox had accepted every row
+	PerSecond float64         `json:"per_second"`
+	PeakRSS   int64           `json:"peak_rss_bytes"`
+	Fill      map[string]Fill `json:"fill"`
+}
+
+// ReplayResult is the replay run.
+type ReplayResult struct {
+	Messages    int             `json:"messages"`
+	Seconds     float64         `json:"seconds"`
+	RowsCreated int             `json:"rows_created"`
+	PeakRSS     int64           `json:"peak_rss_bytes"`
+	Summary     json.RawMessage `json:"summary,omitempty"` // closedloop replay --json
+}
+
+// Machine says where the numbers come from.
+type Machine struct {
+	CPU, Kernel, Go, Postgres, Kafka string
+	Cores                            int
+	MemoryMiB                        int
+}
+
+// Results are one clbench run.
+type Results struct {
+	Started time.Time `json:"started"`
+	Machine Machine   `json:"machine"`
+	N       int       `json:"n"`
+	UploadN int       `json:"upload_n"`
+
+	ProduceIdentities Rate `json:"produce_identities"`
+	ProduceStages     Rate `json:"produce_stage_changes"`
+
+	RawRead   Rate    `json:"raw_kafka_read"`
+	RawInsert Rate    `json:"raw_outbox_insert"`
+	Ceiling   float64 `json:"ceiling_per_second"` // N / (t_read + t_insert)
+
+	EndToEnd      Rate    `json:"end_to_end"`
+	EndToEndRatio float64 `json:"end_to_end_ratio"`
+	EndToEndSmall Rate    `json:"end_to_end_small"`
+	PeakRSS       int64   `json:"peak_rss_bytes"`
+	PeakRSSSmall  int64   `json:"peak_rss_small_bytes"`
+
+	IdentityIngest    Rate    `json:"identity_ingest"`
+	RawIdentityInsert Rate    `json:"raw_identity_insert"`
+	IdentityRatio     float64 `json:"identity_ratio"`
+
+	Uploads UploadResult `json:"uploads"`
+	Replay  ReplayResult `json:"replay"`
+}
+
+func (r *Results) finish() {
+	if r.RawRead.Seconds+r.RawInsert.Seconds > 0 {
+		r.Ceiling = float64(r.N) / (r.RawRead.Seconds + r.RawInsert.Seconds)
+	}
+	if r.Ceiling > 0 {
+		r.EndToEndRatio = r.EndToEnd.PerSecond / r.Ceiling
+	}
+	if r.RawIdentityInsert.PerSecond > 0 {
+		r.IdentityRatio = r.IdentityIngest.PerSecond / r.RawIdentityInsert.PerSecond
+	}
+}
+
+func mib(b int64) string { return fmt.Sprintf("%d MiB", b>>20) }
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+// rows are the table's lines: measure, value, target, verdict.
+func (r *Results) rows() [][4]string {
+	fillRows := [][4]string{}
+	for _, p := range []string{"google", "meta", "tiktok"} {
+		f := r.Uploads.Fill[p]
+		fillRows = append(fillRows, [4]string{
+			fmt.Sprintf("batch fill, %s (%d events / %d requests, max %d)", p, f.Events, f.Requests, f.Max),
+			fmt.Sprintf("%.1f%%", 100*f.Mean), "≥ 95%", verdict(f.Mean >= 0.95),
+		})
+	}
+	out := [][4]string{
+		{fmt.Sprintf("raw kafka-go group read of %d stage changes", r.N), fmt.Sprintf("%.0f/s (%.1fs)", r.RawRead.PerSecond, r.RawRead.Seconds), "", ""},
+		{fmt.Sprintf("raw Postgres COPY of %d outbox rows (1,000 per tx)", r.N), fmt.Sprintf("%.0f/s (%.1fs)", r.RawInsert.PerSecond, r.RawInsert.Seconds), "", ""},
+		{"raw ceiling N/(t_read+t_insert)", fmt.Sprintf("%.0f/s", r.Ceiling), "", ""},
+		{fmt.Sprintf("closedloop end to end, %d stage changes → outbox → committed", r.N), fmt.Sprintf("%.0f/s (%.1fs)", r.EndToEnd.PerSecond, r.EndToEnd.Seconds), "≥ 25,000/s", verdict(r.EndToEnd.PerSecond >= 25000)},
+		{"  ratio to the raw ceiling", fmt.Sprintf("%.2f", r.EndToEndRatio), "≥ 0.5", verdict(r.EndToEndRatio >= 0.5)},
+		{fmt.Sprintf("closedloop identity captures ingested (%d)", r.N), fmt.Sprintf("%.0f/s (%.1fs)", r.IdentityIngest.PerSecond, r.IdentityIngest.Seconds), "", ""},
+		{"raw Postgres COPY of the same identities + clicks", fmt.Sprintf("%.0f/s (%.1fs)", r.RawIdentityInsert.PerSecond, r.RawIdentityInsert.Seconds), "", ""},
+		{"  identity ratio to raw insert", fmt.Sprintf("%.2f", r.IdentityRatio), "≥ 0.5", verdict(r.IdentityRatio >= 0.5)},
+		{fmt.Sprintf("uploads to the sandbox, backlog of %d rows (3 platforms)", r.Uploads.Rows), fmt.Sprintf("%.0f/s (%.1fs)", r.Uploads.PerSecond, r.Uploads.Seconds), "", ""},
+	}
+	out = append(out, fillRows...)
+	out = append(out,
+		[4]string{fmt.Sprintf("worker peak RSS, backlog %d", r.EndToEndSmall.Count), mib(r.PeakRSSSmall), "≤ 150 MiB", verdict(r.PeakRSSSmall <= 150<<20)},
+		[4]string{fmt.Sprintf("worker peak RSS, backlog %d", r.N), mib(r.PeakRSS), "≤ 150 MiB, flat", verdict(r.PeakRSS <= 150<<20)},
+		[4]string{"worker peak RSS, uploading", mib(r.Uploads.PeakRSS), "≤ 150 MiB", verdict(r.Uploads.PeakRSS <= 150<<20)},
+		[4]string{fmt.Sprintf("replay of %d processed stage changes", r.Replay.Messages), fmt.Sprintf("%.1fs, %d rows created, peak RSS %s", r.Replay.Seconds, r.Replay.RowsCreated, mib(r.Replay.PeakRSS)), "≤ 60 s, 0 rows", verdict(r.Replay.Seconds <= 60 && r.Replay.RowsCreated == 0)},
+	)
+	return out
+}
+
+// Table renders the results for a terminal.
+func (r *Results) Table() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nclosedloop bench, %s, N=%d\n%s\n\n", r.Started.Format(time.RFC3339), r.N, r.Machine)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "measure\tresult\ttarget\t")
+	for _, row := range r.rows() {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", row[0], row[1], row[2], row[3])
+	}
+	tw.Flush()
+	return b.String()
+}
+
+// Markdown renders the results as the README's Performance table.
+func (r *Results) Markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmark results\n\nWritten by `make bench` (cmd/clbench); the JSON is in results.json beside this file.\n\n")
+	fmt.Fprintf(&b, "Run %s, N = %d, on %s.\n\n", r.Started.Format(time.RFC3339), r.N, r.Machine)
+	b.WriteString("| measure | result | target | |\n|---|---|---|---|\n")
+	for _, row := range r.rows() {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", row[0], row[1], row[2], row[3])
+	}
+	return b.String()
+}
+
+func (m Machine) String() string {
+	return fmt.Sprintf("%d cores (%s), %d MiB RAM, Linux %s, %s, %s, %s", m.Cores, m.CPU, m.MemoryMiB, m.Kernel, m.Go, m.Postgres, m.Kafka)
+}
+
+func machine(ctx context.Context, dsn string) Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), Kafka: "Kafka " + envOr("CLOSEDLOOP_KAFKA_VERSION", "4.1.2") + " (scripts/kafka.sh)"}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int
+		fmt.Sscanf(strings.SplitN(string(b), "\n", 2)[0], "MemTotal: %d kB", &kb)
+		m.MemoryMiB = kb / 1024
+	}
+	if conn, err := pgx.Connect(ctx, dsn); err == nil {
+		var v string
+		if conn.QueryRow(ctx, "SHOW server_version").Scan(&v) == nil {
+			m.Postgres = "PostgreSQL " + strings.Fields(v)[0]
+		}
+		conn.Close(ctx)
+	}
+	return m
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
