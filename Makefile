@@ -42,3 +42,11 @@ lint: ## gofmt -l (must list nothing) and go vet ./...
 .PHONY: fuzz
 fuzz: ## Fuzz every Fuzz* target for FUZZTIME each (default 10s)
 	GO=$(GO) scripts/fuzz.sh $(FUZZTIME)
+
+.PHONY: bench
+bench: ## Benchmark vs the raw ceiling on real Kafka+PostgreSQL (N=1000000; `N=100000 make bench`); writes testdata/bench/
+	scripts/with-services.sh $(GO) run ./cmd/clbench -n $(or $(N),1000000) -out testdata/bench/results.json -md testdata/bench/README.md -pprof testdata/bench/cpu.pprof
+
+.PHONY: chaos
+chaos: ## Full fault suite: 20,000 stage changes through kill -9, broker and database restarts, platform faults
+	CLOSEDLOOP_CHAOS=full $(GO) test -count=1 -v -timeout 30m -run TestFaults ./internal/chaos

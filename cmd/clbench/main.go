@@ -28,7 +28,7 @@ func main() {
 	flag.StringVar(&o.MD, "md", "testdata/bench/README.md", "results as a Markdown table (empty: none)")
 	flag.StringVar(&o.Bin, "bin", "", "closedloop binary (default: go build ./cmd/closedloop into a temp dir)")
 	flag.StringVar(&o.WorkDir, "workdir", "", "directory for configs and worker logs (default: a temp dir, kept on failure)")
-	flag.StringVar(&o.Pprof, "pprof", "", "write a CPU profile of the end-to-end worker here (needs admin pprof)")
+	flag.StringVar(&o.Pprof, "pprof", "", "also profile an end-to-end run of min(n,100000) with the worker in process; CPU profile written here")
 	flag.StringVar(&o.Only, "only", "", "run only the steps whose name contains this (after producing), e.g. uploads")
 	flag.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "give up after this long")
 	flag.Parse()

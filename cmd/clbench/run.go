@@ -110,6 +110,7 @@ func run(ctx context.Context, o options) error {
 		{"outbox insert (raw)", e.rawOutboxInsert},
 		{"replay", e.replay},
 		{"uploads", e.uploads},
+		{"profile", e.profileEndToEnd},
 	}
 	for _, s := range steps {
 		if o.Only != "" && s.name != "produce" && !strings.Contains(s.name, o.Only) {
@@ -575,7 +576,9 @@ func (e *env) uploads(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if ob.ByState["accepted"] == want {
+			// Data Manager rows stay sent until the status poll (30s period) turns them
+			// accepted: that lag is not upload throughput, so the run ends here.
+			if ob.ByState["ready"] == 0 && ob.ByState["in_flight"] == 0 && ob.ByState["accepted"]+ob.ByState["sent"] == want {
 				break
 			}
 		}
