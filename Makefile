@@ -45,7 +45,7 @@ fuzz: ## Fuzz every Fuzz* target for FUZZTIME each (default 10s)
 
 .PHONY: bench
 bench: ## Benchmark vs the raw ceiling on real Kafka+PostgreSQL (N=1000000; `N=100000 make bench`); writes testdata/bench/
-	scripts/with-services.sh $(GO) run ./cmd/clbench -n $(or $(N),1000000) -out testdata/bench/results.json -md testdata/bench/README.md -pprof testdata/bench/cpu.pprof
+	scripts/with-services.sh $(GO) run ./cmd/clbench -n $(or $(N),1000000) -out testdata/bench/results.json -md testdata/bench/README.md -pprof $${TMPDIR:-/tmp}/closedloop-bench-cpu.pprof
 
 .PHONY: chaos
 chaos: ## Full fault suite: 20,000 stage changes through kill -9, broker and database restarts, platform faults

@@ -71,4 +71,3 @@ func (e *env) profileEndToEnd(ctx context.Context) error {
 	logf("profiled end to end %d in %.1fs (%.0f/s, in process): go tool pprof -top %s", e.smallN, d.Seconds(), float64(e.smallN)/d.Seconds(), e.o.Pprof)
 	return nil
 }
-
