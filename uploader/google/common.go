@@ -3,7 +3,6 @@ package google
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -19,10 +18,7 @@ import (
 // (TOO_RECENT_EVENT, "retry after 6 hours").
 const MinClickAge = 6 * time.Hour
 
-var (
-	numericID = regexp.MustCompile(`^[0-9]+$`)
-	currency  = regexp.MustCompile(`^[A-Z]{3}$`)
-)
+var numericID = regexp.MustCompile(`^[0-9]+$`)
 
 // clickPrecedence is the order in which a Google click ID is chosen: gclid first, and never
 // both braids.
@@ -44,18 +40,13 @@ func pickClick(clicks []store.Click) (store.Click, bool) {
 
 // checkConversion applies the rules shared by both Google surfaces to a conversion row.
 func checkConversion(c *store.Conversion, now time.Time, window time.Duration) *uploader.RowError {
-	if c.Identity.Consent.AdUserData == store.ConsentDenied {
-		return &uploader.RowError{Class: uploader.ClassSkipped, Reason: "consent_denied", Detail: "ad_user_data consent denied"}
-	}
-	if c.OccurredAt.IsZero() {
-		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "missing_event_time", Detail: "occurred_at is not set"}
+	// Retractions are decided by each surface before this (Ads retracts, Data Manager cannot).
+	if e := uploader.CheckRow(c, uploader.RowRules{API: "Google", Retracts: true, NonNegativeValue: true}); e != nil {
+		return e
 	}
 	if !numericID.MatchString(c.ConversionName) {
 		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "invalid_conversion_action",
 			Detail: fmt.Sprintf("conversion name must be the numeric conversion action ID, got %q", c.ConversionName)}
-	}
-	if err := checkValue(c); err != nil {
-		return err
 	}
 	ids := c.Identity.Identifiers
 	click, hasClick := pickClick(c.Identity.Clicks)
@@ -77,20 +68,6 @@ func checkConversion(c *store.Conversion, now time.Time, window time.Duration) *
 			return &uploader.RowError{Class: uploader.ClassTransient, Reason: "click_too_recent",
 				Detail: fmt.Sprintf("%s click is under 6h old", click.Type), RetryAfter: MinClickAge - since}
 		}
-	}
-	return nil
-}
-
-func checkValue(c *store.Conversion) *uploader.RowError {
-	if c.Value == nil {
-		return nil
-	}
-	if math.IsNaN(*c.Value) || math.IsInf(*c.Value, 0) || *c.Value < 0 {
-		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "invalid_value", Detail: "value must be a finite, non-negative number"}
-	}
-	if !currency.MatchString(c.Currency) {
-		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "invalid_currency",
-			Detail: fmt.Sprintf("currency must be a 3-letter ISO 4217 code, got %q", c.Currency)}
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -26,10 +25,7 @@ const MaxEventAge = 7 * 24 * time.Hour
 // request arrives (after queueing and retries within one attempt).
 const AgeMargin = 10 * time.Minute
 
-var (
-	currency = regexp.MustCompile(`^[A-Z]{3}$`)
-	leadID   = regexp.MustCompile(`^[0-9]{15,17}$`)
-)
+var leadID = regexp.MustCompile(`^[0-9]{15,17}$`)
 
 // Platform is the Meta Conversions API for one dataset. Safe for concurrent use.
 type Platform struct {
@@ -51,30 +47,12 @@ func (p *Platform) MaxBatch() int { return min(p.cfg.BatchSize, uploader.MaxBatc
 // expires events more than 7 days (less AgeMargin) before now ("event_too_old"), and needs
 // at least one identifier.
 func (p *Platform) Check(c *store.Conversion, now time.Time) *uploader.RowError {
-	if c.Kind == store.KindRetraction {
-		return &uploader.RowError{Class: uploader.ClassSkipped, Reason: "retraction_unsupported", Detail: "the Conversions API cannot retract an event"}
-	}
-	if c.Identity.Consent.AdUserData == store.ConsentDenied {
-		return &uploader.RowError{Class: uploader.ClassSkipped, Reason: "consent_denied", Detail: "ad_user_data consent denied"}
-	}
-	if c.OccurredAt.IsZero() {
-		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "missing_event_time", Detail: "occurred_at is not set"}
+	if e := uploader.CheckRow(c, uploader.RowRules{API: "the Conversions API", NameField: "event_name"}); e != nil {
+		return e
 	}
 	if age := now.Sub(c.OccurredAt); age > MaxEventAge-AgeMargin {
 		return &uploader.RowError{Class: uploader.ClassExpired, Reason: "event_too_old",
 			Detail: fmt.Sprintf("event is %s old; Meta takes events up to 7 days old", age.Round(time.Minute))}
-	}
-	if c.ConversionName == "" {
-		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "missing_event_name", Detail: "conversion name (event_name) is empty"}
-	}
-	if c.Value != nil {
-		if math.IsNaN(*c.Value) || math.IsInf(*c.Value, 0) {
-			return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "invalid_value", Detail: "value must be a finite number"}
-		}
-		if !currency.MatchString(c.Currency) {
-			return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "invalid_currency",
-				Detail: fmt.Sprintf("currency must be a 3-letter ISO 4217 code, got %q", c.Currency)}
-		}
 	}
 	if !hasIdentifier(c) {
 		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "no_identifier",

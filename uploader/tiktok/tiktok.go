@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -18,8 +16,6 @@ import (
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
 )
-
-var currency = regexp.MustCompile(`^[A-Z]{3}$`)
 
 // Platform is the TikTok Events API for one CRM event set. Safe for concurrent use.
 type Platform struct {
@@ -40,26 +36,8 @@ func (p *Platform) MaxBatch() int { return min(p.cfg.BatchSize, uploader.MaxBatc
 // Check skips retractions and denied consent and needs one identifier (hashed email, phone
 // or external id, or a ttclid). TikTok's CRM age limit is undocumented, so none is applied.
 func (p *Platform) Check(c *store.Conversion, _ time.Time) *uploader.RowError {
-	if c.Kind == store.KindRetraction {
-		return &uploader.RowError{Class: uploader.ClassSkipped, Reason: "retraction_unsupported", Detail: "the Events API cannot retract an event"}
-	}
-	if c.Identity.Consent.AdUserData == store.ConsentDenied {
-		return &uploader.RowError{Class: uploader.ClassSkipped, Reason: "consent_denied", Detail: "ad_user_data consent denied"}
-	}
-	if c.OccurredAt.IsZero() {
-		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "missing_event_time", Detail: "occurred_at is not set"}
-	}
-	if c.ConversionName == "" {
-		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "missing_event_name", Detail: "conversion name (event) is empty"}
-	}
-	if c.Value != nil {
-		if math.IsNaN(*c.Value) || math.IsInf(*c.Value, 0) {
-			return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "invalid_value", Detail: "value must be a finite number"}
-		}
-		if !currency.MatchString(c.Currency) {
-			return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "invalid_currency",
-				Detail: fmt.Sprintf("currency must be a 3-letter ISO 4217 code, got %q", c.Currency)}
-		}
+	if e := uploader.CheckRow(c, uploader.RowRules{API: "the Events API", NameField: "event"}); e != nil {
+		return e
 	}
 	u := user(c)
 	if len(u.Email) == 0 && len(u.Phone) == 0 && len(u.ExternalID) == 0 && u.Ttclid == "" {
