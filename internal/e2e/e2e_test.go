@@ -134,7 +134,7 @@ func TestPipelineUnderFaults(t *testing.T) {
 	group := stageTopic + "-group"
 	dsn := testenv.PostgresDSN(t)
 
-	ds := dataset{deals: deals, now: time.Now().UTC()}
+	ds := dataset{now: time.Now().UTC()}
 	var rejectKeys []string
 	for i := range deals {
 		for _, dest := range destinations {
@@ -171,10 +171,13 @@ func TestPipelineUnderFaults(t *testing.T) {
 
 	wctx, stopWorker := context.WithCancel(ctx)
 	defer stopWorker()
+	// The waits below end at once, with the worker's error, if it stops on its own.
+	waitCtx, stopWaiting := context.WithCancelCause(ctx)
+	defer stopWaiting(nil)
 	adminAddr := make(chan string, 1)
 	workerDone := make(chan error, 1)
 	go func() {
-		workerDone <- worker.Run(wctx, cfg, log, worker.Options{
+		err := worker.Run(wctx, cfg, log, worker.Options{
 			Listening: func(a string) { adminAddr <- a },
 			Uploader: uploader.Options{
 				PollInterval: 100 * time.Millisecond, StatusPollInterval: 300 * time.Millisecond,
@@ -184,6 +187,8 @@ func TestPipelineUnderFaults(t *testing.T) {
 				PauseMin: 200 * time.Millisecond, PauseMax: time.Second,
 			},
 		})
+		stopWaiting(fmt.Errorf("the worker stopped: %v", err))
+		workerDone <- err
 	}()
 	var admin string
 	select {
@@ -215,7 +220,7 @@ func TestPipelineUnderFaults(t *testing.T) {
 		ids = append(ids, ds.identity(i))
 	}
 	require.NoError(t, produce(ctx, brokers, identityTopic, ids))
-	require.NoError(t, waitFor(ctx, "the identities to be consumed", 100*time.Millisecond, lagIs0(group+"-identities", identityTopic)))
+	require.NoError(t, waitFor(waitCtx, "the identities to be consumed", 100*time.Millisecond, lagIs0(group+"-identities", identityTopic)))
 
 	// 2. The stage changes, in two halves around the token window. Every 24th deal is
 	// also redelivered later (a relay retry): same conversion keys, nothing new.
@@ -231,7 +236,7 @@ func TestPipelineUnderFaults(t *testing.T) {
 	require.NoError(t, produce(ctx, brokers, stageTopic, stages[:half]))
 
 	// Every destination uploads through the faults before the token window opens.
-	require.NoError(t, waitFor(ctx, "a first accepted conversion on every destination", 100*time.Millisecond,
+	require.NoError(t, waitFor(waitCtx, "a first accepted conversion on every destination", 100*time.Millisecond,
 		func(ctx context.Context) (bool, string, error) {
 			byDest, err := counts(ctx)
 			for _, d := range destinations {
@@ -249,7 +254,9 @@ func TestPipelineUnderFaults(t *testing.T) {
 	windowOpened := time.Now()
 	sb.SetFaults(windowFaults)
 	require.NoError(t, produce(ctx, brokers, stageTopic, stages[half:]))
-	require.NoError(t, waitFor(ctx, "every destination to pause for the expired token", 50*time.Millisecond,
+	pctx, pcancel := context.WithTimeout(waitCtx, 2*time.Minute)
+	defer pcancel()
+	require.NoError(t, waitFor(pctx, "every destination to pause for the expired token", 50*time.Millisecond,
 		func(ctx context.Context) (bool, string, error) {
 			g, err := pausedGauges(ctx, admin)
 			for _, d := range destinations {
@@ -263,7 +270,7 @@ func TestPipelineUnderFaults(t *testing.T) {
 	windowClosed := time.Now()
 
 	// 4. Drain: every message committed, then no conversion ready, in flight or sent.
-	dctx, dcancel := context.WithTimeout(ctx, 4*time.Minute)
+	dctx, dcancel := context.WithTimeout(waitCtx, 4*time.Minute)
 	defer dcancel()
 	require.NoError(t, waitFor(dctx, "the stage changes to be consumed", 100*time.Millisecond, lagIs0(group, stageTopic)))
 	require.NoError(t, waitFor(dctx, "the uploads to settle", 200*time.Millisecond,

@@ -16,13 +16,12 @@ import (
 	"github.com/closedloop/closedloop/crm"
 )
 
-// dataset is the proof's workload. Deal i (0 ≤ i < deals) belongs to contact i, whose one
+// dataset is the proof's workload. Deal i belongs to contact i, whose one
 // identity capture carries an email and, depending on i, a phone and a gclid, fbc and/or
 // ttclid, so every platform can match every deal by email and all three click-ID paths are
 // exercised. Everything is derived from i, so the test knows every conversion key.
 type dataset struct {
-	deals int
-	now   time.Time
+	now time.Time // clicks three days before, conversions an hour before
 }
 
 const (
@@ -261,7 +260,7 @@ func waitFor(ctx context.Context, what string, interval time.Duration, check fun
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("waiting for %s: %w; %s", what, ctx.Err(), status)
+			return fmt.Errorf("waiting for %s: %w; %s", what, context.Cause(ctx), status)
 		case <-t.C:
 		}
 	}
