@@ -230,6 +230,7 @@ func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, up *atomic.Bool, w
 	batch := make([]kafka.Message, 0, c.cfg.BatchSize)
 	for {
 		batch = batch[:0]
+		fetchStart := time.Now()
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -253,7 +254,9 @@ func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, up *atomic.Bool, w
 		// bounded, and committing it saves a redelivery.
 		work, cancelWork := context.WithTimeout(context.WithoutCancel(ctx), c.drainTimeout)
 		start := time.Now()
+		fetched := start.Sub(fetchStart)
 		err = process(work, batch)
+		processed := time.Since(start)
 		if err == nil {
 			err = r.CommitMessages(work, lastPerPartition(batch)...)
 			if err != nil {
@@ -268,7 +271,8 @@ func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, up *atomic.Bool, w
 		c.deps.Metrics.observeBatch(topic, time.Since(start).Seconds())
 		c.recordConsumed(batch)
 		if ce := log.Check(zap.DebugLevel, "batch committed"); ce != nil {
-			ce.Write(zap.Int("messages", len(batch)), zap.Duration("took", time.Since(start)))
+			ce.Write(zap.Int("messages", len(batch)), zap.Duration("fetch", fetched), zap.Duration("process", processed),
+				zap.Duration("took", time.Since(start)))
 		}
 		if ctx.Err() != nil {
 			return nil

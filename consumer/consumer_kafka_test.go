@@ -110,7 +110,7 @@ func makeProofData(t *testing.T) proofData {
 	return d
 }
 
-func produce(t *testing.T, brokers []string, topic string, msgs []kafka.Message, headers ...kafka.Header) {
+func produce(t testing.TB, brokers []string, topic string, msgs []kafka.Message, headers ...kafka.Header) {
 	t.Helper()
 	tr := &kafka.Transport{}
 	defer tr.CloseIdleConnections()
@@ -137,7 +137,7 @@ func produce(t *testing.T, brokers []string, topic string, msgs []kafka.Message,
 
 // committedAtEnd reports whether group's committed offset equals the high watermark on
 // every partition of topic.
-func committedAtEnd(ctx context.Context, t *testing.T, brokers []string, group, topic string) bool {
+func committedAtEnd(ctx context.Context, t testing.TB, brokers []string, group, topic string) bool {
 	t.Helper()
 	tr := &kafka.Transport{}
 	defer tr.CloseIdleConnections()
@@ -159,7 +159,7 @@ func committedAtEnd(ctx context.Context, t *testing.T, brokers []string, group, 
 		byPart[p.Partition] = p.CommittedOffset
 	}
 	for _, p := range ends.Topics[topic] {
-		if byPart[p.Partition] != p.LastOffset {
+		if p.LastOffset > 0 && byPart[p.Partition] != p.LastOffset { // an empty partition has nothing to commit
 			return false
 		}
 	}

@@ -130,14 +130,16 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 
 // prepared is a batch decoded, planned and joined, not yet written.
 type prepared struct {
-	stats       Stats
-	dead        []deadLetter
-	batch       store.Batch
-	created     []string       // keys the store newly created
-	sources     map[string]int // source → stage changes, for metrics
-	ignoredBy   map[string]int // format → ignored events
-	matchedBy   map[string]int
-	unmatchedBy map[string]int
+	stats   Stats
+	dead    []deadLetter
+	batch   store.Batch
+	created []string // keys the store newly created
+	// durations of the store calls, for the debug log
+	lookupTook, writeTook, recheckTook time.Duration
+	sources                            map[string]int // source → stage changes, for metrics
+	ignoredBy                          map[string]int // format → ignored events
+	matchedBy                          map[string]int
+	unmatchedBy                        map[string]int
 }
 
 // change is one decoded stage change with the conversions it plans.
@@ -150,10 +152,12 @@ type change struct {
 // message is on the dead-letter topic and every row is in the store, or an error when
 // either failed after retries: the caller must then not commit the batch's offsets.
 func (p *Pipeline) Process(ctx context.Context, msgs []kafka.Message) (Stats, error) {
+	start := time.Now()
 	prep, err := p.prepare(ctx, msgs)
 	if err != nil {
 		return Stats{}, err
 	}
+	prepared := time.Since(start)
 	if err := p.writeDeadLetters(ctx, prep.dead); err != nil {
 		return Stats{}, err
 	}
@@ -161,6 +165,11 @@ func (p *Pipeline) Process(ctx context.Context, msgs []kafka.Message) (Stats, er
 		return Stats{}, err
 	}
 	p.record(prep)
+	if ce := p.log.Check(zap.DebugLevel, "batch processed"); ce != nil {
+		ce.Write(zap.Int("messages", len(msgs)), zap.Int("conversions", prep.stats.Planned),
+			zap.Duration("prepare", prepared), zap.Duration("lookup", prep.lookupTook),
+			zap.Duration("write", prep.writeTook), zap.Duration("recheck", prep.recheckTook))
+	}
 	return prep.stats, nil
 }
 
@@ -333,6 +342,7 @@ func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared
 		}
 	}
 	var ids map[string]store.Identity
+	lookupStart := time.Now()
 	err := p.retry.do(ctx, p.log, "lookup identities", func(ctx context.Context) error {
 		var err error
 		ids, err = p.cfg.Store.LookupIdentities(ctx, keys)
@@ -341,6 +351,7 @@ func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared
 	if err != nil {
 		return nil, fmt.Errorf("lookup identities: %w", err)
 	}
+	prep.lookupTook = time.Since(lookupStart)
 
 	seenKey := make(map[string]bool, len(changes))
 	prep.batch.Conversions = make([]store.Conversion, 0, len(changes))
@@ -402,6 +413,7 @@ func (p *Pipeline) write(ctx context.Context, prep *prepared) error {
 		return nil
 	}
 	var res store.BatchResult
+	writeStart := time.Now()
 	err := p.retry.do(ctx, p.log, "store write", func(ctx context.Context) error {
 		var err error
 		res, err = p.cfg.Store.WriteBatch(ctx, b)
@@ -413,9 +425,11 @@ func (p *Pipeline) write(ctx context.Context, prep *prepared) error {
 	prep.stats.Created = res.Created
 	prep.stats.Existing = res.Existing
 	prep.created = res.CreatedKeys
+	prep.writeTook = time.Since(writeStart)
 	if prep.stats.Awaiting == 0 {
 		return nil
 	}
+	defer func(start time.Time) { prep.recheckTook = time.Since(start) }(time.Now())
 	released, err := recheckAwaiting(ctx, p.cfg.Store, p.retry, p.log, b.Conversions, p.cfg.Metrics)
 	if err != nil {
 		return err
