@@ -159,8 +159,42 @@ func (r *Results) Markdown() string {
 	for _, row := range r.rows() {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", row[0], row[1], row[2], row[3])
 	}
+	b.WriteString(methodology)
 	return b.String()
 }
+
+const methodology = `
+## What each line measures
+
+All on the same services in one run: the Kafka broker of scripts/kafka.sh and the
+PostgreSQL of scripts/postgres.sh (fsync off: a test server), topics with 4 partitions.
+Every closedloop figure is the real binary (` + "`closedloop run --config`" + `) started as a
+process; its time runs from process start until the consumer group's committed offsets
+(kafka-go Client.OffsetFetch, polled every 100 ms) reach the end of every partition.
+
+- **raw kafka-go group read**: a plain consumer group reader, FetchMessage and
+  CommitMessages every 1,000 messages, same fetch settings as the worker.
+- **raw Postgres COPY of outbox rows**: pgx CopyFrom of rows shaped like real outbox rows
+  (the identity snapshot and subject keys copied from a real row) into a copy of the
+  conversions table with all its indexes, 1,000 rows per transaction.
+- **raw ceiling** = N / (t_read + t_insert): reading and writing the same rows back to back.
+- **closedloop end to end**: N canonical won-deal stage changes whose contacts' identities
+  are already stored, decoded, mapped (one rule, one destination: one row each), joined,
+  written to the outbox (every row checked ready afterwards) and committed; uploader off.
+- **identity captures ingested**: N canonical captures (gclid, ttclid, email, phone,
+  consent) hashed and merged into the identities and clicks tables, beside a raw COPY of
+  the same rows (identities + 2 clicks each).
+- **uploads**: a backlog of upload-n stage changes × 3 destinations (Google Data Manager,
+  Meta CAPI, TikTok) filled with the uploader off, then uploaded by one worker to the
+  sandbox (in process, no faults) until nothing is ready or in flight. Batch fill is the
+  sandbox's events received / requests answered / the platform's maximum. Data Manager's
+  status polling (sent → accepted) is not part of the time.
+- **peak RSS**: VmHWM of the worker process just before it is stopped, with a backlog of
+  min(N, 100,000) and of N stage changes: it must not grow with the backlog.
+- **replay**: ` + "`closedloop replay --config --from 2000-01-01 --topic <main topic> --json`" + ` over
+  all N already-processed stage changes; rows created counted in the outbox before and
+  after; peak RSS from the process's rusage.
+`
 
 func (m Machine) String() string {
 	return fmt.Sprintf("%d cores (%s), %d MiB RAM, Linux %s, %s, %s, %s", m.Cores, m.CPU, m.MemoryMiB, m.Kernel, m.Go, m.Postgres, m.Kafka)

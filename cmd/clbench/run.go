@@ -110,7 +110,6 @@ func run(ctx context.Context, o options) error {
 		{"outbox insert (raw)", e.rawOutboxInsert},
 		{"replay", e.replay},
 		{"uploads", e.uploads},
-		{"profile", e.profileEndToEnd},
 	}
 	for _, s := range steps {
 		if o.Only != "" && s.name != "produce" && !strings.Contains(s.name, o.Only) {
@@ -134,6 +133,9 @@ func run(ctx context.Context, o options) error {
 		if err := writeFile(o.MD, []byte(e.res.Markdown())); err != nil {
 			return err
 		}
+	}
+	if err := e.profileEndToEnd(ctx); err != nil {
+		return fmt.Errorf("profile (results already written): %w", err)
 	}
 	if e.o.WorkDir == "" {
 		_ = os.RemoveAll(e.dir)

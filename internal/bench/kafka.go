@@ -95,8 +95,18 @@ func Produce(ctx context.Context, brokers []string, topic string, from, to int, 
 	for i := from; i < to; i++ {
 		buf = append(buf, msg(i))
 		if len(buf) == chunk || i == to-1 {
-			if err := w.WriteMessages(ctx, buf...); err != nil {
-				return fmt.Errorf("produce to %s: %w", topic, err)
+			// A topic just created may be unknown to the broker's metadata for a moment.
+			for attempt := 0; ; attempt++ {
+				err := w.WriteMessages(ctx, buf...)
+				if err == nil {
+					break
+				}
+				if !errors.Is(err, kafka.UnknownTopicOrPartition) || attempt == 20 {
+					return fmt.Errorf("produce to %s: %w", topic, err)
+				}
+				if err := wait(ctx, 500*time.Millisecond); err != nil {
+					return err
+				}
 			}
 			buf = buf[:0]
 		}
