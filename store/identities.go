@@ -255,13 +255,21 @@ func (s *Store) upsertIdentities(ctx context.Context, q querier, caps []Identity
 
 // identityCols are the identities columns loadIdentities reads, then the clicks as a JSON
 // array of [type, id, microseconds or null].
+//
+// On PostgreSQL each key is looked up on its own through the primary key (a LATERAL
+// subquery with LIMIT 1 is never flattened into a hash join): the plan is the same
+// whatever the statistics say, and costs keys × one index probe. `subject_key = ANY($1)`
+// let the planner pick a sequential scan while its statistics still described a small
+// table, and each lookup then cost rows × keys (100 ms and more per 1,000-message batch
+// after 50,000 identities).
 func (s *Store) identityQuery() string {
 	if s.pg {
 		return `SELECT i.subject_key, i.identifiers, i.stamps, i.ip, i.user_agent, i.lead_id,
 			i.consent_ad_user_data, i.consent_ad_personalization, i.consent_captured_at, i.updated_at,
 			COALESCE((SELECT json_agg(json_build_array(c.type, c.id, (extract(epoch FROM c.clicked_at) * 1000000)::bigint))
 				FROM clicks c WHERE c.subject_key = i.subject_key), '[]')::text
-			FROM identities i WHERE ` + s.in("i.subject_key", 1)
+			FROM (SELECT DISTINCT k FROM unnest($1::text[]) AS k) AS ks
+			CROSS JOIN LATERAL (SELECT * FROM identities WHERE subject_key = ks.k LIMIT 1) AS i`
 	}
 	return `SELECT i.subject_key, i.identifiers, i.stamps, i.ip, i.user_agent, i.lead_id,
 		i.consent_ad_user_data, i.consent_ad_personalization, i.consent_captured_at, i.updated_at,
