@@ -16,24 +16,50 @@ import (
 	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/internal/testenv"
+	"github.com/closedloop/closedloop/store"
 )
 
 // BenchmarkConsumerPostgres measures stage changes consumed → joined → in the outbox →
 // committed, on the real broker and Postgres: b.N messages per run, every one a won deal
-// (two conversions each), half with a gclid. Reports stage_changes/s.
+// (two conversions each, Google and Meta). Reports stage_changes/s.
+//
+//   - mixed: half carry a gclid (stored as a capture of the deal, ready at once), half
+//     carry nothing and no identity is stored (awaiting, re-checked after the write).
+//
+//   - stored: every deal's contact has a stored identity (gclid, hashed email), as in
+//     `make bench`: all ready, no capture written.
+//
+//     scripts/with-services.sh go test ./consumer -run '^$' -bench ConsumerPostgres -benchtime 100000x
 func BenchmarkConsumerPostgres(b *testing.B) {
+	b.Run("mixed", func(b *testing.B) { benchConsumer(b, false) })
+	b.Run("stored", func(b *testing.B) { benchConsumer(b, true) })
+}
+
+func benchConsumer(b *testing.B, stored bool) {
 	brokers := testenv.KafkaBrokers(b)
 	s := openPostgres(b)
 	topic := testenv.CreateTopic(b, brokers, 3)
 	dlq := testenv.CreateTopic(b, brokers, 1)
 	msgs := make([]kafka.Message, b.N)
+	var caps []store.IdentityCapture
 	for i := range msgs {
 		id := "B-" + strconv.Itoa(i)
 		extra := ""
-		if i%2 == 0 {
+		switch {
+		case stored:
+			caps = append(caps, store.IdentityCapture{SubjectKey: crm.SubjectKey("relay", "contact", "c-"+id),
+				CapturedAt: t0.Add(-time.Hour), Clicks: []store.Click{{Type: "gclid", ID: "G-" + id, At: t0.Add(-time.Hour)}},
+				Identifiers: pii.Set{"email": fmt.Sprintf("%064x", i)}})
+		case i%2 == 0:
 			extra = fmt.Sprintf(`,"click_ids":{"gclid":"G-%d"}`, i)
 		}
 		msgs[i] = kafka.Message{Key: []byte(id), Value: canonical(id, "closed-won", "won", t0, extra)}
+	}
+	for len(caps) > 0 {
+		n := min(len(caps), 5000)
+		_, err := s.UpsertIdentities(context.Background(), caps[:n])
+		require.NoError(b, err)
+		caps = caps[n:]
 	}
 	produce(b, brokers, topic, msgs)
 
@@ -43,6 +69,9 @@ func BenchmarkConsumerPostgres(b *testing.B) {
 	cfg.StageTopics = []StageTopic{{Topic: topic}}
 	cfg.IdentityTopic = ""
 	cfg.DeadLetterTopic = dlq
+	if v, err := strconv.Atoi(os.Getenv("CLOSEDLOOP_BENCH_BATCH")); err == nil {
+		cfg.BatchSize = v
+	}
 	mp := testMapping(b)
 	c, err := New(cfg, Deps{Store: s, Mapping: func() *crm.Mapping { return mp }, Normalizer: pii.Normalizer{DefaultRegion: "US"},
 		Metrics: NewMetrics(prometheus.NewRegistry()), Log: benchLogger(b)})
@@ -63,6 +92,11 @@ func BenchmarkConsumerPostgres(b *testing.B) {
 	require.NoError(b, <-done)
 	require.NoError(b, c.Close())
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "stage_changes/s")
+	if stored {
+		ready, err := s.ListConversions(context.Background(), store.ListFilter{State: store.StateReady, Limit: 2*b.N + 1})
+		require.NoError(b, err)
+		require.Len(b, ready, 2*b.N, "every conversion joined to its stored identity")
+	}
 }
 
 func benchLogger(b *testing.B) *zap.Logger {

@@ -160,16 +160,21 @@ func (c *Consumer) Ready() bool {
 func (c *Consumer) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return c.loop(gctx, c.stageRdr, &c.stageUp, "stage changes", func(ctx context.Context, msgs []kafka.Message) error {
-			_, err := c.stages.Process(ctx, msgs)
-			return err
+		return c.loop(gctx, c.stageRdr, &c.stageUp, "stage changes", func(msgs []kafka.Message) func(context.Context) error {
+			prep := c.stages.decode(msgs)
+			return func(ctx context.Context) error {
+				_, err := c.stages.finish(ctx, prep)
+				return err
+			}
 		})
 	})
 	if c.idRdr != nil {
 		g.Go(func() error {
-			return c.loop(gctx, c.idRdr, &c.idUp, "identities", func(ctx context.Context, msgs []kafka.Message) error {
-				_, err := c.ids.Process(ctx, msgs)
-				return err
+			return c.loop(gctx, c.idRdr, &c.idUp, "identities", func(msgs []kafka.Message) func(context.Context) error {
+				return func(ctx context.Context) error {
+					_, err := c.ids.Process(ctx, msgs)
+					return err
+				}
 			})
 		})
 	}
@@ -222,14 +227,79 @@ func (c *Consumer) watchJoin(ctx context.Context) {
 	}
 }
 
+// batchWork is one fetched batch on its way from the fetching half of loop to the
+// writing half.
+type batchWork struct {
+	msgs      []kafka.Message
+	finish    func(context.Context) error // writes the batch durably
+	fetched   time.Duration               // from the first fetch to a full batch
+	fetchedAt time.Time                   // when the batch was full
+}
+
 // loop fetches batches of up to batch_size messages (or whatever arrived within
-// batch_wait of the first), processes each and commits it. Messages are never committed
-// before process returned nil.
-func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, up *atomic.Bool, what string, process func(context.Context, []kafka.Message) error) error {
+// batch_wait of the first), processes each and commits it. It runs in two halves joined
+// by a queue of one batch: the fetching half fetches batch N+1 and runs prepare on it
+// (CPU work that needs no store: decoding and planning) while the writing half finishes
+// batch N (the durable writes) and then commits it. Batches are finished and committed
+// one at a time, in fetch order, so offsets advance in order per partition and never
+// before process's durable write returned nil.
+func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, up *atomic.Bool, what string, prepare func([]kafka.Message) func(context.Context) error) error {
 	log := c.log.Named(what)
-	batch := make([]kafka.Message, 0, c.cfg.BatchSize)
+	queue := make(chan batchWork, 1)
+	failed := make(chan struct{}) // closed when the writing half stops on an error
+	fetchCtx, cancelFetch := context.WithCancel(ctx)
+	defer cancelFetch()
+	fetchErr := make(chan error, 1)
+	go func() {
+		defer close(queue)
+		fetchErr <- c.fetchBatches(fetchCtx, r, up, what, prepare, queue, failed)
+	}()
+
+	// The writing half: finish batch N, wait for batch N-1's commit, start N's commit and
+	// go on with N+1 while it runs. A commit starts only after its batch's write and the
+	// previous commit returned, so offsets still advance in order and only over rows
+	// already in the store.
+	var (
+		err     error
+		pending <-chan error // the previous batch's commit while it runs
+	)
+	waitCommit := func() error {
+		if pending == nil {
+			return nil
+		}
+		err := <-pending
+		pending = nil
+		return err
+	}
+	for w := range queue {
+		if err = c.finishBatch(ctx, w); err != nil {
+			break
+		}
+		if err = waitCommit(); err != nil {
+			break
+		}
+		pending = c.commitBatch(ctx, r, log, w)
+	}
+	if cerr := waitCommit(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		close(failed)
+		cancelFetch()
+		for range queue { // the fetching half stops at its next fetch or send
+		}
+		<-fetchErr
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return <-fetchErr
+}
+
+// fetchBatches is loop's fetching half: it fills batches and queues them prepared until
+// ctx ends (the batch in hand is still queued: the work is bounded, and committing it
+// saves a redelivery), a fetch fails (its error is returned) or failed is closed.
+func (c *Consumer) fetchBatches(ctx context.Context, r *kafka.Reader, up *atomic.Bool, what string,
+	prepare func([]kafka.Message) func(context.Context) error, queue chan<- batchWork, failed <-chan struct{}) error {
 	for {
-		batch = batch[:0]
 		fetchStart := time.Now()
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
@@ -239,6 +309,8 @@ func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, up *atomic.Bool, w
 			return fmt.Errorf("%s: fetch: %w", what, err)
 		}
 		up.Store(true)
+		// A fresh slice per batch: the writing half may still hold the previous one.
+		batch := make([]kafka.Message, 0, c.cfg.BatchSize)
 		batch = append(batch, m)
 		fill, cancel := context.WithTimeout(ctx, c.cfg.BatchWait)
 		for len(batch) < c.cfg.BatchSize {
@@ -249,35 +321,49 @@ func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, up *atomic.Bool, w
 			batch = append(batch, m)
 		}
 		cancel()
-
-		// Finish the batch in hand even when ctx was cancelled meanwhile: the work is
-		// bounded, and committing it saves a redelivery.
-		work, cancelWork := context.WithTimeout(context.WithoutCancel(ctx), c.drainTimeout)
-		start := time.Now()
-		fetched := start.Sub(fetchStart)
-		err = process(work, batch)
-		processed := time.Since(start)
-		if err == nil {
-			err = r.CommitMessages(work, lastPerPartition(batch)...)
-			if err != nil {
-				err = fmt.Errorf("commit: %w", err)
-			}
-		}
-		cancelWork()
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		topic := batch[0].Topic
-		c.deps.Metrics.observeBatch(topic, time.Since(start).Seconds())
-		c.recordConsumed(batch)
-		if ce := log.Check(zap.DebugLevel, "batch committed"); ce != nil {
-			ce.Write(zap.Int("messages", len(batch)), zap.Duration("fetch", fetched), zap.Duration("process", processed),
-				zap.Duration("took", time.Since(start)))
+		fetched := time.Since(fetchStart)
+		w := batchWork{msgs: batch, fetched: fetched, fetchedAt: time.Now()}
+		w.finish = prepare(batch)
+		select {
+		case queue <- w:
+		case <-failed:
+			return nil
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
 	}
+}
+
+// finishBatch writes one batch durably, even when ctx was cancelled meanwhile (bounded by
+// the drain timeout).
+func (c *Consumer) finishBatch(ctx context.Context, w batchWork) error {
+	work, cancelWork := context.WithTimeout(context.WithoutCancel(ctx), c.drainTimeout)
+	defer cancelWork()
+	return w.finish(work)
+}
+
+// commitBatch commits the offsets of a batch already written, in the background (bounded
+// by the drain timeout); the channel gets the result.
+func (c *Consumer) commitBatch(ctx context.Context, r *kafka.Reader, log *zap.Logger, w batchWork) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		work, cancelWork := context.WithTimeout(context.WithoutCancel(ctx), c.drainTimeout)
+		defer cancelWork()
+		start := time.Now()
+		if err := r.CommitMessages(work, lastPerPartition(w.msgs)...); err != nil {
+			done <- fmt.Errorf("commit: %w", err)
+			return
+		}
+		c.deps.Metrics.observeBatch(w.msgs[0].Topic, time.Since(w.fetchedAt).Seconds())
+		c.recordConsumed(w.msgs)
+		if ce := log.Check(zap.DebugLevel, "batch committed"); ce != nil {
+			ce.Write(zap.Int("messages", len(w.msgs)), zap.Duration("fetch", w.fetched), zap.Duration("commit", time.Since(start)),
+				zap.Duration("since_fetched", time.Since(w.fetchedAt)))
+		}
+		done <- nil
+	}()
+	return done
 }
 
 // recordConsumed counts a committed batch per topic and sets each partition's lag from its

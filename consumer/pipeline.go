@@ -133,7 +133,11 @@ type prepared struct {
 	stats   Stats
 	dead    []deadLetter
 	batch   store.Batch
+	changes []change // decoded stage changes with their plans, joined by join
+	version string   // version of the mapping that planned them
 	created []string // keys the store newly created
+	// decodeTook is how long decode took, for the debug log.
+	decodeTook time.Duration
 	// durations of the store calls, for the debug log
 	lookupTook, writeTook, recheckTook time.Duration
 	sources                            map[string]int // source → stage changes, for metrics
@@ -152,12 +156,28 @@ type change struct {
 // message is on the dead-letter topic and every row is in the store, or an error when
 // either failed after retries: the caller must then not commit the batch's offsets.
 func (p *Pipeline) Process(ctx context.Context, msgs []kafka.Message) (Stats, error) {
+	return p.finish(ctx, p.decode(msgs))
+}
+
+// decode is the first half of Process: it decodes and plans every message against the
+// mapping active now. It reads no store and writes nothing, so the consumer runs it for
+// the next batch while the previous one is being written.
+func (p *Pipeline) decode(msgs []kafka.Message) *prepared {
 	start := time.Now()
-	prep, err := p.prepare(ctx, msgs)
-	if err != nil {
+	prep := p.decodeBatch(msgs)
+	prep.decodeTook = time.Since(start)
+	return prep
+}
+
+// finish is the second half of Process: the identity lookup and join (after every
+// earlier batch's write, so they see its identities), the dead letters, the one store
+// write and the re-check of rows left awaiting.
+func (p *Pipeline) finish(ctx context.Context, prep *prepared) (Stats, error) {
+	start := time.Now()
+	if err := p.join(ctx, prep); err != nil {
 		return Stats{}, err
 	}
-	prepared := time.Since(start)
+	joined := time.Since(start)
 	if err := p.writeDeadLetters(ctx, prep.dead); err != nil {
 		return Stats{}, err
 	}
@@ -166,11 +186,20 @@ func (p *Pipeline) Process(ctx context.Context, msgs []kafka.Message) (Stats, er
 	}
 	p.record(prep)
 	if ce := p.log.Check(zap.DebugLevel, "batch processed"); ce != nil {
-		ce.Write(zap.Int("messages", len(msgs)), zap.Int("conversions", prep.stats.Planned),
-			zap.Duration("prepare", prepared), zap.Duration("lookup", prep.lookupTook),
+		ce.Write(zap.Int("messages", prep.stats.Messages), zap.Int("conversions", prep.stats.Planned),
+			zap.Duration("decode", prep.decodeTook), zap.Duration("join", joined), zap.Duration("lookup", prep.lookupTook),
 			zap.Duration("write", prep.writeTook), zap.Duration("recheck", prep.recheckTook))
 	}
 	return prep.stats, nil
+}
+
+// prepare decodes, plans and joins a batch without writing it.
+func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared, error) {
+	prep := p.decode(msgs)
+	if err := p.join(ctx, prep); err != nil {
+		return nil, err
+	}
+	return prep, nil
 }
 
 // DryRun prepares the batch like Process and reports what a write would create, writing
@@ -218,9 +247,9 @@ func (p *Pipeline) formatOf(m *kafka.Message) string {
 	return crm.FormatCanonical
 }
 
-// prepare decodes every message, plans each stage change against the mapping active now,
-// looks up the identities of every subject in one call and builds the rows.
-func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared, error) {
+// decodeBatch decodes every message and plans each stage change against the mapping
+// active now; join builds the rows.
+func (p *Pipeline) decodeBatch(msgs []kafka.Message) *prepared {
 	seenDay := p.timeNow().UTC().Truncate(24 * time.Hour)
 	prep := &prepared{
 		sources:     map[string]int{},
@@ -230,12 +259,11 @@ func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared
 	}
 	prep.stats.Messages = len(msgs)
 	mapping := p.cfg.Mapping()
-	version := ""
 	if mapping != nil {
-		version = mapping.Version()
+		prep.version = mapping.Version()
 	}
 
-	changes := make([]change, 0, len(msgs))
+	prep.changes = make([]change, 0, len(msgs))
 	counts := map[store.StageCount]int{} // keyed with Count 0
 	for i := range msgs {
 		m := &msgs[i]
@@ -304,7 +332,7 @@ func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared
 				prep.batch.Identities = append(prep.batch.Identities, capture)
 			}
 			if len(planned) > 0 {
-				changes = append(changes, change{sc: sc, planned: planned})
+				prep.changes = append(prep.changes, change{sc: sc, planned: planned})
 			}
 		}
 	}
@@ -326,10 +354,16 @@ func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared
 		})
 	}
 	prep.stats.DeadLettered = len(prep.dead)
-	if len(changes) == 0 {
-		return prep, nil
-	}
+	return prep
+}
 
+// join looks up the identities of every subject of the batch in one call and builds the
+// rows.
+func (p *Pipeline) join(ctx context.Context, prep *prepared) error {
+	changes := prep.changes
+	if len(changes) == 0 {
+		return nil
+	}
 	// One lookup for every subject of the batch.
 	keySet := map[string]struct{}{}
 	keys := make([]string, 0, len(changes)*2)
@@ -349,7 +383,7 @@ func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("lookup identities: %w", err)
+		return fmt.Errorf("lookup identities: %w", err)
 	}
 	prep.lookupTook = time.Since(lookupStart)
 
@@ -366,7 +400,7 @@ func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared
 			seenKey[pl.Key] = true
 			conv := conversionRow(ch.sc, sk, pl, joined, p.cfg.Replay)
 			if pl.MappingVersion == "" {
-				conv.MappingVersion = version
+				conv.MappingVersion = prep.version
 			}
 			if conv.State == store.StateReady {
 				prep.stats.Ready++
@@ -377,7 +411,7 @@ func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared
 		}
 	}
 	prep.stats.Planned = len(prep.batch.Conversions)
-	return prep, nil
+	return nil
 }
 
 // writeDeadLetters publishes every dead letter synchronously (acks=all), retrying with
