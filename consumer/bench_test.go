@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,6 +80,7 @@ func benchConsumer(b *testing.B, stored bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	b.ResetTimer()
+	cpu0 := processCPU(b)
 	start := time.Now()
 	go func() { done <- c.Run(ctx) }()
 	deadline := time.Now().Add(5 * time.Minute)
@@ -87,11 +89,13 @@ func benchConsumer(b *testing.B, stored bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	elapsed := time.Since(start)
+	cpu := processCPU(b) - cpu0
 	b.StopTimer()
 	cancel()
 	require.NoError(b, <-done)
 	require.NoError(b, c.Close())
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "stage_changes/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu_µs/stage_change")
 	if stored {
 		ready, err := s.ListConversions(context.Background(), store.ListFilter{State: store.StateReady, Limit: 2*b.N + 1})
 		require.NoError(b, err)
@@ -108,4 +112,11 @@ func benchLogger(b *testing.B) *zap.Logger {
 	l, err := cfg.Build()
 	require.NoError(b, err)
 	return l.WithOptions(zap.IncreaseLevel(zap.DebugLevel))
+}
+
+// processCPU is the user+system CPU time this process has used so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	require.NoError(b, syscall.Getrusage(syscall.RUSAGE_SELF, &ru))
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -160,8 +160,9 @@ func (c *Consumer) Ready() bool {
 func (c *Consumer) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		return c.loop(gctx, c.stageRdr, &c.stageUp, "stage changes", func(msgs []kafka.Message) func(context.Context) error {
+		return c.loop(gctx, c.stageRdr, &c.stageUp, "stage changes", func(ctx context.Context, msgs []kafka.Message) func(context.Context) error {
 			prep := c.stages.decode(msgs)
+			c.stages.joinAhead(ctx, prep)
 			return func(ctx context.Context) error {
 				_, err := c.stages.finish(ctx, prep)
 				return err
@@ -170,7 +171,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	})
 	if c.idRdr != nil {
 		g.Go(func() error {
-			return c.loop(gctx, c.idRdr, &c.idUp, "identities", func(msgs []kafka.Message) func(context.Context) error {
+			return c.loop(gctx, c.idRdr, &c.idUp, "identities", func(_ context.Context, msgs []kafka.Message) func(context.Context) error {
 				return func(ctx context.Context) error {
 					_, err := c.ids.Process(ctx, msgs)
 					return err
@@ -239,11 +240,11 @@ type batchWork struct {
 // loop fetches batches of up to batch_size messages (or whatever arrived within
 // batch_wait of the first), processes each and commits it. It runs in two halves joined
 // by a queue of one batch: the fetching half fetches batch N+1 and runs prepare on it
-// (CPU work that needs no store: decoding and planning) while the writing half finishes
-// batch N (the durable writes) and then commits it. Batches are finished and committed
+// (decoding, planning and the identity lookup: nothing durable) while the writing half
+// finishes batch N (the durable writes) and then commits it. Batches are finished and committed
 // one at a time, in fetch order, so offsets advance in order per partition and never
 // before process's durable write returned nil.
-func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, up *atomic.Bool, what string, prepare func([]kafka.Message) func(context.Context) error) error {
+func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, up *atomic.Bool, what string, prepare func(context.Context, []kafka.Message) func(context.Context) error) error {
 	log := c.log.Named(what)
 	queue := make(chan batchWork, 1)
 	failed := make(chan struct{}) // closed when the writing half stops on an error
@@ -298,7 +299,7 @@ func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, up *atomic.Bool, w
 // ctx ends (the batch in hand is still queued: the work is bounded, and committing it
 // saves a redelivery), a fetch fails (its error is returned) or failed is closed.
 func (c *Consumer) fetchBatches(ctx context.Context, r *kafka.Reader, up *atomic.Bool, what string,
-	prepare func([]kafka.Message) func(context.Context) error, queue chan<- batchWork, failed <-chan struct{}) error {
+	prepare func(context.Context, []kafka.Message) func(context.Context) error, queue chan<- batchWork, failed <-chan struct{}) error {
 	for {
 		fetchStart := time.Now()
 		m, err := r.FetchMessage(ctx)
@@ -323,7 +324,7 @@ func (c *Consumer) fetchBatches(ctx context.Context, r *kafka.Reader, up *atomic
 		cancel()
 		fetched := time.Since(fetchStart)
 		w := batchWork{msgs: batch, fetched: fetched, fetchedAt: time.Now()}
-		w.finish = prepare(batch)
+		w.finish = prepare(ctx, batch)
 		select {
 		case queue <- w:
 		case <-failed:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -102,7 +103,21 @@ type Pipeline struct {
 	log     *zap.Logger
 	retry   backoff
 	timeNow func() time.Time
+
+	mu      sync.Mutex
+	written uint64            // batches finish has written so far
+	recent  []writtenSubjects // the identity subjects of the last recentWrites of them
 }
+
+// writtenSubjects names the subjects whose identities the written batch seq stored.
+type writtenSubjects struct {
+	seq      uint64
+	subjects []string
+}
+
+// recentWrites is how many written batches the pipeline remembers for joinAhead: the
+// consumer joins at most two batches ahead of the one being written.
+const recentWrites = 4
 
 // NewPipeline checks cfg and returns a Pipeline.
 func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
@@ -135,7 +150,12 @@ type prepared struct {
 	batch   store.Batch
 	changes []change // decoded stage changes with their plans, joined by join
 	version string   // version of the mapping that planned them
-	created []string // keys the store newly created
+	// joined says join ran; joinedAfter is how many batches had been written when its
+	// lookup started, and lookupKeys the subjects it looked up.
+	joined      bool
+	joinedAfter uint64
+	lookupKeys  map[string]struct{}
+	created     []string // keys the store newly created
 	// decodeTook is how long decode took, for the debug log.
 	decodeTook time.Duration
 	// durations of the store calls, for the debug log
@@ -174,8 +194,10 @@ func (p *Pipeline) decode(msgs []kafka.Message) *prepared {
 // write and the re-check of rows left awaiting.
 func (p *Pipeline) finish(ctx context.Context, prep *prepared) (Stats, error) {
 	start := time.Now()
-	if err := p.join(ctx, prep); err != nil {
-		return Stats{}, err
+	if !prep.joined || p.changedSince(prep) {
+		if err := p.join(ctx, prep, p.retry); err != nil {
+			return Stats{}, err
+		}
 	}
 	joined := time.Since(start)
 	if err := p.writeDeadLetters(ctx, prep.dead); err != nil {
@@ -193,10 +215,62 @@ func (p *Pipeline) finish(ctx context.Context, prep *prepared) (Stats, error) {
 	return prep.stats, nil
 }
 
+// joinAhead joins a decoded batch before the batches ahead of it are written, so that its
+// lookup overlaps their writes. It tries once: finish joins again when it failed, or when
+// a batch written since its lookup started stored an identity of one of its subjects
+// (the stage pipeline's own captures then join exactly as if the batches ran one after
+// the other; captures from the identity topic race with the join as always, and the
+// re-check after the write releases the rows they complete).
+func (p *Pipeline) joinAhead(ctx context.Context, prep *prepared) {
+	p.mu.Lock()
+	prep.joinedAfter = p.written
+	p.mu.Unlock()
+	prep.joined = p.join(ctx, prep, backoff{Attempts: 1}) == nil
+}
+
+// changedSince reports whether a batch written after prep's lookup started stored an
+// identity prep looked up (or whether the pipeline no longer remembers those batches).
+func (p *Pipeline) changedSince(prep *prepared) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.written == prep.joinedAfter {
+		return false
+	}
+	if len(p.recent) == 0 || p.recent[0].seq > prep.joinedAfter+1 {
+		return true
+	}
+	for _, w := range p.recent {
+		if w.seq <= prep.joinedAfter {
+			continue
+		}
+		for _, k := range w.subjects {
+			if _, ok := prep.lookupKeys[k]; ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// noteWritten records a batch finish wrote, with the subjects of its identity captures.
+func (p *Pipeline) noteWritten(caps []store.IdentityCapture) {
+	subjects := make([]string, len(caps))
+	for i, c := range caps {
+		subjects[i] = c.SubjectKey
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.written++
+	p.recent = append(p.recent, writtenSubjects{seq: p.written, subjects: subjects})
+	if len(p.recent) > recentWrites {
+		p.recent = append(p.recent[:0], p.recent[len(p.recent)-recentWrites:]...)
+	}
+}
+
 // prepare decodes, plans and joins a batch without writing it.
 func (p *Pipeline) prepare(ctx context.Context, msgs []kafka.Message) (*prepared, error) {
 	prep := p.decode(msgs)
-	if err := p.join(ctx, prep); err != nil {
+	if err := p.join(ctx, prep, p.retry); err != nil {
 		return nil, err
 	}
 	return prep, nil
@@ -357,15 +431,18 @@ func (p *Pipeline) decodeBatch(msgs []kafka.Message) *prepared {
 	return prep
 }
 
-// join looks up the identities of every subject of the batch in one call and builds the
-// rows.
-func (p *Pipeline) join(ctx context.Context, prep *prepared) error {
+// join looks up the identities of every subject of the batch in one call (retried as
+// retry says) and builds the rows. It may run again on the same batch: it rebuilds them.
+func (p *Pipeline) join(ctx context.Context, prep *prepared, retry backoff) error {
 	changes := prep.changes
+	prep.batch.Conversions = nil
+	prep.stats.Ready, prep.stats.Awaiting, prep.stats.Planned = 0, 0, 0
 	if len(changes) == 0 {
 		return nil
 	}
 	// One lookup for every subject of the batch.
-	keySet := map[string]struct{}{}
+	keySet := make(map[string]struct{}, len(changes)*2)
+	prep.lookupKeys = keySet
 	keys := make([]string, 0, len(changes)*2)
 	for i := range changes {
 		for _, k := range subjectKeys(changes[i].sc) {
@@ -377,7 +454,7 @@ func (p *Pipeline) join(ctx context.Context, prep *prepared) error {
 	}
 	var ids map[string]store.Identity
 	lookupStart := time.Now()
-	err := p.retry.do(ctx, p.log, "lookup identities", func(ctx context.Context) error {
+	err := retry.do(ctx, p.log, "lookup identities", func(ctx context.Context) error {
 		var err error
 		ids, err = p.cfg.Store.LookupIdentities(ctx, keys)
 		return err
@@ -456,6 +533,7 @@ func (p *Pipeline) write(ctx context.Context, prep *prepared) error {
 	if err != nil {
 		return fmt.Errorf("store write: %w", err)
 	}
+	p.noteWritten(b.Identities)
 	prep.stats.Created = res.Created
 	prep.stats.Existing = res.Existing
 	prep.created = res.CreatedKeys

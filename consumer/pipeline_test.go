@@ -200,3 +200,50 @@ func TestPipelineRetractionsAndDestinationFilterAndReplay(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, counts, "a replay does not count stage changes the live consumer counted")
 }
+
+func TestJoinAheadJoinsAgainWhenAnEarlierBatchStoredASubjectsIdentity(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openSQLite(t)
+	p := newTestPipeline(t, s, &recordingWriter{}, nil)
+	googleKey := crm.ConversionKey("relay", "deal", "D-7", "won", "google-main")
+
+	// The consumer joins batches 2 and 3 while batch 1 is still unwritten. Batch 1 stores
+	// deal D-7's gclid (no rule matches its stage); batch 2 wins D-7 without a click id.
+	b1 := p.decode([]kafka.Message{msgAt("crm", 0, 1, canonical("D-7", "negotiation", "", t0, `,"click_ids":{"gclid":"G-7"}`))})
+	b2 := p.decode([]kafka.Message{msgAt("crm", 0, 2, canonical("D-7", "closed-won", "", t0, ""))})
+	b3 := p.decode([]kafka.Message{msgAt("crm", 0, 3, canonical("D-8", "closed-won", "", t0, ""))})
+	for _, b := range []*prepared{b1, b2, b3} {
+		p.joinAhead(ctx, b)
+		require.True(t, b.joined)
+		require.False(t, p.changedSince(b), "nothing written yet")
+	}
+	require.Equal(t, 2, b2.stats.Awaiting, "joined ahead, batch 2 cannot see the gclid")
+
+	_, err := p.finish(ctx, b1)
+	require.NoError(t, err)
+	require.True(t, p.changedSince(b2), "batch 1 stored an identity batch 2 looked up")
+	require.False(t, p.changedSince(b3), "batch 1 stored nothing batch 3 looked up")
+
+	st, err := p.finish(ctx, b2)
+	require.NoError(t, err)
+	require.Equal(t, 1, st.Ready, "joined again, as if batch 1 had been written first")
+	row := listAll(t, s)[googleKey]
+	require.Equal(t, store.StateReady, row.State)
+	require.Len(t, row.Identity.Clicks, 1)
+	require.Equal(t, "G-7", row.Identity.Clicks[0].ID)
+	_, err = p.finish(ctx, b3)
+	require.NoError(t, err)
+
+	// A batch joined longer ago than the pipeline remembers is always joined again.
+	old := p.decode([]kafka.Message{msgAt("crm", 0, 4, canonical("D-9", "closed-won", "", t0, ""))})
+	p.joinAhead(ctx, old)
+	for i := range recentWrites + 1 {
+		_, err := p.Process(ctx, []kafka.Message{msgAt("crm", 1, int64(i), canonical(fmt.Sprint("E-", i), "negotiation", "", t0, ""))})
+		require.NoError(t, err)
+		if i == recentWrites-1 {
+			require.False(t, p.changedSince(old), "every batch since is remembered, none stored an identity")
+		}
+	}
+	require.True(t, p.changedSince(old))
+}
