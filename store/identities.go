@@ -54,7 +54,7 @@ func (s *Store) LookupIdentities(ctx context.Context, subjectKeys []string) (map
 	if len(subjectKeys) == 0 {
 		return out, nil
 	}
-	states, err := s.loadIdentities(ctx, s.db, subjectKeys)
+	states, err := s.loadIdentities(ctx, s.db, subjectKeys, false)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +219,7 @@ func (s *Store) upsertIdentities(ctx context.Context, q querier, caps []Identity
 			return res, fmt.Errorf("store: lock identities: %w", err)
 		}
 	}
-	states, err := s.loadIdentities(ctx, q, keys)
+	states, err := s.loadIdentities(ctx, q, keys, true)
 	if err != nil {
 		return res, err
 	}
@@ -253,8 +253,10 @@ func (s *Store) upsertIdentities(ctx context.Context, q querier, caps []Identity
 	return res, nil
 }
 
-// identityCols are the identities columns loadIdentities reads, then the clicks as a JSON
-// array of [type, id, microseconds or null].
+// identityQuery selects the identities of a list of subject keys: the identities columns
+// loadIdentities reads (stamps only when withStamps, else NULL), then the clicks: on
+// PostgreSQL as three arrays (types, ids, microseconds or NULL), on SQLite as a JSON array
+// of [type, id, microseconds or null].
 //
 // On PostgreSQL each key is looked up on its own through the primary key (a LATERAL
 // subquery with LIMIT 1 is never flattened into a hash join): the plan is the same
@@ -262,63 +264,156 @@ func (s *Store) upsertIdentities(ctx context.Context, q querier, caps []Identity
 // let the planner pick a sequential scan while its statistics still described a small
 // table, and each lookup then cost rows × keys (100 ms and more per 1,000-message batch
 // after 50,000 identities).
-func (s *Store) identityQuery() string {
-	if s.pg {
-		return `SELECT i.subject_key, i.identifiers, i.stamps, i.ip, i.user_agent, i.lead_id,
-			i.consent_ad_user_data, i.consent_ad_personalization, i.consent_captured_at, i.updated_at,
-			COALESCE((SELECT json_agg(json_build_array(c.type, c.id, (extract(epoch FROM c.clicked_at) * 1000000)::bigint))
-				FROM clicks c WHERE c.subject_key = i.subject_key), '[]')::text
-			FROM (SELECT DISTINCT k FROM unnest($1::text[]) AS k) AS ks
-			CROSS JOIN LATERAL (SELECT * FROM identities WHERE subject_key = ks.k LIMIT 1) AS i`
+func (s *Store) identityQuery(withStamps bool) string {
+	stamps := "i.stamps"
+	if !withStamps {
+		stamps = "NULL"
 	}
-	return `SELECT i.subject_key, i.identifiers, i.stamps, i.ip, i.user_agent, i.lead_id,
+	if s.pg {
+		return `SELECT i.subject_key, i.identifiers, ` + stamps + `, i.ip, i.user_agent, i.lead_id,
+			i.consent_ad_user_data, i.consent_ad_personalization, i.consent_captured_at, i.updated_at,
+			c.types, c.ids, c.ats
+			FROM (SELECT DISTINCT k FROM unnest($1::text[]) AS k) AS ks
+			CROSS JOIN LATERAL (SELECT * FROM identities WHERE subject_key = ks.k LIMIT 1) AS i
+			CROSS JOIN LATERAL (SELECT array_agg(type) AS types, array_agg(id) AS ids,
+				array_agg((extract(epoch FROM clicked_at) * 1000000)::bigint) AS ats
+				FROM clicks WHERE subject_key = i.subject_key) AS c`
+	}
+	return `SELECT i.subject_key, i.identifiers, ` + stamps + `, i.ip, i.user_agent, i.lead_id,
 		i.consent_ad_user_data, i.consent_ad_personalization, i.consent_captured_at, i.updated_at,
 		(SELECT json_group_array(json_array(c.type, c.id, c.clicked_at)) FROM clicks c WHERE c.subject_key = i.subject_key)
 		FROM identities i WHERE ` + s.in("i.subject_key", 1)
 }
 
-func (s *Store) loadIdentities(ctx context.Context, q querier, keys []string) (map[string]*identityState, error) {
-	r, err := q.query(ctx, s.identityQuery(), s.list(keys))
+// loadIdentities reads the stored identities of keys. The stamps are read only when
+// withStamps (a merge needs them, a lookup does not).
+func (s *Store) loadIdentities(ctx context.Context, q querier, keys []string, withStamps bool) (map[string]*identityState, error) {
+	r, err := q.query(ctx, s.identityQuery(withStamps), s.list(keys))
 	if err != nil {
 		return nil, fmt.Errorf("store: read identities: %w", err)
 	}
-	list, err := collect(r, func(r rows) (*identityState, error) {
+	out := make(map[string]*identityState, len(keys))
+	_, err = collect(r, func(r rows) (struct{}, error) {
 		var (
 			key, idents, stamps, clicks string
+			types, ids                  []string
+			ats                         []*int64
 			st                          = &identityState{exists: true, clicks: map[clickKey]bool{}}
 		)
-		if err := r.Scan(&key, textScan{&idents}, textScan{&stamps}, &st.id.IP, &st.id.UserAgent, &st.id.LeadID,
+		dest := []any{&key, textScan{&idents}, textScan{&stamps}, &st.id.IP, &st.id.UserAgent, &st.id.LeadID,
 			&st.id.Consent.AdUserData, &st.id.Consent.AdPersonalization, tsScan{&st.id.Consent.CapturedAt},
-			tsScan{&st.id.UpdatedAt}, textScan{&clicks}); err != nil {
-			return nil, err
+			tsScan{&st.id.UpdatedAt}}
+		if s.pg {
+			dest = append(dest, &types, &ids, &ats)
+		} else {
+			dest = append(dest, textScan{&clicks})
+		}
+		if err := r.Scan(dest...); err != nil {
+			return struct{}{}, err
 		}
 		st.id.SubjectKey = key
-		if err := json.Unmarshal([]byte(idents), &st.id.Identifiers); err != nil {
-			return nil, fmt.Errorf("identifiers of a stored identity: %w", err)
+		var err error
+		if st.id.Identifiers, err = decodeStringMap(idents); err != nil {
+			return struct{}{}, fmt.Errorf("identifiers of a stored identity: %w", err)
 		}
 		if len(st.id.Identifiers) == 0 {
 			st.id.Identifiers = nil
 		}
-		if err := json.Unmarshal([]byte(stamps), &st.stamps); err != nil {
-			return nil, fmt.Errorf("stamps of a stored identity: %w", err)
+		st.stamps = map[string]time.Time{}
+		if stamps != "" {
+			if err := json.Unmarshal([]byte(stamps), &st.stamps); err != nil {
+				return struct{}{}, fmt.Errorf("stamps of a stored identity: %w", err)
+			}
+			if st.stamps == nil {
+				st.stamps = map[string]time.Time{}
+			}
 		}
-		if st.stamps == nil {
-			st.stamps = map[string]time.Time{}
+		if s.pg {
+			if len(ids) != len(types) || len(ats) != len(types) {
+				return struct{}{}, fmt.Errorf("clicks of a stored identity: %d types, %d ids, %d times", len(types), len(ids), len(ats))
+			}
+			if len(types) > 0 {
+				st.id.Clicks = make([]Click, len(types))
+				for i := range types {
+					st.id.Clicks[i] = Click{Type: types[i], ID: ids[i]}
+					if ats[i] != nil {
+						st.id.Clicks[i].At = time.UnixMicro(*ats[i]).UTC()
+					}
+				}
+				sortClicks(st.id.Clicks)
+			}
+		} else if st.id.Clicks, err = decodeClicks(clicks); err != nil {
+			return struct{}{}, err
 		}
-		var err error
-		if st.id.Clicks, err = decodeClicks(clicks); err != nil {
-			return nil, err
-		}
-		return st, nil
+		out[key] = st
+		return struct{}{}, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: read identities: %w", err)
 	}
-	out := make(map[string]*identityState, len(list))
-	for _, st := range list {
-		out[st.id.SubjectKey] = st
-	}
 	return out, nil
+}
+
+// decodeStringMap reads a JSON object of strings, as json.Marshal writes a pii.Set. The
+// common case (compact, no escapes) is read directly; anything else goes to
+// encoding/json, with the same result.
+func decodeStringMap(raw string) (pii.Set, error) {
+	if raw == "" {
+		return nil, nil
+	}
+	if m, ok := decodeFlatStringMap(raw); ok {
+		return m, nil
+	}
+	var m pii.Set
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// decodeFlatStringMap reads `{"k":"v",...}` without whitespace, escapes or bytes outside
+// printable ASCII; ok is false for anything else.
+func decodeFlatStringMap(raw string) (pii.Set, bool) {
+	if len(raw) < 2 || raw[0] != '{' || raw[len(raw)-1] != '}' {
+		return nil, false
+	}
+	m := pii.Set{}
+	rest := raw[1 : len(raw)-1]
+	str := func() (string, bool) {
+		if len(rest) < 2 || rest[0] != '"' {
+			return "", false
+		}
+		for i := 1; i < len(rest); i++ {
+			switch c := rest[i]; {
+			case c == '"':
+				v := rest[1:i]
+				rest = rest[i+1:]
+				return v, true
+			case c == '\\' || c < 0x20 || c > 0x7e:
+				return "", false
+			}
+		}
+		return "", false
+	}
+	for len(rest) > 0 {
+		k, ok := str()
+		if !ok || len(rest) == 0 || rest[0] != ':' {
+			return nil, false
+		}
+		rest = rest[1:]
+		v, ok := str()
+		if !ok {
+			return nil, false
+		}
+		m[k] = v
+		if len(rest) > 0 {
+			if rest[0] != ',' || len(rest) == 1 {
+				return nil, false
+			}
+			rest = rest[1:]
+		}
+	}
+	return m, true
 }
 
 // decodeClicks reads [[type, id, micros|null], ...], sorted by type, time and id.
