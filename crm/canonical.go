@@ -34,11 +34,7 @@ const canonicalMaxProperties = 256
 // canonical decodes one canonical JSON stage change. Every problem is an error about the
 // whole message: a canonical message carries exactly one stage change.
 func (d *decoder) canonical(payload []byte) *DecodeError {
-	raw, err := decParse(payload)
-	if err != nil {
-		return err
-	}
-	m, err := decObject(raw, "")
+	m, err := canonicalObject(payload)
 	if err != nil {
 		return err
 	}
@@ -124,6 +120,22 @@ func (d *decoder) canonical(payload []byte) *DecodeError {
 	}
 	d.emit(sc)
 	return nil
+}
+
+// canonicalObject parses the payload as a JSON object of raw fields. A valid object with
+// plain keys (the usual case) is split without reflection; anything else goes through
+// decParse and decObject, for their errors.
+func canonicalObject(payload []byte) (map[string]json.RawMessage, *DecodeError) {
+	if json.Valid(payload) {
+		if m, ok := splitObject(payload); ok {
+			return m, nil
+		}
+	}
+	raw, err := decParse(payload)
+	if err != nil {
+		return nil, err
+	}
+	return decObject(raw, "")
 }
 
 // canonicalUnknown names the first unknown top-level field, in sorted order so the error

@@ -102,14 +102,33 @@ func decStringMax(raw json.RawMessage, field string, max int) (string, *DecodeEr
 	if k := decJSONKind(raw); k != "a string" {
 		return "", decodeErr(field, "must be a string, got %s", k)
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", decodeErr(field, decSyntax(err))
+	s, ok := decPlainString(raw)
+	if !ok {
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", decodeErr(field, decSyntax(err))
+		}
 	}
 	if len(s) > max {
 		return "", decodeErr(field, "is %d bytes long, over the %d-byte limit", len(s), max)
 	}
 	return s, nil
+}
+
+// decPlainString reads a JSON string of printable ASCII without escapes (most values)
+// without encoding/json; ok is false for any other raw value, which json.Unmarshal then
+// reads (to the same result where both apply).
+func decPlainString(raw json.RawMessage) (string, bool) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	inner := raw[1 : len(raw)-1]
+	for _, c := range inner {
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return "", false
+		}
+	}
+	return string(inner), true
 }
 
 // decRequiredString reads a JSON string that must be present and not blank.
