@@ -108,7 +108,7 @@ type convArgs struct {
 	withID   bool
 }
 
-func (s *Store) prepareConversion(c Conversion, i int, now time.Time) (convArgs, error) {
+func (s *Store) prepareConversion(c Conversion, i int, now time.Time, scratch *[]byte) (convArgs, error) {
 	f := func(name string) string { return fmt.Sprintf("conversions[%d].%s", i, name) }
 	switch {
 	case c.Key == "":
@@ -141,15 +141,13 @@ func (s *Store) prepareConversion(c Conversion, i int, now time.Time) (convArgs,
 	if subjects == nil {
 		subjects = []string{}
 	}
-	sb, err := json.Marshal(subjects)
+	sb := string(appendStringsJSON((*scratch)[:0], subjects))
+	ib, err := appendIdentityJSON((*scratch)[:0], c.Identity)
 	if err != nil {
-		return convArgs{}, err
+		return convArgs{}, invalid(f("identity"), "cannot be encoded: %v", err)
 	}
-	ib, err := json.Marshal(c.Identity)
-	if err != nil {
-		return convArgs{}, err
-	}
-	return convArgs{c: c, subjects: string(sb), identity: string(ib), withID: hasIdentifier(c.Identity)}, nil
+	*scratch = ib
+	return convArgs{c: c, subjects: sb, identity: string(ib), withID: hasIdentifier(c.Identity)}, nil
 }
 
 // WriteBatch writes b in one transaction: identity captures merge as in UpsertIdentities;
@@ -168,8 +166,9 @@ func (s *Store) WriteBatch(ctx context.Context, b Batch) (BatchResult, error) {
 	var res BatchResult
 	rows := make([]convArgs, 0, len(b.Conversions))
 	seen := make(map[string]bool, len(b.Conversions))
+	scratch := make([]byte, 0, 512)
 	for i, c := range b.Conversions {
-		a, err := s.prepareConversion(c, i, now)
+		a, err := s.prepareConversion(c, i, now, &scratch)
 		if err != nil {
 			return BatchResult{}, err
 		}
@@ -450,7 +449,7 @@ func (s *Store) UpdateAwaiting(ctx context.Context, updates []Conversion) (int, 
 		if c.Key == "" {
 			return 0, invalid(f("key"), "required")
 		}
-		ib, err := json.Marshal(c.Identity)
+		ib, err := appendIdentityJSON(nil, c.Identity)
 		if err != nil {
 			return 0, err
 		}
