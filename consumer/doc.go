@@ -12,6 +12,9 @@
 //	stage topics ──FetchMessage──► batch (batch_size or batch_wait)
 //	    ─► Pipeline.Process: decode ─► Plan ─► one LookupIdentities ─► join ─► rows
 //	    ─► dead letters (sync, acks=all) ─► one WriteBatch ─► CommitMessages
+//	  (the group consumer overlaps batches: while batch N is written, N+1 is fetched,
+//	  decoded and joined — joined again if N stored an identity it looked up — and N-1's
+//	  commit runs; writes and commits stay one at a time, in fetch order)
 //	identity topic ─► decode ─► UpsertIdentities ─► AwaitingForSubjects ─► join ─► UpdateAwaiting ─► commit
 //	sweeper ─► ExpireAwaiting(now - awaiting_timeout)
 //	replay ─► per-partition readers over a time range ─► the same Pipeline (replay rows, no DLQ)
