@@ -240,19 +240,19 @@ func (a *AdsAPI) ParseResponse(resp *http.Response, body []byte, batch []store.C
 		for _, e := range p.adsErrors {
 			typ, enum := e.code()
 			if class, _ := AdsErrorClass(typ, enum); class == uploader.ClassSetup {
-				return nil, &uploader.SetupError{Reason: enum, Detail: truncate(e.Message, 300)}
+				return nil, &uploader.SetupError{Reason: enum, Detail: uploader.Truncate(e.Message, 300)}
 			}
 			if typ == "quotaError" {
 				ra := retryAfter(resp.Header, time.Now())
 				if ra == 0 {
 					ra = p.retryDelay
 				}
-				return nil, &uploader.TransientError{Reason: enum, Detail: truncate(e.Message, 300), RetryAfter: ra}
+				return nil, &uploader.TransientError{Reason: enum, Detail: uploader.Truncate(e.Message, 300), RetryAfter: ra}
 			}
 		}
 		if len(p.adsErrors) > 0 && resp.StatusCode == http.StatusBadRequest {
 			_, enum := p.adsErrors[0].code()
-			return nil, &uploader.BatchRejectedError{Reason: enum, Detail: truncate(p.adsErrors[0].Message, 300)}
+			return nil, &uploader.BatchRejectedError{Reason: enum, Detail: uploader.Truncate(p.adsErrors[0].Message, 300)}
 		}
 		return nil, classifyHTTP(resp, p, adsSetupReasons)
 	}
@@ -266,7 +266,7 @@ func (a *AdsAPI) ParseResponse(resp *http.Response, body []byte, batch []store.C
 	if a.cfg.ValidateOnly {
 		accepted = uploader.RowResult{Class: uploader.ClassAccepted, Reason: "validate_only", Detail: "validated, not uploaded"}
 	}
-	results := allRows(len(batch), accepted)
+	results := uploader.AllRows(len(batch), accepted)
 	if ok.PartialFailureError == nil || (ok.PartialFailureError.Code == 0 && len(ok.PartialFailureError.Details) == 0) {
 		return results, nil
 	}
@@ -279,7 +279,7 @@ func (a *AdsAPI) ParseResponse(resp *http.Response, body []byte, batch []store.C
 		i, has := e.index()
 		if !has {
 			if class == uploader.ClassSetup {
-				return nil, &uploader.SetupError{Reason: enum, Detail: truncate(e.Message, 300)}
+				return nil, &uploader.SetupError{Reason: enum, Detail: uploader.Truncate(e.Message, 300)}
 			}
 			continue
 		}
@@ -287,7 +287,7 @@ func (a *AdsAPI) ParseResponse(resp *http.Response, body []byte, batch []store.C
 			continue // first error per row wins
 		}
 		named[i] = true
-		results[i] = uploader.RowResult{Class: class, Reason: enum, Detail: truncate(e.Message, 300), RetryAfter: wait}
+		results[i] = uploader.RowResult{Class: class, Reason: enum, Detail: uploader.Truncate(e.Message, 300), RetryAfter: wait}
 	}
 	return results, nil
 }

@@ -193,14 +193,7 @@ func (p parsed) detail() string {
 		}
 		parts = append(parts, v.Field+": "+v.Description)
 	}
-	return truncate(strings.Join(parts, "; "), 500)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
+	return uploader.Truncate(strings.Join(parts, "; "), 500)
 }
 
 // retryAfter reads a Retry-After header in seconds or HTTP-date form.
@@ -253,10 +246,3 @@ func unauthorized(t *tokens, p parsed) error {
 }
 
 // allRows returns one result per row with the same outcome.
-func allRows(n int, r uploader.RowResult) []uploader.RowResult {
-	out := make([]uploader.RowResult, n)
-	for i := range out {
-		out[i] = r
-	}
-	return out
-}

@@ -265,12 +265,12 @@ func (d *DataManager) ParseResponse(resp *http.Response, body []byte, batch []st
 			return nil, &uploader.TransientError{Reason: "unparseable_response", Detail: "ingest answered 2xx with a body that is not JSON"}
 		}
 		if d.cfg.ValidateOnly {
-			return allRows(len(batch), uploader.RowResult{Class: uploader.ClassAccepted, Reason: "validate_only", Detail: "validated, not ingested"}), nil
+			return uploader.AllRows(len(batch), uploader.RowResult{Class: uploader.ClassAccepted, Reason: "validate_only", Detail: "validated, not ingested"}), nil
 		}
 		if ok.RequestID == "" {
 			return nil, &uploader.TransientError{Reason: "missing_request_id", Detail: "ingest answered 2xx without a requestId"}
 		}
-		return allRows(len(batch), uploader.RowResult{Class: uploader.ClassSent, Reason: "ingested", PlatformRef: ok.RequestID}), nil
+		return uploader.AllRows(len(batch), uploader.RowResult{Class: uploader.ClassSent, Reason: "ingested", PlatformRef: ok.RequestID}), nil
 	}
 	p := parseGoogleError(body)
 	if resp.StatusCode == http.StatusUnauthorized {

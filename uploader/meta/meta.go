@@ -237,7 +237,7 @@ func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store
 		if *ok.EventsReceived != len(batch) {
 			r.Detail = fmt.Sprintf("Meta counted %d of %d events (fbtrace_id %s)", *ok.EventsReceived, len(batch), ok.FbtraceID)
 		}
-		return allRows(len(batch), r), nil
+		return uploader.AllRows(len(batch), r), nil
 	}
 	e := ge.Error
 	if e.Code == 0 {
@@ -259,7 +259,7 @@ func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store
 	if e.UserMsg != "" {
 		detail += " — " + e.UserMsg
 	}
-	detail = truncate(detail+" (fbtrace_id "+e.FbtraceID+")", 500)
+	detail = uploader.Truncate(detail+" (fbtrace_id "+e.FbtraceID+")", 500)
 	class, wait := ErrorClass(e.Code, e.ErrorSubcode, e.IsTransient, resp.StatusCode)
 	if ra := retryAfter(resp.Header); ra > 0 {
 		wait = ra
@@ -313,19 +313,4 @@ func retryAfter(h http.Header) time.Duration {
 		return time.Duration(s) * time.Second
 	}
 	return 0
-}
-
-func allRows(n int, r uploader.RowResult) []uploader.RowResult {
-	out := make([]uploader.RowResult, n)
-	for i := range out {
-		out[i] = r
-	}
-	return out
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

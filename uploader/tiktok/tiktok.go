@@ -174,7 +174,7 @@ func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store
 	}
 	code := *env.Code
 	reason := strconv.Itoa(code)
-	detail := truncate(env.Message+" (request_id "+env.RequestID+")", 500)
+	detail := uploader.Truncate(env.Message+" (request_id "+env.RequestID+")", 500)
 	class, wait := ErrorClass(code, resp.StatusCode)
 	if ra := retryAfter(resp.Header); ra > 0 {
 		wait = ra
@@ -185,7 +185,7 @@ func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store
 		if code != 0 {
 			r.Reason, r.Detail = reason, detail
 		}
-		return allRows(len(batch), r), nil
+		return uploader.AllRows(len(batch), r), nil
 	case uploader.ClassTransient:
 		return nil, &uploader.TransientError{Reason: reason, Detail: detail, RetryAfter: wait}
 	case uploader.ClassSetup:
@@ -228,19 +228,4 @@ func retryAfter(h http.Header) time.Duration {
 		return time.Duration(s) * time.Second
 	}
 	return 0
-}
-
-func allRows(n int, r uploader.RowResult) []uploader.RowResult {
-	out := make([]uploader.RowResult, n)
-	for i := range out {
-		out[i] = r
-	}
-	return out
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
