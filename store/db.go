@@ -43,7 +43,17 @@ type pgQ struct {
 	q interface {
 		Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 		Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+		CopyFrom(ctx context.Context, table pgx.Identifier, cols []string, src pgx.CopyFromSource) (int64, error)
 	}
+}
+
+// copier bulk-inserts rows with COPY; only PostgreSQL queriers are copiers.
+type copier interface {
+	copyFrom(ctx context.Context, table string, cols []string, rows [][]any) (int64, error)
+}
+
+func (p pgQ) copyFrom(ctx context.Context, table string, cols []string, rows [][]any) (int64, error) {
+	return p.q.CopyFrom(ctx, pgx.Identifier{table}, cols, pgx.CopyFromRows(rows))
 }
 
 func (p pgQ) exec(ctx context.Context, query string, args ...any) (int64, error) {

@@ -460,82 +460,149 @@ func sortClicks(cs []Click) {
 	})
 }
 
-// writeIdentities stores the dirty identities and their new or changed clicks.
+// writeIdentities stores the dirty identities and their new or changed clicks. On
+// PostgreSQL the identities not stored yet (and so all their clicks) are copied in with
+// COPY, the rest upserted: the caller holds the advisory locks of every key, so no other
+// writer can store one of those subjects meanwhile.
 func (s *Store) writeIdentities(ctx context.Context, q querier, dirty []*identityState) error {
 	if len(dirty) == 0 {
 		return nil
 	}
-	type crow struct {
-		key string
-		c   Click
-	}
-	var clicks []crow
-	n := len(dirty)
-	keys, idents, stamps := make([]string, n), make([]string, n), make([]string, n)
-	ips, uas, leads, cud, cpz := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	cat, upd := make([]any, n), make([]any, n)
-	for i, st := range dirty {
-		sortClicks(st.id.Clicks)
-		for _, c := range st.id.Clicks {
-			if st.clicks[clickKey{c.Type, c.ID}] {
-				clicks = append(clicks, crow{st.id.SubjectKey, c})
-			}
+	var fresh, stored identityRows
+	for _, st := range dirty {
+		rows := &stored
+		if s.pg && !st.exists {
+			rows = &fresh
 		}
-		idb, err := json.Marshal(st.id.Identifiers)
-		if err != nil {
+		if err := rows.add(s, st); err != nil {
 			return err
 		}
-		if st.id.Identifiers == nil {
-			idb = []byte("{}")
-		}
-		stb, err := json.Marshal(st.stamps)
-		if err != nil {
-			return err
-		}
-		keys[i], idents[i], stamps[i] = st.id.SubjectKey, string(idb), string(stb)
-		ips[i], uas[i], leads[i] = st.id.IP, st.id.UserAgent, st.id.LeadID
-		cud[i], cpz[i] = st.id.Consent.AdUserData, st.id.Consent.AdPersonalization
-		cat[i], upd[i] = s.ts(st.id.Consent.CapturedAt), s.ts(st.id.UpdatedAt)
 		st.exists, st.dirty, st.clicks = true, false, map[clickKey]bool{}
 	}
-	const upsertIdentity = `
+	if s.pg {
+		if err := fresh.copy(ctx, q); err != nil {
+			return err
+		}
+		return stored.upsertPostgres(ctx, q)
+	}
+	return stored.upsertSQLite(ctx, q)
+}
+
+// identityRows are identities rows and clicks rows about to be written, column by column.
+type identityRows struct {
+	keys, idents, stamps, ips, uas, leads, cud, cpz []string
+	cat, upd                                        []any
+	clickKeys, clickTypes, clickIDs                 []string
+	clickAts                                        []any
+	buf                                             []byte
+}
+
+// add appends st's identities row and its clicks to write.
+func (r *identityRows) add(s *Store, st *identityState) error {
+	sortClicks(st.id.Clicks)
+	for _, c := range st.id.Clicks {
+		if st.clicks[clickKey{c.Type, c.ID}] {
+			r.clickKeys = append(r.clickKeys, st.id.SubjectKey)
+			r.clickTypes = append(r.clickTypes, c.Type)
+			r.clickIDs = append(r.clickIDs, c.ID)
+			r.clickAts = append(r.clickAts, s.ts(c.At))
+		}
+	}
+	r.buf = appendStringMapJSON(r.buf[:0], st.id.Identifiers)
+	ident := string(r.buf)
+	var err error
+	if r.buf, err = appendStampsJSON(r.buf[:0], st.stamps); err != nil {
+		return err
+	}
+	r.keys = append(r.keys, st.id.SubjectKey)
+	r.idents = append(r.idents, ident)
+	r.stamps = append(r.stamps, string(r.buf))
+	r.ips = append(r.ips, st.id.IP)
+	r.uas = append(r.uas, st.id.UserAgent)
+	r.leads = append(r.leads, st.id.LeadID)
+	r.cud = append(r.cud, st.id.Consent.AdUserData)
+	r.cpz = append(r.cpz, st.id.Consent.AdPersonalization)
+	r.cat = append(r.cat, s.ts(st.id.Consent.CapturedAt))
+	r.upd = append(r.upd, s.ts(st.id.UpdatedAt))
+	return nil
+}
+
+var (
+	identityCols = []string{"subject_key", "identifiers", "stamps", "ip", "user_agent", "lead_id",
+		"consent_ad_user_data", "consent_ad_personalization", "consent_captured_at", "updated_at"}
+	clickCols = []string{"subject_key", "type", "id", "clicked_at"}
+)
+
+// copy inserts the rows with COPY (PostgreSQL only; none of them may exist yet).
+func (r *identityRows) copy(ctx context.Context, q querier) error {
+	if len(r.keys) == 0 {
+		return nil
+	}
+	c, ok := q.(copier)
+	if !ok {
+		return fmt.Errorf("store: %T cannot COPY", q)
+	}
+	rows := make([][]any, len(r.keys))
+	for i := range r.keys {
+		rows[i] = []any{r.keys[i], r.idents[i], r.stamps[i], r.ips[i], r.uas[i], r.leads[i], r.cud[i], r.cpz[i], r.cat[i], r.upd[i]}
+	}
+	if _, err := c.copyFrom(ctx, "identities", identityCols, rows); err != nil {
+		return err
+	}
+	if len(r.clickKeys) == 0 {
+		return nil
+	}
+	rows = make([][]any, len(r.clickKeys))
+	for i := range r.clickKeys {
+		rows[i] = []any{r.clickKeys[i], r.clickTypes[i], r.clickIDs[i], r.clickAts[i]}
+	}
+	_, err := c.copyFrom(ctx, "clicks", clickCols, rows)
+	return err
+}
+
+const (
+	upsertIdentity = `
 		ON CONFLICT (subject_key) DO UPDATE SET identifiers = excluded.identifiers, stamps = excluded.stamps,
 			ip = excluded.ip, user_agent = excluded.user_agent, lead_id = excluded.lead_id,
 			consent_ad_user_data = excluded.consent_ad_user_data,
 			consent_ad_personalization = excluded.consent_ad_personalization,
 			consent_captured_at = excluded.consent_captured_at, updated_at = excluded.updated_at`
-	const upsertClick = ` ON CONFLICT (subject_key, type, id) DO UPDATE SET clicked_at = excluded.clicked_at`
-	if s.pg {
-		if _, err := q.exec(ctx, `INSERT INTO identities (subject_key, identifiers, stamps, ip, user_agent, lead_id,
-				consent_ad_user_data, consent_ad_personalization, consent_captured_at, updated_at)
-			SELECT * FROM unnest($1::text[], $2::json[], $3::json[], $4::text[], $5::text[], $6::text[],
-				$7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])`+upsertIdentity,
-			keys, idents, stamps, ips, uas, leads, cud, cpz, pgTimes(cat), pgTimes(upd)); err != nil {
-			return err
-		}
-		if len(clicks) == 0 {
-			return nil
-		}
-		ck, ct, ci, ca := make([]string, len(clicks)), make([]string, len(clicks)), make([]string, len(clicks)), make([]any, len(clicks))
-		for i, c := range clicks {
-			ck[i], ct[i], ci[i], ca[i] = c.key, c.c.Type, c.c.ID, s.ts(c.c.At)
-		}
-		_, err := q.exec(ctx, `INSERT INTO clicks (subject_key, type, id, clicked_at)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])`+upsertClick,
-			ck, ct, ci, pgTimes(ca))
+	upsertClick = ` ON CONFLICT (subject_key, type, id) DO UPDATE SET clicked_at = excluded.clicked_at`
+)
+
+// upsertPostgres inserts or updates the rows, one statement per table.
+func (r *identityRows) upsertPostgres(ctx context.Context, q querier) error {
+	if len(r.keys) == 0 {
+		return nil
+	}
+	if _, err := q.exec(ctx, `INSERT INTO identities (`+strings.Join(identityCols, ", ")+`)
+		SELECT * FROM unnest($1::text[], $2::json[], $3::json[], $4::text[], $5::text[], $6::text[],
+			$7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[])`+upsertIdentity,
+		r.keys, r.idents, r.stamps, r.ips, r.uas, r.leads, r.cud, r.cpz, pgTimes(r.cat), pgTimes(r.upd)); err != nil {
 		return err
 	}
-	for i := range keys {
-		if _, err := q.exec(ctx, `INSERT INTO identities (subject_key, identifiers, stamps, ip, user_agent, lead_id,
-				consent_ad_user_data, consent_ad_personalization, consent_captured_at, updated_at)
+	if len(r.clickKeys) == 0 {
+		return nil
+	}
+	_, err := q.exec(ctx, `INSERT INTO clicks (`+strings.Join(clickCols, ", ")+`)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])`+upsertClick,
+		r.clickKeys, r.clickTypes, r.clickIDs, pgTimes(r.clickAts))
+	return err
+}
+
+// upsertSQLite inserts or updates the rows one by one (SQLite statements are cheap
+// in-process calls).
+func (r *identityRows) upsertSQLite(ctx context.Context, q querier) error {
+	for i := range r.keys {
+		if _, err := q.exec(ctx, `INSERT INTO identities (`+strings.Join(identityCols, ", ")+`)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`+upsertIdentity,
-			keys[i], idents[i], stamps[i], ips[i], uas[i], leads[i], cud[i], cpz[i], cat[i], upd[i]); err != nil {
+			r.keys[i], r.idents[i], r.stamps[i], r.ips[i], r.uas[i], r.leads[i], r.cud[i], r.cpz[i], r.cat[i], r.upd[i]); err != nil {
 			return err
 		}
 	}
-	for _, c := range clicks {
-		if _, err := q.exec(ctx, `INSERT INTO clicks (subject_key, type, id, clicked_at) VALUES ($1, $2, $3, $4)`+upsertClick,
-			c.key, c.c.Type, c.c.ID, s.ts(c.c.At)); err != nil {
+	for i := range r.clickKeys {
+		if _, err := q.exec(ctx, `INSERT INTO clicks (`+strings.Join(clickCols, ", ")+`) VALUES ($1, $2, $3, $4)`+upsertClick,
+			r.clickKeys[i], r.clickTypes[i], r.clickIDs[i], r.clickAts[i]); err != nil {
 			return err
 		}
 	}

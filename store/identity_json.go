@@ -75,6 +75,38 @@ func appendIdentityJSON(b []byte, id Identity) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
+// appendStringMapJSON appends json.Marshal(m) of a string map, keys sorted; a nil map as
+// {} (the column's empty value).
+func appendStringMapJSON(b []byte, m map[string]string) []byte {
+	b = append(b, '{')
+	for i, k := range slices.Sorted(maps.Keys(m)) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		b = appendJSONString(b, m[k])
+	}
+	return append(b, '}')
+}
+
+// appendStampsJSON appends json.Marshal(m) of a map of times, keys sorted.
+func appendStampsJSON(b []byte, m map[string]time.Time) ([]byte, error) {
+	var err error
+	b = append(b, '{')
+	for i, k := range slices.Sorted(maps.Keys(m)) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, k)
+		b = append(b, ':')
+		if b, err = appendJSONTime(b, m[k]); err != nil {
+			return nil, err
+		}
+	}
+	return append(b, '}'), nil
+}
+
 // appendStringsJSON appends json.Marshal(v) of a non-nil []string.
 func appendStringsJSON(b []byte, v []string) []byte {
 	b = append(b, '[')

@@ -39,6 +39,21 @@ func TestAppendIdentityJSONMatchesEncodingJSON(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, string(want), string(got))
 
+		m := map[string]string{}
+		stamps := map[string]time.Time{}
+		for range r.IntN(4) {
+			m[pick()] = pick()
+			stamps[pick()] = times[r.IntN(len(times))]
+		}
+		want, err = json.Marshal(m)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(appendStringMapJSON(nil, m)))
+		want, err = json.Marshal(stamps)
+		require.NoError(t, err)
+		got, err = appendStampsJSON(nil, stamps)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(got))
+
 		subjects := []string{pick(), pick()}
 		want, err = json.Marshal(subjects)
 		require.NoError(t, err)
@@ -46,4 +61,7 @@ func TestAppendIdentityJSONMatchesEncodingJSON(t *testing.T) {
 	}
 	_, err := appendIdentityJSON(nil, Identity{UpdatedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)})
 	require.Error(t, err, "a year json.Marshal refuses")
+	_, err = appendStampsJSON(nil, map[string]time.Time{"@ip": time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)})
+	require.Error(t, err, "a year json.Marshal refuses")
+	require.Equal(t, "{}", string(appendStringMapJSON(nil, nil)), "a nil map is the column's empty object")
 }

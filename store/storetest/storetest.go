@@ -36,6 +36,7 @@ func Run(t *testing.T, open Opener) {
 		{"IdentityOutOfOrder", testIdentityOutOfOrder},
 		{"IdentityIdempotent", testIdentityIdempotent},
 		{"IdentityClicksKept", testIdentityClicksKept},
+		{"IdentityNewAndStoredInOneBatch", testIdentityNewAndStored},
 		{"IdentityInvalid", testIdentityInvalid},
 		{"IdentityConcurrent", testIdentityConcurrent},
 		{"LookupIdentities", testLookupIdentities},
@@ -278,6 +279,43 @@ func testIdentityClicksKept(t *testing.T, open Opener) {
 		require.Equal(t, store.Click{Type: "gclid", ID: fmt.Sprint("g", i), At: at(float64(i))}, c)
 	}
 	require.Equal(t, pii.Set{"email": "e4"}, got.Identifiers)
+}
+
+// testIdentityNewAndStored merges one batch holding subjects not stored yet (one of them
+// twice) and subjects already stored: PostgreSQL copies the new ones in and upserts the
+// rest, and both must end as if each capture had been merged on its own.
+func testIdentityNewAndStored(t *testing.T, open Opener) {
+	s := open(t)
+	_, err := s.UpsertIdentities(ctx(t), []store.IdentityCapture{
+		{SubjectKey: "old", CapturedAt: at(1), IP: "192.0.2.1", Identifiers: pii.Set{"email": "e1"},
+			Clicks: []store.Click{{Type: "gclid", ID: "g1", At: at(1)}}},
+	})
+	require.NoError(t, err)
+	res, err := s.UpsertIdentities(ctx(t), []store.IdentityCapture{
+		{SubjectKey: "new", CapturedAt: at(2), Consent: granted, Identifiers: pii.Set{"email": "n1", "email/google": "ng1"},
+			Clicks: []store.Click{{Type: "gclid", ID: "g2", At: at(2)}}},
+		{SubjectKey: "old", CapturedAt: at(3), Identifiers: pii.Set{"phone/e164": "p1"},
+			Clicks: []store.Click{{Type: "gclid", ID: "g1", At: at(0.5)}, {Type: "ttclid", ID: "t1", At: at(3)}}},
+		{SubjectKey: "new", CapturedAt: at(4), IP: "192.0.2.4", Clicks: []store.Click{{Type: "fbclid", ID: "f1"}}},
+	})
+	require.NoError(t, err)
+	require.Equal(t, store.UpsertResult{Inserted: 1, Merged: 2}, res)
+	require.Equal(t, store.Identity{SubjectKey: "new",
+		Clicks:      []store.Click{{Type: "fbclid", ID: "f1"}, {Type: "gclid", ID: "g2", At: at(2)}},
+		Identifiers: pii.Set{"email": "n1", "email/google": "ng1"}, IP: "192.0.2.4",
+		Consent:   store.Consent{AdUserData: store.ConsentGranted, AdPersonalization: store.ConsentGranted, CapturedAt: at(2)},
+		UpdatedAt: at(4)}, lookup(t, s, "new"))
+	require.Equal(t, store.Identity{SubjectKey: "old",
+		Clicks:      []store.Click{{Type: "gclid", ID: "g1", At: at(0.5)}, {Type: "ttclid", ID: "t1", At: at(3)}},
+		Identifiers: pii.Set{"email": "e1", "phone/e164": "p1"}, IP: "192.0.2.1", UpdatedAt: at(3)}, lookup(t, s, "old"))
+
+	// The same batch again changes nothing, new subjects included.
+	res, err = s.UpsertIdentities(ctx(t), []store.IdentityCapture{
+		{SubjectKey: "new", CapturedAt: at(4), IP: "192.0.2.4", Clicks: []store.Click{{Type: "fbclid", ID: "f1"}}},
+		{SubjectKey: "old", CapturedAt: at(3), Identifiers: pii.Set{"phone/e164": "p1"}},
+	})
+	require.NoError(t, err)
+	require.Equal(t, store.UpsertResult{Unchanged: 2}, res)
 }
 
 func testIdentityInvalid(t *testing.T, open Opener) {
