@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/closedloop/closedloop/crm"
+	"github.com/closedloop/closedloop/internal/bench"
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/internal/testenv"
 	"github.com/closedloop/closedloop/store"
@@ -101,6 +102,60 @@ func benchConsumer(b *testing.B, stored bool) {
 		require.NoError(b, err)
 		require.Len(b, ready, 2*b.N, "every conversion joined to its stored identity")
 	}
+}
+
+// BenchmarkIdentityConsumerPostgres measures identity captures consumed → decoded and
+// hashed → merged into Postgres → committed, on the real broker: b.N captures of new
+// contacts (gclid, ttclid, email, phone, consent), as `make bench` produces them. Reports
+// captures/s and the process's CPU per capture.
+//
+//	scripts/with-services.sh go test ./consumer -run '^$' -bench IdentityConsumerPostgres -benchtime 100000x
+func BenchmarkIdentityConsumerPostgres(b *testing.B) {
+	brokers := testenv.KafkaBrokers(b)
+	s := openPostgres(b)
+	topic := testenv.CreateTopic(b, brokers, 4)
+	stages := testenv.CreateTopic(b, brokers, 1)
+	dlq := testenv.CreateTopic(b, brokers, 1)
+	ds := bench.Dataset{Source: "bench", Prefix: topic, Now: t0}
+	msgs := make([]kafka.Message, b.N)
+	for i := range msgs {
+		msgs[i] = ds.Identity(i)
+	}
+	produce(b, brokers, topic, msgs)
+
+	cfg := DefaultConfig()
+	cfg.Brokers = brokers
+	cfg.GroupID = "bench-" + topic
+	cfg.IdentityGroupID = cfg.GroupID + "-identities"
+	cfg.StageTopics = []StageTopic{{Topic: stages}}
+	cfg.IdentityTopic = topic
+	cfg.DeadLetterTopic = dlq
+	mp := testMapping(b)
+	c, err := New(cfg, Deps{Store: s, Mapping: func() *crm.Mapping { return mp }, Normalizer: pii.Normalizer{DefaultRegion: "US"},
+		Metrics: NewMetrics(prometheus.NewRegistry()), Log: benchLogger(b)})
+	require.NoError(b, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	b.ResetTimer()
+	cpu0 := processCPU(b)
+	start := time.Now()
+	go func() { done <- c.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Minute)
+	for !committedAtEnd(context.Background(), b, brokers, cfg.IdentityGroupID, topic) {
+		require.True(b, time.Now().Before(deadline), "the consumer did not reach the end in time")
+		time.Sleep(20 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	cpu := processCPU(b) - cpu0
+	b.StopTimer()
+	cancel()
+	require.NoError(b, <-done)
+	require.NoError(b, c.Close())
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "captures/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu_µs/capture")
+	got, err := s.LookupIdentities(context.Background(), []string{"bench:contact:" + ds.ContactID(b.N-1)})
+	require.NoError(b, err)
+	require.Len(b, got, 1, "the last capture is stored")
 }
 
 func benchLogger(b *testing.B) *zap.Logger {

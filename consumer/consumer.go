@@ -172,8 +172,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if c.idRdr != nil {
 		g.Go(func() error {
 			return c.loop(gctx, c.idRdr, &c.idUp, "identities", func(_ context.Context, msgs []kafka.Message) func(context.Context) error {
+				prep := c.ids.decode(msgs)
 				return func(ctx context.Context) error {
-					_, err := c.ids.Process(ctx, msgs)
+					_, err := c.ids.finish(ctx, prep)
 					return err
 				}
 			})
