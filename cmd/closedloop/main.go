@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
 func main() {
+	tuneGC(os.LookupEnv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := newRootCmd().ExecuteContext(ctx)
@@ -24,6 +26,25 @@ func main() {
 		os.Exit(ex.code)
 	}
 	os.Exit(1)
+}
+
+// Garbage-collector defaults for every verb, unless the environment sets GOGC or
+// GOMEMLIMIT (Go's own variables, which then win as usual). The live heap is small (tens of
+// MiB: a batch or two in flight) while decoding, hashing and encoding allocate fast, so
+// Go's default GOGC=100 collects very often: 400 costs ~15% less CPU per message (make
+// bench) for a heap a few times the live one, and the soft limit keeps that bounded.
+const (
+	defaultGOGC     = 400
+	defaultMemLimit = 256 << 20
+)
+
+func tuneGC(env func(string) (string, bool)) {
+	if _, ok := env("GOGC"); !ok {
+		debug.SetGCPercent(defaultGOGC)
+	}
+	if _, ok := env("GOMEMLIMIT"); !ok {
+		debug.SetMemoryLimit(defaultMemLimit)
+	}
 }
 
 // exitError carries a specific exit code out of a verb (2 for usage errors).
