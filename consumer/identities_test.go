@@ -2,6 +2,8 @@ package consumer
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -154,4 +156,41 @@ func TestSweepMarksOldAwaitingRowsUnmatched(t *testing.T) {
 	require.Equal(t, ReasonNoIdentifier, meta.Reason)
 	require.Equal(t, store.StateReady, listAll(t, s)[crm.ConversionKey("relay", "deal", "D-7", "won", "google-main")].State)
 	require.Equal(t, 1.0, testutil.ToFloat64(metrics.expired))
+}
+
+// A batch large enough to be decoded on several goroutines keeps message order: captures
+// of one subject with the same time merge last-wins, and dead letters keep their offsets'
+// order.
+func TestIdentityBatchDecodedInOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openSQLite(t)
+	dlq := &recordingWriter{}
+	ids := newTestIdentityPipeline(t, s, dlq, nil)
+	const n = 20 * decodeParallelMin
+	msgs := make([]kafka.Message, n)
+	var wantDead []int64
+	for i := range msgs {
+		v := []byte(fmt.Sprintf(`{"subject":{"type":"contact","source":"relay","id":"c-order"},"captured_at":"2026-01-01T00:00:00Z","ip":"10.0.%d.%d"}`, i/256, i%256))
+		if i%7 == 3 {
+			v = []byte(`{"subject":{"type":"contact","source":"relay","id":"c-order"},"captured_at":"yesterday"}`)
+			wantDead = append(wantDead, int64(i))
+		}
+		msgs[i] = msgAt("ids", 0, int64(i), v)
+	}
+	st, err := ids.Process(ctx, msgs)
+	require.NoError(t, err)
+	require.Equal(t, IdentityStats{Messages: n, Captures: n - len(wantDead), DeadLettered: len(wantDead)}, st)
+	got, err := s.LookupIdentities(ctx, []string{crm.SubjectKey("relay", "contact", "c-order")})
+	require.NoError(t, err)
+	last := n - 1
+	require.NotEqual(t, 3, last%7)
+	require.Equal(t, fmt.Sprintf("10.0.%d.%d", last/256, last%256), got[crm.SubjectKey("relay", "contact", "c-order")].IP, "the last capture wins")
+	var gotDead []int64
+	for _, m := range dlq.written() {
+		off, err := strconv.ParseInt(headerMap(m.Headers)[HeaderSourceOffset], 10, 64)
+		require.NoError(t, err)
+		gotDead = append(gotDead, off)
+	}
+	require.Equal(t, wantDead, gotDead)
 }
