@@ -44,7 +44,11 @@ func IsSHA256Hex(s string) bool {
 
 // prehashed returns the lowercase hex when raw (trimmed, any case) is already a SHA-256 hex.
 func prehashed(raw string) (string, bool) {
-	s := strings.ToLower(strings.TrimSpace(raw))
+	s := strings.TrimSpace(raw)
+	if len(s) != 64 { // most values: no lowercase copy
+		return "", false
+	}
+	s = strings.ToLower(s)
 	return s, IsSHA256Hex(s)
 }
 
