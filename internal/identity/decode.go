@@ -2,15 +2,17 @@ package identity
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"net/netip"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/valyala/fastjson"
 
 	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/internal/pii"
@@ -78,52 +80,91 @@ var piiKeys = map[string]pii.Field{
 }
 
 // Decode validates one canonical JSON identity capture and returns it hashed: raw
-// identifiers are normalized and hashed with n and dropped. Errors are *FieldError.
+// identifiers are normalized and hashed with n and dropped. Errors are *FieldError. It is
+// safe for concurrent use.
+//
+// The payload must be exactly one JSON object (RFC 8259; surrounding whitespace allowed,
+// anything else after it is an error, as is nesting deeper than fastjson.MaxDepth). Keys
+// are case-sensitive; a repeated key's last value wins; members are checked in sorted key
+// order, so the error reported first does not depend on key order. Strings decode as
+// encoding/json decodes them: an invalid UTF-8 byte or an unpaired surrogate escape
+// becomes U+FFFD.
 func Decode(payload []byte, n pii.Normalizer) (store.IdentityCapture, error) {
 	if len(payload) > MaxPayload {
 		return store.IdentityCapture{}, &FieldError{Field: "payload", Reason: "larger than 1 MiB"}
 	}
-	var top map[string]json.RawMessage
-	if err := strictUnmarshal(payload, &top); err != nil || top == nil {
-		return store.IdentityCapture{}, &FieldError{Field: "payload", Reason: "not a JSON object"}
+	rc := rawCapture{clicks: make(map[string]rawClick, 4), pii: make(map[pii.Field]string, 12)}
+	if err := decodeJSON(payload, &rc); err != nil {
+		return store.IdentityCapture{}, err
 	}
-	rc := rawCapture{clicks: map[string]rawClick{}, pii: map[pii.Field]string{}}
-	for _, k := range sortedKeys(top) {
-		v := top[k]
-		if isNull(v) {
+	return rc.build(n)
+}
+
+// parsers serves Decode, which runs on several goroutines at once.
+var parsers fastjson.ParserPool
+
+// maxPooledPayload: a parser that parsed a larger payload is dropped instead of pooled, so
+// one large capture does not keep a megabyte buffer alive per pooled parser.
+const maxPooledPayload = 64 << 10
+
+// decodeJSON parses payload into rc. Every string it stores is a copy: nothing in rc refers
+// to the parser's memory once it returns.
+func decodeJSON(payload []byte, rc *rawCapture) error {
+	payload, ok := scanStrings(payload)
+	if !ok {
+		return &FieldError{Field: "payload", Reason: "not a JSON object"}
+	}
+	p := parsers.Get()
+	defer func() {
+		if len(payload) <= maxPooledPayload {
+			parsers.Put(p)
+		}
+	}()
+	// Parse is lenient (NaN, unknown escapes, raw control characters); Validate is strict
+	// RFC 8259 like encoding/json, given the control characters scanStrings has caught.
+	// Validate runs second: Parse has already bounded the nesting it would recurse into.
+	top, err := p.ParseBytes(payload)
+	if err != nil || top.Type() != fastjson.TypeObject || fastjson.ValidateBytes(payload) != nil {
+		return &FieldError{Field: "payload", Reason: "not a JSON object"}
+	}
+	o, _ := top.Object()
+	mb := make(memberBuf, 0, 32)
+	for _, m := range mb.members(o) {
+		k, v := m.key, m.v
+		if v.Type() == fastjson.TypeNull {
 			continue
 		}
 		var err error
 		switch k {
 		case "subject":
-			err = decodeSubject(v, &rc)
+			err = decodeSubject(&mb, v, rc)
 		case "captured_at":
-			err = str(k, v, &rc.capturedAt)
+			err = str(k, "", v, &rc.capturedAt)
 		case "click_ids":
-			err = decodeClicks(v, &rc)
+			err = decodeClicks(&mb, v, rc)
 		case "ip":
-			err = str(k, v, &rc.ip)
+			err = str(k, "", v, &rc.ip)
 		case "user_agent":
-			err = str(k, v, &rc.userAgent)
+			err = str(k, "", v, &rc.userAgent)
 		case "lead_id":
 			err = leadID(v, &rc.leadID)
 		case "consent":
-			err = decodeConsent(v, &rc)
+			err = decodeConsent(&mb, v, rc)
 		default:
 			f, ok := piiKeys[k]
 			if !ok {
-				return store.IdentityCapture{}, &FieldError{Field: keyName(k), Reason: "unknown field"}
+				return &FieldError{Field: keyName(k), Reason: "unknown field"}
 			}
 			var s string
-			if err = str(k, v, &s); err == nil {
+			if err = str(k, "", v, &s); err == nil {
 				err = rc.setPII(k, f, s)
 			}
 		}
 		if err != nil {
-			return store.IdentityCapture{}, err
+			return err
 		}
 	}
-	return rc.build(n)
+	return nil
 }
 
 func (rc *rawCapture) setPII(key string, f pii.Field, v string) error {
@@ -152,74 +193,194 @@ func keyName(k string) string {
 	return strconv.QuoteToASCII(k)
 }
 
-func sortedKeys(m map[string]json.RawMessage) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+// member is one key and value of a parsed object; v lives as long as the parser's result.
+type member struct {
+	key string
+	v   *fastjson.Value
 }
 
-func strictUnmarshal(b []byte, v any) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	if err := d.Decode(v); err != nil {
-		return err
+// knownKeys interns every key Decode understands, so matching a key costs no allocation.
+var knownKeys = func() map[string]string {
+	m := map[string]string{}
+	for _, k := range []string{"subject", "captured_at", "click_ids", "ip", "user_agent", "lead_id", "consent",
+		"type", "source", "id", "clicked_at", "ad_user_data", "ad_personalization"} {
+		m[k] = k
 	}
-	if _, err := d.Token(); err == nil {
-		return errors.New("trailing data")
+	for k := range piiKeys {
+		m[k] = k
 	}
-	return nil
+	for _, k := range ClickTypes {
+		m[k] = k
+	}
+	return m
+}()
+
+// memberBuf holds the members of every object one Decode visits.
+type memberBuf []member
+
+// members appends o's members to mb and returns them sorted by key, keeping only the last
+// of repeated keys (what encoding/json does decoding into a map). Keys are unescaped, with
+// invalid UTF-8 bytes replaced as in strings. A slice returned earlier stays valid.
+func (mb *memberBuf) members(o *fastjson.Object) []member {
+	start := len(*mb)
+	o.Visit(func(k []byte, v *fastjson.Value) {
+		key, ok := knownKeys[string(k)]
+		if !ok {
+			key = string(validUTF8(k))
+		}
+		*mb = append(*mb, member{key: key, v: v})
+	})
+	ms := (*mb)[start:]
+	slices.SortStableFunc(ms, func(a, b member) int { return strings.Compare(a.key, b.key) })
+	last := ms[:0]
+	for i := range ms {
+		if i+1 < len(ms) && ms[i+1].key == ms[i].key {
+			continue
+		}
+		last = append(last, ms[i])
+	}
+	*mb = (*mb)[:start+len(last)]
+	return last
 }
 
-func isNull(v json.RawMessage) bool { return string(bytes.TrimSpace(v)) == "null" }
+// scanStrings walks payload's strings for what fastjson gets wrong next to encoding/json.
+// It reports false when a string holds a raw control character (fastjson.Validate misses
+// one that comes before an escape in the same string). It rewrites every \u escape of a
+// UTF-16 surrogate that is not half of a valid pair to \ufffd: encoding/json decodes such
+// an escape to U+FFFD, fastjson would keep it as text or swallow the escape after it. The
+// rewrite keeps the length and the JSON validity; payload is copied only when something is
+// rewritten. On invalid JSON the walk may lose track of where strings are, which is harmless:
+// fastjson then rejects the payload anyway.
+func scanStrings(payload []byte) ([]byte, bool) {
+	out, copied := payload, false
+	for i := 0; ; i++ { // i++ steps past a string's closing quote
+		j := bytes.IndexByte(payload[i:], '"')
+		if j < 0 {
+			return out, true
+		}
+		for i += j + 1; i < len(payload) && payload[i] != '"'; i++ {
+			c := payload[i]
+			if c < 0x20 {
+				return nil, false
+			}
+			if c != '\\' {
+				continue
+			}
+			r := escapedRune(payload[i:])
+			if r < 0 || !utf16.IsSurrogate(r) {
+				i++ // the escaped byte; a \u escape's hex digits need no care
+				continue
+			}
+			if r < 0xdc00 {
+				if r2 := escapedRune(payload[i+6:]); r2 >= 0xdc00 && r2 <= 0xdfff {
+					i += 11 // a valid pair
+					continue
+				}
+			}
+			if !copied {
+				out, copied = bytes.Clone(payload), true
+			}
+			copy(out[i+2:i+6], "fffd")
+			i += 5
+		}
+		if i >= len(payload) {
+			return out, true
+		}
+	}
+}
+
+// escapedRune returns the code unit of the \uXXXX escape that b starts with, or -1.
+func escapedRune(b []byte) rune {
+	if len(b) < 6 || b[0] != '\\' || b[1] != 'u' {
+		return -1
+	}
+	var r rune
+	for _, c := range b[2:6] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return -1
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
+}
+
+// validUTF8 returns b with each byte that does not belong to a valid UTF-8 sequence replaced
+// by U+FFFD, as encoding/json does when it decodes a string; b itself when it is valid.
+func validUTF8(b []byte) []byte {
+	if utf8.Valid(b) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+8)
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
+		if r == utf8.RuneError && size == 1 {
+			out = utf8.AppendRune(out, utf8.RuneError)
+		} else {
+			out = append(out, b[:size]...)
+		}
+		b = b[size:]
+	}
+	return out
+}
 
 // jsonKind names the JSON type of v for error messages (never its content).
-func jsonKind(v json.RawMessage) string {
-	t := bytes.TrimSpace(v)
-	if len(t) == 0 {
-		return "nothing"
-	}
-	switch t[0] {
-	case '"':
+func jsonKind(v *fastjson.Value) string {
+	switch v.Type() {
+	case fastjson.TypeString:
 		return "a string"
-	case '{':
+	case fastjson.TypeObject:
 		return "an object"
-	case '[':
+	case fastjson.TypeArray:
 		return "an array"
-	case 't', 'f':
+	case fastjson.TypeTrue, fastjson.TypeFalse:
 		return "a boolean"
-	case 'n':
+	case fastjson.TypeNull:
 		return "null"
 	}
 	return "a number"
 }
 
-// str decodes a JSON string; numbers are accepted for IDs written as numbers by some relays
-// only where the caller says so (leadID), never here.
-func str(field string, v json.RawMessage, dst *string) error {
-	if err := json.Unmarshal(v, dst); err != nil {
-		return &FieldError{Field: field, Reason: "want a string, got " + jsonKind(v)}
+// str decodes a JSON string, trimmed; numbers are accepted for IDs written as numbers by some
+// relays only where the caller says so (leadID, subject.id), never here. An error names the
+// field field+sub (joined only then).
+func str(field, sub string, v *fastjson.Value, dst *string) error {
+	b, err := v.StringBytes()
+	if err != nil {
+		return &FieldError{Field: field + sub, Reason: "want a string, got " + jsonKind(v)}
 	}
-	*dst = strings.TrimSpace(*dst)
+	*dst = string(bytes.TrimSpace(validUTF8(b)))
 	return nil
 }
 
-func object(field string, v json.RawMessage) (map[string]json.RawMessage, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(v, &m); err != nil || m == nil {
-		return nil, &FieldError{Field: field, Reason: "want an object, got " + jsonKind(v)}
-	}
-	return m, nil
+// number returns a JSON number exactly as written.
+func number(v *fastjson.Value) string {
+	var buf [32]byte
+	return string(v.MarshalTo(buf[:0]))
 }
 
-func decodeSubject(v json.RawMessage, rc *rawCapture) error {
-	m, err := object("subject", v)
+func object(mb *memberBuf, field string, v *fastjson.Value) ([]member, error) {
+	o, err := v.Object()
+	if err != nil {
+		return nil, &FieldError{Field: field, Reason: "want an object, got " + jsonKind(v)}
+	}
+	return mb.members(o), nil
+}
+
+func decodeSubject(mb *memberBuf, v *fastjson.Value, rc *rawCapture) error {
+	ms, err := object(mb, "subject", v)
 	if err != nil {
 		return err
 	}
-	for _, k := range sortedKeys(m) {
-		if isNull(m[k]) {
+	for _, m := range ms {
+		k, mv := m.key, m.v
+		if mv.Type() == fastjson.TypeNull {
 			continue
 		}
 		var dst *string
@@ -229,55 +390,63 @@ func decodeSubject(v json.RawMessage, rc *rawCapture) error {
 		case "source":
 			dst = &rc.subjectSource
 		case "id":
-			if t := jsonKind(m[k]); t == "a number" {
+			if mv.Type() == fastjson.TypeNumber {
 				// Numeric CRM ids (HubSpot) keep their digits exactly.
-				rc.subjectID = string(bytes.TrimSpace(m[k]))
+				rc.subjectID = number(mv)
 				continue
 			}
 			dst = &rc.subjectID
 		default:
 			return &FieldError{Field: "subject." + keyName(k), Reason: "unknown field"}
 		}
-		if err := str("subject."+k, m[k], dst); err != nil {
+		if err := str("subject.", k, mv, dst); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func decodeClicks(v json.RawMessage, rc *rawCapture) error {
-	m, err := object("click_ids", v)
+// clickFields names each click ID type's field in errors.
+var clickFields = func() map[string]string {
+	m := map[string]string{}
+	for _, t := range ClickTypes {
+		m[t] = "click_ids." + t
+	}
+	return m
+}()
+
+func decodeClicks(mb *memberBuf, v *fastjson.Value, rc *rawCapture) error {
+	ms, err := object(mb, "click_ids", v)
 	if err != nil {
 		return err
 	}
-	for _, t := range sortedKeys(m) {
-		field := "click_ids." + keyName(t)
-		if !isClickType(t) {
-			return &FieldError{Field: field, Reason: "unknown click ID type (want one of " + strings.Join(ClickTypes, ", ") + ")"}
-		}
-		cv := m[t]
-		if isNull(cv) {
-			continue
+	for _, m := range ms {
+		t, cv := m.key, m.v
+		field, ok := clickFields[t]
+		if !ok {
+			return &FieldError{Field: "click_ids." + keyName(t), Reason: "unknown click ID type (want one of " + strings.Join(ClickTypes, ", ") + ")"}
 		}
 		var c rawClick
-		switch jsonKind(cv) {
-		case "a string":
-			if err := str(field, cv, &c.id); err != nil {
+		switch cv.Type() {
+		case fastjson.TypeNull:
+			continue
+		case fastjson.TypeString:
+			if err := str(field, "", cv, &c.id); err != nil {
 				return err
 			}
-		case "an object":
-			o, _ := object(field, cv)
-			for _, k := range sortedKeys(o) {
-				if isNull(o[k]) {
+		case fastjson.TypeObject:
+			o, _ := object(mb, field, cv)
+			for _, om := range o {
+				if om.v.Type() == fastjson.TypeNull {
 					continue
 				}
-				switch k {
+				switch om.key {
 				case "id":
-					err = str(field+".id", o[k], &c.id)
+					err = str(field, ".id", om.v, &c.id)
 				case "clicked_at":
-					err = str(field+".clicked_at", o[k], &c.clickedAt)
+					err = str(field, ".clicked_at", om.v, &c.clickedAt)
 				default:
-					err = &FieldError{Field: field + "." + keyName(k), Reason: "unknown field"}
+					err = &FieldError{Field: field + "." + keyName(om.key), Reason: "unknown field"}
 				}
 				if err != nil {
 					return err
@@ -294,23 +463,23 @@ func decodeClicks(v json.RawMessage, rc *rawCapture) error {
 	return nil
 }
 
-func decodeConsent(v json.RawMessage, rc *rawCapture) error {
-	m, err := object("consent", v)
+func decodeConsent(mb *memberBuf, v *fastjson.Value, rc *rawCapture) error {
+	ms, err := object(mb, "consent", v)
 	if err != nil {
 		return err
 	}
 	rc.consentPresent = true
-	for _, k := range sortedKeys(m) {
-		if isNull(m[k]) {
+	for _, m := range ms {
+		if m.v.Type() == fastjson.TypeNull {
 			continue
 		}
-		switch k {
+		switch m.key {
 		case "ad_user_data":
-			err = str("consent."+k, m[k], &rc.adUserData)
+			err = str("consent.", m.key, m.v, &rc.adUserData)
 		case "ad_personalization":
-			err = str("consent."+k, m[k], &rc.adPersonalization)
+			err = str("consent.", m.key, m.v, &rc.adPersonalization)
 		default:
-			err = &FieldError{Field: "consent." + keyName(k), Reason: "unknown field"}
+			err = &FieldError{Field: "consent." + keyName(m.key), Reason: "unknown field"}
 		}
 		if err != nil {
 			return err
@@ -320,18 +489,16 @@ func decodeConsent(v json.RawMessage, rc *rawCapture) error {
 }
 
 // leadID accepts a string or an integer (Meta's leadgen_id arrives as either).
-func leadID(v json.RawMessage, dst *string) error {
-	if jsonKind(v) == "a number" {
-		var n json.Number
-		if err := json.Unmarshal(v, &n); err == nil {
-			if _, err := strconv.ParseUint(n.String(), 10, 64); err == nil {
-				*dst = n.String()
-				return nil
-			}
+func leadID(v *fastjson.Value, dst *string) error {
+	if v.Type() == fastjson.TypeNumber {
+		n := number(v)
+		if _, err := strconv.ParseUint(n, 10, 64); err == nil {
+			*dst = n
+			return nil
 		}
 		return &FieldError{Field: "lead_id", Reason: "want a string or a whole number"}
 	}
-	return str("lead_id", v, dst)
+	return str("lead_id", "", v, dst)
 }
 
 // build validates rc and hashes its identifiers.
