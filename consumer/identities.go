@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/internal/identity"
@@ -167,11 +170,8 @@ func (p *IdentityPipeline) finish(ctx context.Context, d decodedCaptures) (Ident
 	}
 	st.DeadLettered = len(dead)
 	if len(captures) > 0 {
-		if err := p.retry.do(ctx, p.log, "upsert identities", func(ctx context.Context) error {
-			_, err := p.cfg.Store.UpsertIdentities(ctx, captures)
-			return err
-		}); err != nil {
-			return IdentityStats{}, fmt.Errorf("upsert identities: %w", err)
+		if err := p.upsert(ctx, captures); err != nil {
+			return IdentityStats{}, err
 		}
 		st.Captures = len(captures)
 		released, err := p.rejoin(ctx, captures)
@@ -187,6 +187,48 @@ func (p *IdentityPipeline) finish(ctx context.Context, d decodedCaptures) (Ident
 		m.addIdentities(st.Captures)
 	}
 	return st, nil
+}
+
+// upsertShardMin is the least number of captures per shard worth a transaction of its own.
+const upsertShardMin = 250
+
+// upsert stores captures durably. A large batch is split by subject into up to
+// GOMAXPROCS shards written in concurrent transactions: no subject is in two shards, so
+// the shards never wait on each other's locks and each subject's captures still merge in
+// message order, and the database works on several cores while the next batch is
+// decoded. A shard that fails is retried; one already written is idempotent, were the
+// whole batch redelivered.
+func (p *IdentityPipeline) upsert(ctx context.Context, captures []store.IdentityCapture) error {
+	shards := shardBySubject(captures, min(runtime.GOMAXPROCS(0), len(captures)/upsertShardMin))
+	g, gctx := errgroup.WithContext(ctx)
+	for _, shard := range shards {
+		g.Go(func() error {
+			return p.retry.do(gctx, p.log, "upsert identities", func(ctx context.Context) error {
+				_, err := p.cfg.Store.UpsertIdentities(ctx, shard)
+				return err
+			})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("upsert identities: %w", err)
+	}
+	return nil
+}
+
+// shardBySubject splits captures into n groups by a hash of their subject key, keeping
+// their order within each group; n <= 1 gives one group.
+func shardBySubject(captures []store.IdentityCapture, n int) [][]store.IdentityCapture {
+	if n <= 1 {
+		return [][]store.IdentityCapture{captures}
+	}
+	out := make([][]store.IdentityCapture, n)
+	for _, c := range captures {
+		h := fnv.New32a()
+		h.Write([]byte(c.SubjectKey))
+		i := h.Sum32() % uint32(n)
+		out[i] = append(out[i], c)
+	}
+	return slices.DeleteFunc(out, func(s []store.IdentityCapture) bool { return len(s) == 0 })
 }
 
 // rejoin finds the conversions awaiting any subject of the captures and releases those

@@ -194,3 +194,31 @@ func TestIdentityBatchDecodedInOrder(t *testing.T) {
 	}
 	require.Equal(t, wantDead, gotDead)
 }
+
+func TestShardBySubject(t *testing.T) {
+	t.Parallel()
+	var caps []store.IdentityCapture
+	for i := range 1000 {
+		caps = append(caps, store.IdentityCapture{SubjectKey: fmt.Sprint("s-", i%37), LeadID: strconv.Itoa(i)})
+	}
+	require.Equal(t, [][]store.IdentityCapture{caps}, shardBySubject(caps, 1))
+	shards := shardBySubject(caps, 3)
+	require.Len(t, shards, 3)
+	home := map[string]int{}
+	total := 0
+	for i, shard := range shards {
+		last := -1
+		for _, c := range shard {
+			if h, ok := home[c.SubjectKey]; ok {
+				require.Equal(t, h, i, "subject %s in two shards", c.SubjectKey)
+			}
+			home[c.SubjectKey] = i
+			n, _ := strconv.Atoi(c.LeadID)
+			require.Greater(t, n, last, "message order kept within a shard")
+			last = n
+		}
+		total += len(shard)
+	}
+	require.Equal(t, len(caps), total)
+	require.Len(t, home, 37)
+}
