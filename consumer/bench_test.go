@@ -130,6 +130,9 @@ func BenchmarkIdentityConsumerPostgres(b *testing.B) {
 	cfg.StageTopics = []StageTopic{{Topic: stages}}
 	cfg.IdentityTopic = topic
 	cfg.DeadLetterTopic = dlq
+	if v, err := strconv.Atoi(os.Getenv("CLOSEDLOOP_BENCH_BATCH")); err == nil {
+		cfg.BatchSize = v
+	}
 	mp := testMapping(b)
 	c, err := New(cfg, Deps{Store: s, Mapping: func() *crm.Mapping { return mp }, Normalizer: pii.Normalizer{DefaultRegion: "US"},
 		Metrics: NewMetrics(prometheus.NewRegistry()), Log: benchLogger(b)})
