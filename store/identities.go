@@ -107,39 +107,19 @@ func (st *identityState) apply(c IdentityCapture) bool {
 		changed = true
 	}
 
-	byField := map[string]pii.Set{}
-	for k, v := range c.Identifiers {
-		if v == "" {
-			continue
+	// Identifiers merge per field ("email" covers "email" and "email/google"): every key
+	// of the field from the latest capture having it.
+	keys := slices.Sorted(maps.Keys(c.Identifiers))
+	for lo := 0; lo < len(keys); {
+		field := identifierField(keys[lo])
+		hi := lo + 1
+		for hi < len(keys) && identifierField(keys[hi]) == field {
+			hi++
 		}
-		field, _, _ := strings.Cut(k, "/")
-		if byField[field] == nil {
-			byField[field] = pii.Set{}
+		if st.mergeField(field, keys[lo:hi], c.Identifiers, at) {
+			changed = true
 		}
-		byField[field][k] = v
-	}
-	for field, set := range byField {
-		if prev, ok := st.stamps[field]; ok && at.Before(prev) {
-			continue
-		}
-		have := pii.Set{}
-		for k, v := range st.id.Identifiers {
-			if f, _, _ := strings.Cut(k, "/"); f == field {
-				have[k] = v
-			}
-		}
-		if maps.Equal(have, set) && st.stamps[field].Equal(at) {
-			continue
-		}
-		if st.id.Identifiers == nil {
-			st.id.Identifiers = pii.Set{}
-		}
-		for k := range have {
-			delete(st.id.Identifiers, k)
-		}
-		maps.Copy(st.id.Identifiers, set)
-		st.stamps[field] = at
-		changed = true
+		lo = hi
 	}
 
 	for _, sc := range []struct {
@@ -182,6 +162,59 @@ func (st *identityState) apply(c IdentityCapture) bool {
 		st.dirty = true
 	}
 	return changed
+}
+
+// identifierField is the field of an identifier key: "email" for "email/google".
+func identifierField(key string) string {
+	field, _, _ := strings.Cut(key, "/")
+	return field
+}
+
+// mergeField replaces the stored keys of field with keys (sorted, all of field) from
+// values, captured at, unless the stored ones were captured later or are the same. It
+// reports whether anything changed. Empty values are absent.
+func (st *identityState) mergeField(field string, keys []string, values pii.Set, at time.Time) bool {
+	present := 0
+	for _, k := range keys {
+		if values[k] != "" {
+			present++
+		}
+	}
+	if present == 0 {
+		return false
+	}
+	prev, ok := st.stamps[field]
+	if ok && at.Before(prev) {
+		return false
+	}
+	stored := 0
+	same := true
+	for k, v := range st.id.Identifiers {
+		if identifierField(k) == field {
+			stored++
+			if values[k] != v {
+				same = false
+			}
+		}
+	}
+	if same && stored == present && prev.Equal(at) {
+		return false
+	}
+	if st.id.Identifiers == nil {
+		st.id.Identifiers = make(pii.Set, len(keys))
+	}
+	for k := range st.id.Identifiers {
+		if identifierField(k) == field {
+			delete(st.id.Identifiers, k)
+		}
+	}
+	for _, k := range keys {
+		if v := values[k]; v != "" {
+			st.id.Identifiers[k] = v
+		}
+	}
+	st.stamps[field] = at
+	return true
 }
 
 func consentEqual(a, b Consent) bool {
