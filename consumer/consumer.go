@@ -107,6 +107,7 @@ func New(cfg Config, deps Deps) (*Consumer, error) {
 		if err != nil {
 			return nil, err
 		}
+		c.ids.writeTimeout = c.drainTimeout
 		c.idRdr = c.newReader(cfg.IdentityGroupID, []string{cfg.IdentityTopic}, "kafka.identities")
 	}
 	return c, nil
@@ -171,10 +172,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 	})
 	if c.idRdr != nil {
 		g.Go(func() error {
-			return c.loop(gctx, c.idRdr, &c.idUp, "identities", func(_ context.Context, msgs []kafka.Message) func(context.Context) error {
-				prep := c.ids.decode(msgs)
+			return c.loop(gctx, c.idRdr, &c.idUp, "identities", func(ctx context.Context, msgs []kafka.Message) func(context.Context) error {
+				b := c.ids.start(ctx, c.ids.decode(msgs))
 				return func(ctx context.Context) error {
-					_, err := c.ids.finish(ctx, prep)
+					_, err := c.ids.finish(ctx, b)
 					return err
 				}
 			})
@@ -183,6 +184,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	g.Go(func() error { return c.sweep(gctx) })
 	g.Go(func() error { c.watchJoin(gctx); return nil })
 	err := g.Wait()
+	if c.ids != nil {
+		c.ids.wait() // the writes of batches abandoned after an error
+	}
 	return err
 }
 
@@ -241,10 +245,11 @@ type batchWork struct {
 // loop fetches batches of up to batch_size messages (or whatever arrived within
 // batch_wait of the first), processes each and commits it. It runs in two halves joined
 // by a queue of one batch: the fetching half fetches batch N+1 and runs prepare on it
-// (decoding, planning and the identity lookup: nothing durable) while the writing half
-// finishes batch N (the durable writes) and then commits it. Batches are finished and committed
-// one at a time, in fetch order, so offsets advance in order per partition and never
-// before process's durable write returned nil.
+// (stage changes: decoding, planning and the identity lookup; identity captures:
+// decoding, hashing and starting their idempotent writes) while the writing half
+// finishes batch N (its durable writes end) and then commits it. Batches are finished and
+// committed one at a time, in fetch order, so offsets advance in order per partition and
+// never before the batch's durable writes returned nil.
 func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, up *atomic.Bool, what string, prepare func(context.Context, []kafka.Message) func(context.Context) error) error {
 	log := c.log.Named(what)
 	queue := make(chan batchWork, 1)

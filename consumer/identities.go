@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"runtime"
-	"slices"
 	"sync"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/internal/identity"
@@ -51,12 +50,20 @@ type IdentityPipelineConfig struct {
 }
 
 // IdentityPipeline stores identity captures and releases the conversions that were
-// waiting for them: decode → dead letters → UpsertIdentities → AwaitingForSubjects → join
-// → UpdateAwaiting. The caller commits offsets after Process returns nil.
+// waiting for them: decode → UpsertIdentities on the lanes (see start) and dead letters →
+// AwaitingForSubjects → join → UpdateAwaiting. The caller commits offsets after Process
+// (or finish) returns nil.
 type IdentityPipeline struct {
 	cfg   IdentityPipelineConfig
 	log   *zap.Logger
 	retry backoff
+	// writeTimeout bounds each shard's write, retries included; it runs on after the
+	// caller's context is cancelled (a batch in hand is finished, not dropped).
+	writeTimeout time.Duration
+
+	mu      sync.Mutex   // serializes start
+	tails   []*laneWrite // per lane, the shard started last
+	writing sync.WaitGroup
 }
 
 // NewIdentityPipeline checks cfg and returns an IdentityPipeline.
@@ -67,7 +74,8 @@ func NewIdentityPipeline(cfg IdentityPipelineConfig) (*IdentityPipeline, error) 
 	if !cfg.SkipDeadLetters && (cfg.DeadLetters == nil || cfg.DeadLetterTopic == "") {
 		return nil, errors.New("consumer: IdentityPipelineConfig.DeadLetters and DeadLetterTopic are required")
 	}
-	p := &IdentityPipeline{cfg: cfg, log: cfg.Log, retry: defaultBackoff}
+	p := &IdentityPipeline{cfg: cfg, log: cfg.Log, retry: defaultBackoff, writeTimeout: 30 * time.Second,
+		tails: make([]*laneWrite, max(runtime.GOMAXPROCS(0), 1))}
 	if p.log == nil {
 		p.log = zap.NewNop()
 	}
@@ -77,7 +85,10 @@ func NewIdentityPipeline(cfg IdentityPipelineConfig) (*IdentityPipeline, error) 
 // Process handles one batch of identity-capture messages. It returns nil only once the
 // bad ones are dead-lettered and the good ones stored and re-joined.
 func (p *IdentityPipeline) Process(ctx context.Context, msgs []kafka.Message) (IdentityStats, error) {
-	return p.finish(ctx, p.decode(msgs))
+	b := p.start(ctx, p.decode(msgs))
+	st, err := p.finish(ctx, b)
+	b.wait()
+	return st, err
 }
 
 // decodedCaptures is a batch of identity-capture messages decoded and hashed, not yet
@@ -148,11 +159,73 @@ func (p *IdentityPipeline) decode(msgs []kafka.Message) decodedCaptures {
 	return d
 }
 
-// finish dead-letters the bad messages of a decoded batch, stores its captures and
-// re-joins the conversions waiting for them.
-func (p *IdentityPipeline) finish(ctx context.Context, d decodedCaptures) (IdentityStats, error) {
-	st := IdentityStats{Messages: d.msgs}
-	captures, dead := d.captures, d.dead
+// laneWrite is one shard of one batch on its lane: done is closed once the shard is stored
+// (err nil) or given up on (err set).
+type laneWrite struct {
+	done chan struct{}
+	err  error
+}
+
+// storing is a decoded batch whose captures are being stored on the lanes.
+type storing struct {
+	decodedCaptures
+	writes []*laneWrite
+}
+
+// wait returns once every write of the batch has ended.
+func (b *storing) wait() {
+	for _, w := range b.writes {
+		<-w.done
+	}
+}
+
+// start begins storing d's captures in the background and returns the batch for finish.
+// The captures are split by subject over the lanes (GOMAXPROCS of them): lane i stores
+// the subjects that hash to i in its own transaction, one batch after another in start
+// order. A subject's captures thus still merge in message order, while the lanes run on
+// several cores, ahead of one another and of the batch being committed, as the next
+// batch is decoded. A write outlives ctx's cancellation, bounded by writeTimeout.
+func (p *IdentityPipeline) start(ctx context.Context, d decodedCaptures) *storing {
+	b := &storing{decodedCaptures: d}
+	if len(d.captures) == 0 {
+		return b
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, shard := range shardBySubject(d.captures, len(p.tails)) {
+		prev := p.tails[i]
+		w := &laneWrite{done: make(chan struct{})}
+		p.tails[i] = w
+		b.writes = append(b.writes, w)
+		p.writing.Add(1)
+		go func() {
+			defer p.writing.Done()
+			defer close(w.done)
+			if prev != nil {
+				<-prev.done // its failure fails its own batch; this one is still written
+			}
+			if len(shard) == 0 {
+				return
+			}
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.writeTimeout)
+			defer cancel()
+			w.err = p.retry.do(wctx, p.log, "upsert identities", func(ctx context.Context) error {
+				_, err := p.cfg.Store.UpsertIdentities(ctx, shard)
+				return err
+			})
+		}()
+	}
+	return b
+}
+
+// wait returns once every write started so far has ended.
+func (p *IdentityPipeline) wait() { p.writing.Wait() }
+
+// finish dead-letters the bad messages of a started batch, waits for its captures to be
+// stored and re-joins the conversions waiting for them.
+func (p *IdentityPipeline) finish(ctx context.Context, b *storing) (IdentityStats, error) {
+	st := IdentityStats{Messages: b.msgs}
+	captures, dead := b.captures, b.dead
 	if len(dead) > 0 && !p.cfg.SkipDeadLetters {
 		out := make([]kafka.Message, len(dead))
 		for i, d := range dead {
@@ -170,8 +243,15 @@ func (p *IdentityPipeline) finish(ctx context.Context, d decodedCaptures) (Ident
 	}
 	st.DeadLettered = len(dead)
 	if len(captures) > 0 {
-		if err := p.upsert(ctx, captures); err != nil {
-			return IdentityStats{}, err
+		for _, w := range b.writes {
+			select {
+			case <-w.done:
+			case <-ctx.Done():
+				return IdentityStats{}, fmt.Errorf("upsert identities: %w", ctx.Err())
+			}
+			if w.err != nil {
+				return IdentityStats{}, fmt.Errorf("upsert identities: %w", w.err)
+			}
 		}
 		st.Captures = len(captures)
 		released, err := p.rejoin(ctx, captures)
@@ -189,34 +269,8 @@ func (p *IdentityPipeline) finish(ctx context.Context, d decodedCaptures) (Ident
 	return st, nil
 }
 
-// upsertShardMin is the least number of captures per shard worth a transaction of its own.
-const upsertShardMin = 250
-
-// upsert stores captures durably. A large batch is split by subject into up to
-// GOMAXPROCS shards written in concurrent transactions: no subject is in two shards, so
-// the shards never wait on each other's locks and each subject's captures still merge in
-// message order, and the database works on several cores while the next batch is
-// decoded. A shard that fails is retried; one already written is idempotent, were the
-// whole batch redelivered.
-func (p *IdentityPipeline) upsert(ctx context.Context, captures []store.IdentityCapture) error {
-	shards := shardBySubject(captures, min(runtime.GOMAXPROCS(0), len(captures)/upsertShardMin))
-	g, gctx := errgroup.WithContext(ctx)
-	for _, shard := range shards {
-		g.Go(func() error {
-			return p.retry.do(gctx, p.log, "upsert identities", func(ctx context.Context) error {
-				_, err := p.cfg.Store.UpsertIdentities(ctx, shard)
-				return err
-			})
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return fmt.Errorf("upsert identities: %w", err)
-	}
-	return nil
-}
-
-// shardBySubject splits captures into n groups by a hash of their subject key, keeping
-// their order within each group; n <= 1 gives one group.
+// shardBySubject splits captures into n groups (some may be empty) by a hash of their
+// subject key, keeping their order within each group; n <= 1 gives one group.
 func shardBySubject(captures []store.IdentityCapture, n int) [][]store.IdentityCapture {
 	if n <= 1 {
 		return [][]store.IdentityCapture{captures}
@@ -228,7 +282,7 @@ func shardBySubject(captures []store.IdentityCapture, n int) [][]store.IdentityC
 		i := h.Sum32() % uint32(n)
 		out[i] = append(out[i], c)
 	}
-	return slices.DeleteFunc(out, func(s []store.IdentityCapture) bool { return len(s) == 0 })
+	return out
 }
 
 // rejoin finds the conversions awaiting any subject of the captures and releases those

@@ -222,3 +222,38 @@ func TestShardBySubject(t *testing.T) {
 	require.Equal(t, len(caps), total)
 	require.Len(t, home, 37)
 }
+
+// slowFirstUpsert delays the first UpsertIdentities call, so a later batch's write would
+// overtake it were the lanes not ordered.
+type slowFirstUpsert struct {
+	IdentityStore
+	once sync.Once
+}
+
+func (s *slowFirstUpsert) UpsertIdentities(ctx context.Context, caps []store.IdentityCapture) (store.UpsertResult, error) {
+	s.once.Do(func() { time.Sleep(200 * time.Millisecond) })
+	return s.IdentityStore.UpsertIdentities(ctx, caps)
+}
+
+// Batches started one after another are stored in that order per subject, even when the
+// first one's write is slow: captures with equal times merge last-wins in message order.
+func TestIdentityLanesKeepBatchOrder(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openSQLite(t)
+	ids := newTestIdentityPipeline(t, &slowFirstUpsert{IdentityStore: s}, &recordingWriter{}, nil)
+	batch := func(ip string) []kafka.Message {
+		return []kafka.Message{msgAt("ids", 0, 1, []byte(`{"subject":{"type":"contact","source":"relay","id":"c-lane"},"captured_at":"2026-01-01T00:00:00Z","ip":"`+ip+`"}`))}
+	}
+	first := ids.start(ctx, ids.decode(batch("10.0.0.1")))
+	second := ids.start(ctx, ids.decode(batch("10.0.0.2")))
+	_, err := ids.finish(ctx, first)
+	require.NoError(t, err)
+	_, err = ids.finish(ctx, second)
+	require.NoError(t, err)
+	ids.wait()
+	key := crm.SubjectKey("relay", "contact", "c-lane")
+	got, err := s.LookupIdentities(ctx, []string{key})
+	require.NoError(t, err)
+	require.Equal(t, "10.0.0.2", got[key].IP, "the later batch wins the tie")
+}
