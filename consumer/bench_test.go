@@ -71,32 +71,7 @@ func benchConsumer(b *testing.B, stored bool) {
 	cfg.StageTopics = []StageTopic{{Topic: topic}}
 	cfg.IdentityTopic = ""
 	cfg.DeadLetterTopic = dlq
-	if v, err := strconv.Atoi(os.Getenv("CLOSEDLOOP_BENCH_BATCH")); err == nil {
-		cfg.BatchSize = v
-	}
-	mp := testMapping(b)
-	c, err := New(cfg, Deps{Store: s, Mapping: func() *crm.Mapping { return mp }, Normalizer: pii.Normalizer{DefaultRegion: "US"},
-		Metrics: NewMetrics(prometheus.NewRegistry()), Log: benchLogger(b)})
-	require.NoError(b, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	b.ResetTimer()
-	cpu0 := processCPU(b)
-	start := time.Now()
-	go func() { done <- c.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Minute)
-	for !committedAtEnd(context.Background(), b, brokers, cfg.GroupID, topic) {
-		require.True(b, time.Now().Before(deadline), "the consumer did not reach the end in time")
-		time.Sleep(20 * time.Millisecond)
-	}
-	elapsed := time.Since(start)
-	cpu := processCPU(b) - cpu0
-	b.StopTimer()
-	cancel()
-	require.NoError(b, <-done)
-	require.NoError(b, c.Close())
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "stage_changes/s")
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu_µs/stage_change")
+	runConsumerBench(b, s, cfg, cfg.GroupID, topic, "stage_change")
 	if stored {
 		ready, err := s.ListConversions(context.Background(), store.ListFilter{State: store.StateReady, Limit: 2*b.N + 1})
 		require.NoError(b, err)
@@ -130,6 +105,16 @@ func BenchmarkIdentityConsumerPostgres(b *testing.B) {
 	cfg.StageTopics = []StageTopic{{Topic: stages}}
 	cfg.IdentityTopic = topic
 	cfg.DeadLetterTopic = dlq
+	runConsumerBench(b, s, cfg, cfg.IdentityGroupID, topic, "capture")
+	got, err := s.LookupIdentities(context.Background(), []string{"bench:contact:" + ds.ContactID(b.N-1)})
+	require.NoError(b, err)
+	require.Len(b, got, 1, "the last capture is stored")
+}
+
+// runConsumerBench runs a consumer on cfg (batch size from CLOSEDLOOP_BENCH_BATCH when
+// set) until group has committed the end of topic, timing that, and reports b.N/s and the
+// process's CPU per message, as unit/s and cpu_µs/unit.
+func runConsumerBench(b *testing.B, s *store.Store, cfg Config, group, topic, unit string) {
 	if v, err := strconv.Atoi(os.Getenv("CLOSEDLOOP_BENCH_BATCH")); err == nil {
 		cfg.BatchSize = v
 	}
@@ -144,7 +129,7 @@ func BenchmarkIdentityConsumerPostgres(b *testing.B) {
 	start := time.Now()
 	go func() { done <- c.Run(ctx) }()
 	deadline := time.Now().Add(5 * time.Minute)
-	for !committedAtEnd(context.Background(), b, brokers, cfg.IdentityGroupID, topic) {
+	for !committedAtEnd(context.Background(), b, cfg.Brokers, group, topic) {
 		require.True(b, time.Now().Before(deadline), "the consumer did not reach the end in time")
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -154,11 +139,8 @@ func BenchmarkIdentityConsumerPostgres(b *testing.B) {
 	cancel()
 	require.NoError(b, <-done)
 	require.NoError(b, c.Close())
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "captures/s")
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu_µs/capture")
-	got, err := s.LookupIdentities(context.Background(), []string{"bench:contact:" + ds.ContactID(b.N-1)})
-	require.NoError(b, err)
-	require.Len(b, got, 1, "the last capture is stored")
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), unit+"s/s")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu_µs/"+unit)
 }
 
 func benchLogger(b *testing.B) *zap.Logger {

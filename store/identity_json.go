@@ -78,20 +78,18 @@ func appendIdentityJSON(b []byte, id Identity) ([]byte, error) {
 // appendStringMapJSON appends json.Marshal(m) of a string map, keys sorted; a nil map as
 // {} (the column's empty value).
 func appendStringMapJSON(b []byte, m map[string]string) []byte {
-	b = append(b, '{')
-	for i, k := range slices.Sorted(maps.Keys(m)) {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = appendJSONString(b, k)
-		b = append(b, ':')
-		b = appendJSONString(b, m[k])
-	}
-	return append(b, '}')
+	b, _ = appendMapJSON(b, m, func(b []byte, v string) ([]byte, error) { return appendJSONString(b, v), nil })
+	return b
 }
 
 // appendStampsJSON appends json.Marshal(m) of a map of times, keys sorted.
 func appendStampsJSON(b []byte, m map[string]time.Time) ([]byte, error) {
+	return appendMapJSON(b, m, appendJSONTime)
+}
+
+// appendMapJSON appends m as a JSON object, keys sorted as json.Marshal sorts them, each
+// value written by value.
+func appendMapJSON[V any](b []byte, m map[string]V, value func([]byte, V) ([]byte, error)) ([]byte, error) {
 	var err error
 	b = append(b, '{')
 	for i, k := range slices.Sorted(maps.Keys(m)) {
@@ -100,7 +98,7 @@ func appendStampsJSON(b []byte, m map[string]time.Time) ([]byte, error) {
 		}
 		b = appendJSONString(b, k)
 		b = append(b, ':')
-		if b, err = appendJSONTime(b, m[k]); err != nil {
+		if b, err = value(b, m[k]); err != nil {
 			return nil, err
 		}
 	}
