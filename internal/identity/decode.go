@@ -638,7 +638,7 @@ func checkClickID(typ, id string) error {
 	if len(id) > maxClickID {
 		return errors.New("longer than 1024 characters")
 	}
-	if !utf8.ValidString(id) || strings.IndexFunc(id, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+	if !plainASCII(id) && (!utf8.ValidString(id) || strings.IndexFunc(id, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0) {
 		return errors.New("contains whitespace, control characters or invalid UTF-8")
 	}
 	if typ == "fbc" || typ == "fbp" {
@@ -648,6 +648,17 @@ func checkClickID(typ, id string) error {
 		}
 	}
 	return nil
+}
+
+// plainASCII reports whether s is printable ASCII without spaces (every click ID a
+// platform issues), which needs no rune-by-rune check.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func digits(s string) bool {
