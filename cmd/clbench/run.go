@@ -116,6 +116,9 @@ func run(ctx context.Context, o options) error {
 		if o.Only != "" && s.name != "produce" && s.name != "warm-up" && !strings.Contains(s.name, o.Only) {
 			continue
 		}
+		if err := e.settle(ctx); err != nil {
+			return fmt.Errorf("before %s: %w", s.name, err)
+		}
 		logf("== %s", s.name)
 		if err := s.fn(ctx); err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
@@ -193,6 +196,32 @@ func (e *env) produce(ctx context.Context) error {
 		return err
 	}
 	return bench.Produce(ctx, e.o.Brokers, t.stagesUp, 0, e.o.UploadN, e.dsUp.StageChange)
+}
+
+// settle brings the database to the same quiet state before every timed step: it
+// vacuums and analyzes the run's databases (so autovacuum does not start on the tables
+// the previous step filled while the next one is timed) and checkpoints. Without it, a
+// raw COPY timed right after a million-row ingestion could share the cores with
+// autovacuum, and its rate varied by a third from run to run.
+func (e *env) settle(ctx context.Context) error {
+	for _, dsn := range []string{e.dsn, e.upDSN} {
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			return err
+		}
+		_, err = conn.Exec(ctx, "VACUUM (ANALYZE)")
+		conn.Close(ctx)
+		if err != nil {
+			return err
+		}
+	}
+	conn, err := pgx.Connect(ctx, e.o.AdminDSN)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "CHECKPOINT")
+	return err
 }
 
 // config writes a worker config for this run and returns its path.
