@@ -54,7 +54,9 @@ func prehashed(raw string) (string, bool) {
 
 func sum(s string) string {
 	h := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(h[:])
+	var x [2 * sha256.Size]byte
+	hex.Encode(x[:], h[:])
+	return string(x[:])
 }
 
 // Normalize returns the form platform p wants field f in before hashing. "" means absent:
