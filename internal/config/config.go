@@ -68,6 +68,11 @@ type UploaderConfig struct {
 	Enabled      *bool         `yaml:"enabled"`
 	PollInterval time.Duration `yaml:"poll_interval"`
 	LeaseFor     time.Duration `yaml:"lease_for"`
+	// StatusPollInterval and StatusPollLimit pace the platforms that accept asynchronously
+	// (Google Data Manager): every interval, up to limit rows in state sent are checked
+	// with the platform. Together they cap how fast rows reach accepted or rejected.
+	StatusPollInterval time.Duration `yaml:"status_poll_interval"`
+	StatusPollLimit    int           `yaml:"status_poll_limit"`
 }
 
 // ReportConfig tunes the reconciliation report's flags.
@@ -80,13 +85,14 @@ type ReportConfig struct {
 func Default() Config {
 	enabled := true
 	return Config{
-		Log:      LogConfig{Level: "info", Format: "json"},
-		Admin:    AdminConfig{Listen: "127.0.0.1:9464", ShutdownTimeout: 15 * time.Second},
-		PII:      PIIConfig{DefaultRegion: "US"},
-		Kafka:    consumer.DefaultConfig(),
-		Store:    store.DefaultConfig(),
-		Uploader: UploaderConfig{Enabled: &enabled, PollInterval: time.Second, LeaseFor: 2 * time.Minute},
-		Report:   ReportConfig{RateChangeThreshold: 0.10, SparseWeeklyVolume: 50},
+		Log:   LogConfig{Level: "info", Format: "json"},
+		Admin: AdminConfig{Listen: "127.0.0.1:9464", ShutdownTimeout: 15 * time.Second},
+		PII:   PIIConfig{DefaultRegion: "US"},
+		Kafka: consumer.DefaultConfig(),
+		Store: store.DefaultConfig(),
+		Uploader: UploaderConfig{Enabled: &enabled, PollInterval: time.Second, LeaseFor: 2 * time.Minute,
+			StatusPollInterval: 30 * time.Second, StatusPollLimit: 1000},
+		Report: ReportConfig{RateChangeThreshold: 0.10, SparseWeeklyVolume: 50},
 	}
 }
 
@@ -284,6 +290,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Uploader.LeaseFor < time.Second {
 		errs = append(errs, errors.New("uploader.lease_for: must be at least 1s"))
+	}
+	if c.Uploader.StatusPollInterval < time.Second {
+		errs = append(errs, fmt.Errorf("uploader.status_poll_interval: must be at least 1s, got %s", c.Uploader.StatusPollInterval))
+	}
+	if c.Uploader.StatusPollLimit < 1 || c.Uploader.StatusPollLimit > 100000 {
+		errs = append(errs, fmt.Errorf("uploader.status_poll_limit: must be between 1 and 100000 rows, got %d", c.Uploader.StatusPollLimit))
 	}
 	if c.Report.RateChangeThreshold <= 0 || c.Report.RateChangeThreshold >= 1 {
 		errs = append(errs, fmt.Errorf("report.rate_change_threshold: must be between 0 and 1, got %v", c.Report.RateChangeThreshold))

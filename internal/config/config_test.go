@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -37,6 +38,8 @@ func TestExampleLoadsAndValidates(t *testing.T) {
 	require.Equal(t, "s3cret", cfg.Destinations["google-main"].ClientSecret)
 	require.Len(t, cfg.Destinations, 4)
 	require.Len(t, cfg.Mappings, 2)
+	require.Equal(t, 30*time.Second, cfg.Uploader.StatusPollInterval)
+	require.Equal(t, 1000, cfg.Uploader.StatusPollLimit)
 	m, err := cfg.CompileMappings()
 	require.NoError(t, err)
 	require.NotEmpty(t, m.Version())
@@ -66,12 +69,15 @@ log: {level: loud}
 pii: {default_region: usa}
 kafka: {brokers: []}
 store: {driver: postgres}
+uploader: {status_poll_interval: 10ms, status_poll_limit: 0}
 destinations:
   g: {platform: google, customer_id: "123-456"}
 `), exampleEnv)
 	require.Error(t, err)
 	for _, want := range []string{
 		`log.level: must be debug, info, warn or error, got "loud"`,
+		`uploader.status_poll_interval: must be at least 1s, got 10ms`,
+		`uploader.status_poll_limit: must be between 1 and 100000 rows, got 0`,
 		`pii.default_region`,
 		`kafka.brokers`,
 		`store.dsn`,

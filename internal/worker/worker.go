@@ -101,6 +101,12 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		if uo.PollInterval == 0 {
 			uo.PollInterval = cfg.Uploader.PollInterval
 		}
+		if uo.StatusPollInterval == 0 {
+			uo.StatusPollInterval = cfg.Uploader.StatusPollInterval
+		}
+		if uo.StatusPollLimit == 0 {
+			uo.StatusPollLimit = cfg.Uploader.StatusPollLimit
+		}
 		for _, name := range cfg.DestinationNames() {
 			d := cfg.Destinations[name]
 			if !d.IsEnabled() {
