@@ -475,6 +475,13 @@ func (s *Store) UpdateAwaiting(ctx context.Context, updates []Conversion) (int, 
 			for i, u := range us {
 				keys[i], idents[i], states[i], reasons[i], details[i], withIDs[i], nexts[i] = u.key, u.identity, u.state, u.reason, u.detail, u.withID, u.next
 			}
+			// Lock the rows in key order first: the stage-change and identity pipelines
+			// re-join the same conversions concurrently, and an UPDATE locks in whatever
+			// order its plan visits them (two of them deadlocked, each costing a second).
+			if _, err := q.exec(ctx, `SELECT 1 FROM conversions WHERE key = ANY($1) AND state = 'awaiting_identity'
+				ORDER BY key FOR UPDATE`, keys); err != nil {
+				return err
+			}
 			r, err := q.query(ctx, `UPDATE conversions c SET identity = u.identity, with_identifier = u.with_id,
 					state = u.state, reason = u.reason, detail = u.detail, next_attempt_at = u.next, updated_at = $8
 				FROM unnest($1::text[], $2::json[], $3::bool[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])
@@ -526,8 +533,12 @@ func (s *Store) ExpireAwaiting(ctx context.Context, createdBefore time.Time, rea
 	}
 	n := 0
 	err := s.db.inTx(ctx, func(q querier) error {
+		which := `state = 'awaiting_identity' AND created_at < $1`
+		if s.pg { // lock the rows in key order, as UpdateAwaiting does
+			which = `key IN (SELECT key FROM conversions WHERE ` + which + ` ORDER BY key FOR UPDATE)`
+		}
 		r, err := q.query(ctx, `UPDATE conversions SET state = 'unmatched', reason = $2, detail = '', updated_at = $3
-			WHERE state = 'awaiting_identity' AND created_at < $1 RETURNING key`,
+			WHERE `+which+` RETURNING key`,
 			s.ts(createdBefore), reason, s.ts(s.now()))
 		if err != nil {
 			return err

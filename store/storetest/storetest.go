@@ -10,6 +10,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -45,6 +46,7 @@ func Run(t *testing.T, open Opener) {
 		{"WriteBatchAtomic", testWriteBatchAtomic},
 		{"ExistingKeys", testExistingKeys},
 		{"AwaitingUpdateExpire", testAwaitingUpdateExpire},
+		{"AwaitingUpdateConcurrent", testAwaitingUpdateConcurrent},
 		{"ClaimDue", testClaimDue},
 		{"ClaimReplayLimit", testClaimReplayLimit},
 		{"ClaimConcurrent", testClaimConcurrent},
@@ -528,6 +530,44 @@ func awaiting(key string, subjects ...string) store.Conversion {
 	c := conv(key)
 	c.State, c.SubjectKeys, c.Identity = store.StateAwaitingIdentity, subjects, store.Identity{}
 	return c
+}
+
+// testAwaitingUpdateConcurrent updates the same awaiting rows from two goroutines, listed in
+// opposite orders (the stage-change and identity pipelines re-join the same conversions
+// concurrently): neither call may fail, a deadlock included.
+func testAwaitingUpdateConcurrent(t *testing.T, open Opener) {
+	s := open(t)
+	var rows []store.Conversion
+	for i := range 300 {
+		rows = append(rows, awaiting(fmt.Sprintf("w%03d", i), fmt.Sprintf("contact:%d", i)))
+	}
+	write(t, s, rows...)
+	reversed := slices.Clone(rows)
+	slices.Reverse(reversed)
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for g, list := range [][]store.Conversion{rows, reversed} {
+		wg.Go(func() {
+			for round := range 15 {
+				ups := slices.Clone(list)
+				for i := range ups {
+					ups[i].Identity = store.Identity{SubjectKey: ups[i].SubjectKeys[0], IP: fmt.Sprintf("192.0.2.%d", g*100+round)}
+				}
+				if _, err := s.UpdateAwaiting(ctx(t), ups); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	got, err := s.AwaitingForSubjects(ctx(t), []string{"contact:0", "contact:299"})
+	require.NoError(t, err)
+	require.Len(t, got, 2, "still awaiting, with one of the two snapshots")
 }
 
 func testAwaitingUpdateExpire(t *testing.T, open Opener) {
