@@ -336,34 +336,15 @@ func testIdentityInvalid(t *testing.T, open Opener) {
 	require.Empty(t, got, "nothing written when a capture is invalid")
 }
 
-// testIdentityConcurrent merges captures of the same subjects from several goroutines at
-// once: no merge may be lost (every click kept, the latest identifiers win) and no call may
-// fail (no deadlock between writers locking the same subjects in different orders).
-func testIdentityConcurrent(t *testing.T, open Opener) {
-	s := open(t)
-	const workers, rounds, subjects = 4, 15, 6
+// concurrently runs fn(0) ... fn(n-1) on n goroutines at once and fails t if any failed.
+func concurrently(t *testing.T, n int, fn func(i int) error) {
+	t.Helper()
 	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
+	errs := make(chan error, n)
+	for i := range n {
 		wg.Go(func() {
-			for r := range rounds {
-				var caps []store.IdentityCapture
-				for i := range subjects {
-					j := (i + w + r) % subjects // each worker visits every subject, in its own order
-					if w%2 == 1 {
-						j = subjects - 1 - j
-					}
-					n := r*workers + w // distinct, increasing capture time per (round, worker)
-					caps = append(caps, store.IdentityCapture{
-						SubjectKey: fmt.Sprint("s", j), CapturedAt: at(float64(n)),
-						Identifiers: pii.Set{"email": fmt.Sprint("e", n)},
-						Clicks:      []store.Click{{Type: "gclid", ID: fmt.Sprintf("w%d-r%d", w, r), At: at(float64(n))}},
-					})
-				}
-				if _, err := s.UpsertIdentities(context.Background(), caps); err != nil {
-					errs <- err
-					return
-				}
+			if err := fn(i); err != nil {
+				errs <- err
 			}
 		})
 	}
@@ -372,6 +353,35 @@ func testIdentityConcurrent(t *testing.T, open Opener) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
+}
+
+// testIdentityConcurrent merges captures of the same subjects from several goroutines at
+// once: no merge may be lost (every click kept, the latest identifiers win) and no call may
+// fail (no deadlock between writers locking the same subjects in different orders).
+func testIdentityConcurrent(t *testing.T, open Opener) {
+	s := open(t)
+	const workers, rounds, subjects = 4, 15, 6
+	concurrently(t, workers, func(w int) error {
+		for r := range rounds {
+			var caps []store.IdentityCapture
+			for i := range subjects {
+				j := (i + w + r) % subjects // each worker visits every subject, in its own order
+				if w%2 == 1 {
+					j = subjects - 1 - j
+				}
+				n := r*workers + w // distinct, increasing capture time per (round, worker)
+				caps = append(caps, store.IdentityCapture{
+					SubjectKey: fmt.Sprint("s", j), CapturedAt: at(float64(n)),
+					Identifiers: pii.Set{"email": fmt.Sprint("e", n)},
+					Clicks:      []store.Click{{Type: "gclid", ID: fmt.Sprintf("w%d-r%d", w, r), At: at(float64(n))}},
+				})
+			}
+			if _, err := s.UpsertIdentities(context.Background(), caps); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	last := (rounds-1)*workers + workers - 1
 	for i := range subjects {
 		id := lookup(t, s, fmt.Sprint("s", i))
@@ -544,27 +554,19 @@ func testAwaitingUpdateConcurrent(t *testing.T, open Opener) {
 	write(t, s, rows...)
 	reversed := slices.Clone(rows)
 	slices.Reverse(reversed)
-	var wg sync.WaitGroup
-	errs := make(chan error, 2)
-	for g, list := range [][]store.Conversion{rows, reversed} {
-		wg.Go(func() {
-			for round := range 15 {
-				ups := slices.Clone(list)
-				for i := range ups {
-					ups[i].Identity = store.Identity{SubjectKey: ups[i].SubjectKeys[0], IP: fmt.Sprintf("192.0.2.%d", g*100+round)}
-				}
-				if _, err := s.UpdateAwaiting(ctx(t), ups); err != nil {
-					errs <- err
-					return
-				}
+	lists := [][]store.Conversion{rows, reversed}
+	concurrently(t, len(lists), func(g int) error {
+		for round := range 15 {
+			ups := slices.Clone(lists[g])
+			for i := range ups {
+				ups[i].Identity = store.Identity{SubjectKey: ups[i].SubjectKeys[0], IP: fmt.Sprintf("192.0.2.%d", g*100+round)}
 			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+			if _, err := s.UpdateAwaiting(ctx(t), ups); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	got, err := s.AwaitingForSubjects(ctx(t), []string{"contact:0", "contact:299"})
 	require.NoError(t, err)
 	require.Len(t, got, 2, "still awaiting, with one of the two snapshots")
