@@ -72,9 +72,10 @@ func wait(ctx context.Context, d time.Duration) error {
 }
 
 // NewWriter returns a producer tuned for bulk loading: hash partitioning by key, large
-// batches, leader acks.
+// batches, leader acks. It has a transport of its own: close it with CloseWriter.
 func NewWriter(brokers []string, topic string) *kafka.Writer {
 	return &kafka.Writer{
+		Transport:    &kafka.Transport{},
 		Addr:         kafka.TCP(brokers...),
 		Topic:        topic,
 		Balancer:     &kafka.Hash{},
@@ -86,10 +87,20 @@ func NewWriter(brokers []string, topic string) *kafka.Writer {
 	}
 }
 
+// CloseWriter flushes and closes a writer from NewWriter, and closes its transport's
+// connections (kafka-go keeps them, and their goroutines, otherwise).
+func CloseWriter(w *kafka.Writer) error {
+	err := w.Close()
+	if tr, ok := w.Transport.(*kafka.Transport); ok {
+		tr.CloseIdleConnections()
+	}
+	return err
+}
+
 // Produce writes msg(from) .. msg(to-1) to topic in chunks.
 func Produce(ctx context.Context, brokers []string, topic string, from, to int, msg func(int) kafka.Message) error {
 	w := NewWriter(brokers, topic)
-	defer w.Close()
+	defer CloseWriter(w)
 	const chunk = 20000
 	buf := make([]kafka.Message, 0, chunk)
 	for i := from; i < to; i++ {
@@ -122,7 +133,9 @@ type Lag struct {
 
 // GroupLag compares group's committed offsets with the end of topics.
 func GroupLag(ctx context.Context, brokers []string, group string, topics []string) (Lag, error) {
-	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second, Transport: tr}
 	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
 	if err != nil {
 		return Lag{}, fmt.Errorf("metadata: %w", err)

@@ -300,8 +300,8 @@ func sandboxHas(sb *sandbox.Server, want map[string]string) bool {
 // and invalid messages are interleaved. A failed write is retried (duplicates are fine).
 func produce(ctx context.Context, brokers []string, stages, ids string, ds bench.Dataset, p plan, produced *atomic.Int64) error {
 	sw, iw := bench.NewWriter(brokers, stages), bench.NewWriter(brokers, ids)
-	defer sw.Close()
-	defer iw.Close()
+	defer bench.CloseWriter(sw)
+	defer bench.CloseWriter(iw)
 	write := func(w *kafka.Writer, msgs []kafka.Message) error {
 		for attempt := 0; ; attempt++ {
 			err := w.WriteMessages(ctx, msgs...)
