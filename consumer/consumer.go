@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,6 +61,9 @@ type Consumer struct {
 	idUp     atomic.Bool
 	// drainTimeout bounds finishing the batch in hand once ctx is cancelled.
 	drainTimeout time.Duration
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // New validates cfg and builds the readers and pipelines; nothing connects until Run.
@@ -191,8 +195,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 }
 
 // Close releases the readers and the dead-letter producer New created. Call it after Run
-// returned.
+// returned; calls after the first return the first one's result.
 func (c *Consumer) Close() error {
+	c.closeOnce.Do(func() { c.closeErr = c.close() })
+	return c.closeErr
+}
+
+func (c *Consumer) close() error {
 	var errs []error
 	if err := c.stageRdr.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("stage reader: %w", err))

@@ -3,6 +3,10 @@
 // upload dispatcher per enabled destination, and the admin server with its status page.
 // `closedloop run` and `closedloop demo` both run it.
 //
+// A consumer that stops on a failure (the database or the broker gone longer than its
+// retries) is replaced by a new one after a backoff (keepConsuming); the process keeps
+// running and /readyz says not ready meanwhile.
+//
 // Shutdown: cancelling ctx stops every loop; each drains what it holds (the consumer
 // finishes or abandons its batch without committing, dispatchers hand unsent rows back)
 // within cfg.Admin.ShutdownTimeout, then the store closes.
@@ -13,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,17 +84,20 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	}
 	log.Info("stage mapping active", zap.String("version", initial.Version()), zap.Int("rules", len(cfg.Mappings)))
 
-	cons, err := consumer.New(cfg.Kafka, consumer.Deps{
+	deps := consumer.Deps{
 		Store:      st,
 		Mapping:    mapping,
 		Normalizer: pii.Normalizer{DefaultRegion: cfg.PII.DefaultRegion},
-		Metrics:    consumer.NewMetrics(reg),
+		Metrics:    consumer.NewMetrics(reg), // one set, shared by every consumer of this process
 		Log:        log.Named("consumer"),
-	})
+	}
+	cons, err := consumer.New(cfg.Kafka, deps)
 	if err != nil {
 		return fmt.Errorf("consumer: %w", err)
 	}
-	defer cons.Close()
+	var current atomic.Pointer[consumer.Consumer] // the consumer running now
+	current.Store(cons)
+	defer func() { _ = current.Load().Close() }()
 
 	var dispatchers []*uploader.Dispatcher
 	if cfg.Uploader.Enabled == nil || *cfg.Uploader.Enabled {
@@ -138,7 +146,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		return nil
 	})
 	srv.AddCheck("consumer", func(context.Context) error {
-		if !cons.Ready() {
+		if !current.Load().Ready() {
 			return errors.New("consumer has not joined its group yet")
 		}
 		return nil
@@ -158,7 +166,15 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	reg.MustRegister(oldest)
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return cons.Run(gctx) })
+	g.Go(func() error {
+		return keepConsuming(gctx, cons, func() (consumerRun, error) {
+			c, err := consumer.New(cfg.Kafka, deps)
+			if err == nil {
+				current.Store(c)
+			}
+			return c, err
+		}, time.Second, log.Named("consumer"))
+	})
 	if len(dispatchers) > 0 {
 		g.Go(func() error { return uploader.RunAll(gctx, dispatchers) })
 	}
@@ -176,6 +192,52 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		return nil
 	}
 	return err
+}
+
+// consumerRun is the part of a consumer keepConsuming drives.
+type consumerRun interface {
+	Run(ctx context.Context) error
+	Close() error
+}
+
+// maxRestartWait caps the wait between consumer restarts.
+const maxRestartWait = time.Minute
+
+// keepConsuming runs first, and whenever the consumer running stops on a failure (a
+// durable write that failed through its retries, a broker out of reach) closes it and
+// runs a new one from next, until ctx ends. Nothing past the failed consumer's last
+// committed batch was acknowledged, and a new consumer's readers resume from the
+// committed offsets, so a restart loses nothing; /readyz says not ready until the new one
+// has joined its group. The wait before a restart starts at minWait and doubles up to
+// maxRestartWait; a consumer that ran for maxRestartWait resets it. Only an error from next
+// (a configuration a consumer cannot be built from) is returned.
+func keepConsuming(ctx context.Context, first consumerRun, next func() (consumerRun, error), minWait time.Duration, log *zap.Logger) error {
+	cons, wait := first, minWait
+	for {
+		started := time.Now()
+		err := cons.Run(ctx)
+		if err == nil || ctx.Err() != nil {
+			return nil // the caller closes the consumer running last
+		}
+		if cerr := cons.Close(); cerr != nil {
+			log.Warn("closing the stopped consumer", zap.Error(cerr))
+		}
+		if time.Since(started) >= maxRestartWait {
+			wait = minWait
+		}
+		log.Error("consumer stopped; starting a new one from the committed offsets", zap.Error(err), zap.Duration("in", wait))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil // the caller's Close of the stopped consumer returns its first Close's result
+		case <-t.C:
+		}
+		wait = min(wait*2, maxRestartWait)
+		if cons, err = next(); err != nil {
+			return fmt.Errorf("consumer: %w", err)
+		}
+	}
 }
 
 // watchOldest keeps the oldest-awaiting gauge current.
