@@ -435,7 +435,8 @@ func (s *supervisor) loop() {
 				case <-sl.w.Done():
 					if !sl.killed {
 						s.exits++
-						s.exitLog = append(s.exitLog, fmt.Sprintf("worker %s#%d exited on its own: %v (log %s)", name, sl.n, sl.w.Err(), s.logPath(name, sl.n)))
+						s.exitLog = append(s.exitLog, fmt.Sprintf("worker %s#%d exited on its own: %v (log %s; last line: %s)",
+							name, sl.n, sl.w.Err(), s.logPath(name, sl.n), lastLine(s.logPath(name, sl.n))))
 						s.t.Logf("%s", s.exitLog[len(s.exitLog)-1])
 					}
 					sl.w, sl.killed = nil, false
@@ -491,4 +492,19 @@ func (s *supervisor) report() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return fmt.Sprintf("kills %d, starts %d, unexpected exits %d\n%s", s.kills, s.starts, s.exits, strings.Join(s.exitLog, "\n"))
+}
+
+// lastLine is the last line of the file at path (a worker's log: why it exited), cut to
+// 300 bytes, or what kept it from being read.
+func lastLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	last := lines[len(lines)-1]
+	if len(last) > 300 {
+		last = last[:300] + "..."
+	}
+	return last
 }

@@ -54,7 +54,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 
 	st, err := store.Open(ctx, cfg.Store, log.Named("store"))
 	if err != nil {
-		return fmt.Errorf("store: %w", err)
+		return err // already "store: ..."
 	}
 	defer st.Close()
 
