@@ -91,6 +91,7 @@ func scanConversion(r rows) (Conversion, error) {
 var knownStates = map[State]bool{
 	StateAwaitingIdentity: true, StateReady: true, StateInFlight: true, StateSent: true, StateAccepted: true,
 	StateRejected: true, StateExpired: true, StateSkipped: true, StateUnmatched: true, StateFailed: true,
+	StateHeld: true, StatePartial: true,
 }
 
 // hasIdentifier reports whether a snapshot carries anything a platform can match on: a
@@ -628,7 +629,7 @@ func (s *Store) ClaimDue(ctx context.Context, c Claim) ([]Conversion, error) {
 
 var outcomeStates = map[State]bool{
 	StateReady: true, StateSent: true, StateAccepted: true, StateRejected: true,
-	StateExpired: true, StateSkipped: true, StateFailed: true,
+	StateExpired: true, StateSkipped: true, StateFailed: true, StateHeld: true, StatePartial: true,
 }
 
 // RecordOutcomes applies outs in one transaction to the rows they name that are either in
@@ -655,9 +656,9 @@ func (s *Store) RecordOutcomes(ctx context.Context, owner string, outs []Outcome
 			return invalid(fmt.Sprintf("outcomes[%d].key", i), "required")
 		}
 		if !outcomeStates[o.State] {
-			return invalid(fmt.Sprintf("outcomes[%d].state", i), "must be ready, sent, accepted, rejected, expired, skipped or failed, got %q", o.State)
+			return invalid(fmt.Sprintf("outcomes[%d].state", i), "must be ready, held, sent, accepted, partial, rejected, expired, skipped or failed, got %q", o.State)
 		}
-		if o.State == StateReady && o.NextAttemptAt.IsZero() {
+		if (o.State == StateReady || o.State == StateHeld) && o.NextAttemptAt.IsZero() {
 			o.NextAttemptAt = now
 		}
 		if j, ok := byKey[o.Key]; ok {
@@ -676,7 +677,7 @@ func (s *Store) RecordOutcomes(ctx context.Context, owner string, outs []Outcome
 			nexts, incs := make([]*time.Time, n), make([]int32, n)
 			for i, o := range uniq {
 				keys[i], states[i], reasons[i], details[i], refs[i] = o.Key, string(o.State), o.Reason, o.Detail, o.PlatformRef
-				if o.State == StateReady {
+				if o.State == StateReady || o.State == StateHeld {
 					t := utcMicro(o.NextAttemptAt)
 					nexts[i] = &t
 				}
@@ -701,7 +702,7 @@ func (s *Store) RecordOutcomes(ctx context.Context, owner string, outs []Outcome
 				inc = 1
 			}
 			var next any
-			if o.State == StateReady {
+			if o.State == StateReady || o.State == StateHeld {
 				next = s.ts(o.NextAttemptAt)
 			}
 			m, err := q.exec(ctx, `UPDATE conversions SET state = $2, reason = $3, detail = $4,
@@ -725,6 +726,35 @@ func (s *Store) RecordOutcomes(ctx context.Context, owner string, outs []Outcome
 			zap.String("owner", owner), zap.Int("outcomes", len(uniq)), zap.Int("recorded", applied))
 	}
 	return nil
+}
+
+// ReleaseHeld returns held rows whose hold probe is due (NextAttemptAt at or before now)
+// to ready, otherwise unchanged, and returns how many.
+func (s *Store) ReleaseHeld(ctx context.Context, now time.Time) (int, error) {
+	if now.IsZero() {
+		now = s.now()
+	}
+	n, err := s.db.exec(ctx, `UPDATE conversions SET state = 'ready', updated_at = $1
+		WHERE state = 'held' AND next_attempt_at <= $1`, s.ts(now))
+	if err != nil {
+		return 0, fmt.Errorf("store: release held rows: %w", err)
+	}
+	return int(n), nil
+}
+
+// RetargetHeld points the held rows of one rule and destination at conversion (the
+// mapping was fixed) and makes them due now; rows already naming conversion are left
+// alone. It returns how many rows changed.
+func (s *Store) RetargetHeld(ctx context.Context, rule, destination, conversion string, now time.Time) (int, error) {
+	if now.IsZero() {
+		now = s.now()
+	}
+	n, err := s.db.exec(ctx, `UPDATE conversions SET conversion_name = $4, state = 'ready', next_attempt_at = $1, updated_at = $1
+		WHERE state = 'held' AND rule = $2 AND destination = $3 AND conversion_name <> $4`, s.ts(now), rule, destination, conversion)
+	if err != nil {
+		return 0, fmt.Errorf("store: retarget held rows: %w", err)
+	}
+	return int(n), nil
 }
 
 // ReleaseExpiredLeases returns rows in flight whose lease ended before now to ready,

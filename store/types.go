@@ -79,12 +79,21 @@ const (
 	StateSkipped          State = "skipped"
 	StateUnmatched        State = "unmatched"
 	StateFailed           State = "failed"
+	// StateHeld: the platform refused the row's conversion action (unknown, disabled, of
+	// the wrong type). Claimed again, like ready, at NextAttemptAt (the hold probe); the
+	// rest of the destination keeps flowing meanwhile.
+	StateHeld State = "held"
+	// StatePartial: sent, and the platform's request status reports that some of the
+	// request's rows failed without naming which (Google Data Manager PARTIAL_SUCCESS).
+	// Terminal; Detail holds "N of M failed per the platform" and the reasons. Never
+	// counted as plainly accepted.
+	StatePartial State = "partial"
 )
 
 // Terminal reports whether no further work is planned for a conversion in state s.
 func (s State) Terminal() bool {
 	switch s {
-	case StateAccepted, StateRejected, StateExpired, StateSkipped, StateUnmatched, StateFailed:
+	case StateAccepted, StateRejected, StateExpired, StateSkipped, StateUnmatched, StateFailed, StatePartial:
 		return true
 	}
 	return false

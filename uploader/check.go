@@ -28,18 +28,18 @@ type RowRules struct {
 // CheckRow applies the shared rules: retractions the API cannot make and rows whose
 // ad_user_data consent is denied are skipped; a row without an event time, name, or with
 // an unusable value or currency is rejected.
-func CheckRow(c *store.Conversion, r RowRules) *RowError {
+func CheckRow(c *store.Conversion, r RowRules) *Error {
 	if c.Kind == store.KindRetraction && !r.Retracts {
-		return &RowError{Class: ClassSkipped, Reason: "retraction_unsupported", Detail: r.API + " cannot retract a conversion"}
+		return &Error{Class: ClassSkipped, Reason: "retraction_unsupported", Detail: r.API + " cannot retract a conversion"}
 	}
 	if c.Identity.Consent.AdUserData == store.ConsentDenied {
-		return &RowError{Class: ClassSkipped, Reason: "consent_denied", Detail: "ad_user_data consent denied"}
+		return &Error{Class: ClassSkipped, Reason: "consent_denied", Detail: "ad_user_data consent denied"}
 	}
 	if c.OccurredAt.IsZero() {
-		return &RowError{Class: ClassPermanent, Reason: "missing_event_time", Detail: "occurred_at is not set"}
+		return &Error{Class: ClassPermanent, Reason: "missing_event_time", Detail: "occurred_at is not set"}
 	}
 	if r.NameField != "" && c.ConversionName == "" {
-		return &RowError{Class: ClassPermanent, Reason: "missing_event_name", Detail: "conversion name (" + r.NameField + ") is empty"}
+		return &Error{Class: ClassPermanent, Reason: "missing_event_name", Detail: "conversion name (" + r.NameField + ") is empty"}
 	}
 	if c.Value == nil {
 		return nil
@@ -49,10 +49,10 @@ func CheckRow(c *store.Conversion, r RowRules) *RowError {
 		if r.NonNegativeValue {
 			what = "a finite, non-negative number"
 		}
-		return &RowError{Class: ClassPermanent, Reason: "invalid_value", Detail: "value must be " + what}
+		return &Error{Class: ClassPermanent, Reason: "invalid_value", Detail: "value must be " + what}
 	}
 	if !currencyCode.MatchString(c.Currency) {
-		return &RowError{Class: ClassPermanent, Reason: "invalid_currency",
+		return &Error{Class: ClassPermanent, Reason: "invalid_currency",
 			Detail: fmt.Sprintf("currency must be a 3-letter ISO 4217 code, got %q", c.Currency)}
 	}
 	return nil

@@ -19,84 +19,166 @@ var errAbandoned = errors.New("request abandoned: context cancelled")
 
 // deliver sends rows and fills outs/done (aligned with rows) for every row that got an
 // answer. A batch rejected without naming rows is split in halves, each resent, until the
-// bad rows stand alone. It stops early and returns the *SetupError (pause) or errAbandoned
-// (shutdown); rows not done then are handed back by the caller. reached is set when the
-// platform processed a request (per-row results or a batch rejection).
+// bad rows stand alone; when every row then stands alone rejected for the same reason, the
+// rejection was the request's, not the rows': they are retried, never rejected. It stops
+// early and returns the setup *Error (pause) or errAbandoned (shutdown); rows not done then
+// are handed back by the caller. reached is set when the platform processed a request.
 func (d *Dispatcher) deliver(ctx context.Context, rows []store.Conversion, outs []store.Outcome, done []bool, reached *bool) error {
+	alone := make([]*Error, len(rows)) // batch rejections of single rows, settled below
+	stop := d.bisect(ctx, rows, outs, done, alone, reached)
+	now := d.o.Now()
+	same := len(rows) > 1
+	for i := range rows {
+		if alone[i] == nil || alone[i].Reason != alone[0].Reason {
+			same = false
+			break
+		}
+	}
+	if same {
+		e := alone[0]
+		d.unrecognised("every_row_rejected:"+e.Reason, e.Detail)
+		d.batchRetry(rows, outs, done, &Error{Class: ClassUnknown, Reason: e.Reason,
+			Detail: fmt.Sprintf("each of the %d rows was rejected alone with the same answer, so the request is at fault, not the rows: %s", len(rows), e.Detail)}, now)
+		return stop
+	}
+	for i, e := range alone {
+		if e != nil {
+			outs[i], done[i] = d.outcome(&rows[i], ClassPermanent, e.Reason, e.Detail, 0, now, true), true
+		}
+	}
+	return stop
+}
+
+// bisect is deliver's recursion: single rows of a rejected batch are noted in alone.
+func (d *Dispatcher) bisect(ctx context.Context, rows []store.Conversion, outs []store.Outcome, done []bool, alone []*Error, reached *bool) error {
 	results, err := d.send(ctx, rows)
 	now := d.o.Now()
 	if err == nil {
 		*reached = true
-		var setup *SetupError
+		var setup *Error
 		for i, r := range results {
 			if r.Class == ClassSetup {
-				// A per-row setup problem (e.g. an unknown conversion action) still means
-				// someone must fix the destination: keep the row and pause.
+				// A per-row setup problem that is not scoped to the row's conversion action
+				// (the platform said ClassHeld for those): keep the row and pause.
 				if setup == nil {
-					setup = &SetupError{Reason: r.Reason, Detail: r.Detail}
+					setup = &Error{Class: ClassSetup, Reason: r.Reason, Detail: r.Detail}
 				}
 				continue
 			}
-			outs[i], done[i] = d.resultOutcome(&rows[i], r, now), true
+			outs[i], done[i] = d.outcome(&rows[i], r.Class, r.Reason, r.Detail, r.RetryAfter, now, true), true
+			outs[i].PlatformRef = r.PlatformRef
+			if r.Class == ClassAccepted || r.Class == ClassSent {
+				d.clearHeld(rows[i].ConversionName)
+			}
 		}
 		if setup != nil {
 			return setup
 		}
 		return nil
 	}
-	var (
-		te *TransientError
-		br *BatchRejectedError
-	)
-	switch {
-	case errors.As(err, &te):
-		for i := range rows {
-			outs[i], done[i] = d.retryOutcome(&rows[i], te.Reason, te.Detail, te.RetryAfter, now, true), true
-		}
-		return nil
-	case errors.As(err, &br):
+	if errors.Is(err, errAbandoned) {
+		return err
+	}
+	e := AsError(err)
+	switch e.Class {
+	case ClassBatchRejected, ClassPermanent:
 		*reached = true
 		if len(rows) == 1 {
-			outs[0], done[0] = d.final(&rows[0], store.StateRejected, ClassPermanent, br.Reason, br.Detail), true
+			alone[0] = e
 			return nil
 		}
 		mid := len(rows) / 2
-		if err := d.deliver(ctx, rows[:mid], outs[:mid], done[:mid], reached); err != nil {
+		if err := d.bisect(ctx, rows[:mid], outs[:mid], done[:mid], alone[:mid], reached); err != nil {
 			return err
 		}
-		return d.deliver(ctx, rows[mid:], outs[mid:], done[mid:], reached)
-	default:
-		return err
+		return d.bisect(ctx, rows[mid:], outs[mid:], done[mid:], alone[mid:], reached)
+	case ClassSetup:
+		return e
+	case ClassHeld, ClassExpired, ClassSkipped:
+		*reached = true
+		for i := range rows {
+			outs[i], done[i] = d.outcome(&rows[i], e.Class, e.Reason, e.Detail, e.RetryAfter, now, true), true
+		}
+		return nil
+	default: // transient, unknown, anything else: the batch failed together, it retries together
+		if e.Class != ClassTransient {
+			d.unrecognised(e.Reason, e.Detail)
+		}
+		d.batchRetry(rows, outs, done, e, now)
+		return nil
+	}
+}
+
+// batchRetry schedules every row of a batch that failed together for one common retry, so
+// the batch is sent together again: one wait (e.RetryAfter, else the backoff of the batch's
+// highest attempt count), one reason.
+func (d *Dispatcher) batchRetry(rows []store.Conversion, outs []store.Outcome, done []bool, e *Error, now time.Time) {
+	wait := e.RetryAfter
+	if wait <= 0 {
+		most := 0
+		for i := range rows {
+			most = max(most, rows[i].Attempts)
+		}
+		wait = d.rowBackoff(most + 1)
+	}
+	for i := range rows {
+		outs[i], done[i] = d.retryOutcome(&rows[i], e.Reason, e.Detail, wait, now, true), true
+	}
+}
+
+// unrecognised counts an answer the platform package did not recognise and logs it at warn
+// level, once per reason per dispatcher.
+func (d *Dispatcher) unrecognised(reason, detail string) {
+	d.m.Unrecognised.WithLabelValues(d.name, reason).Inc()
+	d.mu.Lock()
+	seen := d.warned[reason]
+	if d.warned == nil {
+		d.warned = map[string]bool{}
+	}
+	d.warned[reason] = true
+	d.mu.Unlock()
+	if !seen {
+		d.log.Warn("the platform gave an answer this uploader does not recognise; the rows are kept and retried "+
+			"with backoff (they end failed, re-drivable, after max_attempts), never rejected",
+			zap.String("reason", reason), zap.String("detail", redact(detail)))
 	}
 }
 
 // send makes one logical request (in-process retries included) for rows and classifies the
-// answer: per-row results, or a *SetupError, *TransientError or *BatchRejectedError for the
-// whole batch, or errAbandoned.
+// answer: per-row results, or an *Error for the whole batch, or errAbandoned. A request the
+// platform refused because a cached credential had expired is resent once, at once, with a
+// fresh one.
 func (d *Dispatcher) send(ctx context.Context, rows []store.Conversion) ([]RowResult, error) {
+	results, err := d.sendOnce(ctx, rows)
+	var e *Error
+	if errors.As(err, &e) && e.Refreshed {
+		d.log.Info("the platform refused an expired credential; resending with a fresh one", zap.String("reason", e.Reason))
+		results, err = d.sendOnce(ctx, rows)
+	}
+	return results, err
+}
+
+func (d *Dispatcher) sendOnce(ctx context.Context, rows []store.Conversion) ([]RowResult, error) {
 	req, err := d.p.BuildRequest(ctx, rows, d.o.Now())
 	if err != nil {
-		var (
-			se *SetupError
-			te *TransientError
-		)
+		var e *Error
 		switch {
-		case errors.As(err, &se):
-			d.m.Requests.WithLabelValues(d.name, "setup").Inc()
-			return nil, se
-		case errors.As(err, &te):
-			// Credentials could not be fetched for now (token endpoint down or
-			// unreachable): the rows are fine, try them again later.
-			d.m.Requests.WithLabelValues(d.name, "transient").Inc()
-			return nil, te
+		case errors.As(err, &e):
+			// Credentials could not be had (setup), or not for now (transient).
+			d.m.Requests.WithLabelValues(d.name, string(e.Class)).Inc()
+			return nil, e
 		case ctx.Err() != nil:
 			return nil, errAbandoned
 		}
 		// The platform cannot encode this batch although every row passed Check: treat it
 		// like a batch rejection so bisecting isolates the row that breaks it.
-		return nil, &BatchRejectedError{Reason: "build_request_failed", Detail: errText(err)}
+		return nil, &Error{Class: ClassBatchRejected, Reason: "build_request_failed", Detail: errText(err)}
 	}
-	resp, body, err := d.do(ctx, req, len(rows))
+	classify := func(resp *http.Response, body []byte) error {
+		_, perr := d.p.ParseResponse(resp, body, rows)
+		return perr
+	}
+	resp, body, err := d.do(ctx, req, len(rows), classify)
 	if err != nil {
 		return nil, err
 	}
@@ -110,14 +192,19 @@ func (d *Dispatcher) send(ctx context.Context, rows []store.Conversion) ([]RowRe
 }
 
 // do waits on the rate limiter and sends req with retries; it returns the final response
-// with its body read (and closed). Network failures become a *TransientError.
-func (d *Dispatcher) do(ctx context.Context, req *http.Request, rows int) (*http.Response, []byte, error) {
+// with its body read (and closed). Network failures become a transient *Error. classify,
+// when set, is shown every response the HTTP client would retry (429, 5xx) before it
+// retries: an answer it classifies as anything but transient is not retried in process.
+func (d *Dispatcher) do(ctx context.Context, req *http.Request, rows int, classify func(*http.Response, []byte) error) (*http.Response, []byte, error) {
 	if err := d.lim.Wait(ctx); err != nil {
 		return nil, nil, errAbandoned
 	}
+	if classify != nil {
+		req = req.WithContext(withPeek(req.Context(), classify))
+	}
 	rreq, err := retryablehttp.FromRequest(req)
 	if err != nil {
-		return nil, nil, &TransientError{Reason: "request_body", Detail: errText(err)}
+		return nil, nil, &Error{Class: ClassTransient, Reason: "request_body", Detail: errText(err)}
 	}
 	start := time.Now()
 	resp, err := d.client.Do(rreq)
@@ -135,7 +222,7 @@ func (d *Dispatcher) do(ctx context.Context, req *http.Request, rows int) (*http
 			return nil, nil, errAbandoned
 		}
 		d.m.Requests.WithLabelValues(d.name, "error").Inc()
-		return nil, nil, &TransientError{Reason: "network_error", Detail: errText(err)}
+		return nil, nil, &Error{Class: ClassTransient, Reason: "network_error", Detail: errText(err)}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
@@ -144,119 +231,112 @@ func (d *Dispatcher) do(ctx context.Context, req *http.Request, rows int) (*http
 			return nil, nil, errAbandoned
 		}
 		d.m.Requests.WithLabelValues(d.name, "error").Inc()
-		return nil, nil, &TransientError{Reason: "read_response", Detail: errText(err)}
+		return nil, nil, &Error{Class: ClassTransient, Reason: "read_response", Detail: errText(err)}
 	}
 	return resp, body, nil
 }
 
-// classify enforces the contract on ParseResponse's answer: 401/403 is always a setup
-// problem, a result count that does not match the batch is transient (and logged), any
-// other error type is transient, and a Retry-After header fills transient waits the
-// platform left at zero.
+// classify enforces the contract on ParseResponse's answer: a result count that does not
+// match the batch is unknown (and logged), any error that is not an *Error is unknown, and
+// a Retry-After header (seconds or HTTP date) fills waits the platform left at zero.
+// Credentials are the platform's to judge: a 401 its token refresh fixes comes back
+// Refreshed, one it cannot fix as setup.
 func (d *Dispatcher) classify(resp *http.Response, results []RowResult, err error, n int) error {
-	var (
-		se *SetupError
-		te *TransientError
-		br *BatchRejectedError
-	)
-	if (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) && !errors.As(err, &se) {
-		return &SetupError{Reason: fmt.Sprintf("http_%d", resp.StatusCode), Detail: "the platform refused the credentials"}
-	}
-	ra, hasRA := retryAfter(resp)
-	switch {
-	case err == nil:
+	ra, hasRA := RetryAfter(resp.Header, d.o.Now())
+	if err == nil {
 		if len(results) != n {
 			d.log.Error("platform returned a result count that does not match the batch; retrying the batch",
 				zap.Int("rows", n), zap.Int("results", len(results)), zap.Int("status", resp.StatusCode))
-			return &TransientError{Reason: "result_count_mismatch", Detail: fmt.Sprintf("%d results for %d rows", len(results), n), RetryAfter: ra}
+			return &Error{Class: ClassUnknown, Reason: "result_count_mismatch", Detail: fmt.Sprintf("%d results for %d rows", len(results), n), RetryAfter: ra}
 		}
 		if hasRA {
 			for i := range results {
-				if results[i].Class == ClassTransient && results[i].RetryAfter <= 0 {
+				if (results[i].Class == ClassTransient || results[i].Class == ClassUnknown) && results[i].RetryAfter <= 0 {
 					results[i].RetryAfter = ra
 				}
 			}
 		}
 		return nil
-	case errors.As(err, &se), errors.As(err, &br):
-		return err
-	case errors.As(err, &te):
-		if te.RetryAfter <= 0 && hasRA {
-			cp := *te
-			cp.RetryAfter = ra
-			return &cp
-		}
-		return err
-	default:
-		d.log.Warn("platform returned an unclassified error; treating it as transient",
-			zap.Int("status", resp.StatusCode), zap.String("error", errText(err)))
-		return &TransientError{Reason: "unclassified", Detail: errText(err), RetryAfter: ra}
 	}
+	e := AsError(err)
+	if e.RetryAfter <= 0 && hasRA && (e.Class == ClassTransient || e.Class == ClassUnknown) {
+		cp := *e
+		cp.RetryAfter = ra
+		return &cp
+	}
+	return e
 }
 
 func requestOutcome(err error) string {
-	var (
-		se *SetupError
-		te *TransientError
-		br *BatchRejectedError
-	)
-	switch {
-	case err == nil:
+	if err == nil {
 		return "ok"
-	case errors.As(err, &se):
-		return "setup"
-	case errors.As(err, &br):
-		return "batch_rejected"
-	case errors.As(err, &te):
-		return "transient"
 	}
-	return "error"
+	return string(AsError(err).Class)
 }
 
-// resultOutcome turns the platform's answer for one row into its outcome.
-func (d *Dispatcher) resultOutcome(c *store.Conversion, r RowResult, now time.Time) store.Outcome {
-	switch r.Class {
-	case ClassAccepted:
-		return d.final(c, store.StateAccepted, r.Class, r.Reason, r.Detail)
-	case ClassSent:
-		o := d.final(c, store.StateSent, r.Class, r.Reason, r.Detail)
-		o.PlatformRef = r.PlatformRef
-		return o
-	case ClassPermanent:
-		return d.final(c, store.StateRejected, r.Class, r.Reason, r.Detail)
-	case ClassExpired:
-		return d.final(c, store.StateExpired, r.Class, r.Reason, r.Detail)
-	case ClassSkipped:
-		return d.final(c, store.StateSkipped, r.Class, r.Reason, r.Detail)
-	case ClassTransient:
-		return d.retryOutcome(c, r.Reason, r.Detail, r.RetryAfter, now, true)
-	}
-	d.log.Error("platform returned an unknown row class; retrying the row", zap.String("class", string(r.Class)))
-	return d.retryOutcome(c, "unknown_result_class", string(r.Class), 0, now, true)
-}
-
-// checkOutcome turns a Check rejection into its outcome (no request was made). A setup
-// class hands the row back and asks for a pause.
-func (d *Dispatcher) checkOutcome(c *store.Conversion, re *RowError, now time.Time) (store.Outcome, *SetupError) {
+// outcome is the one place a class becomes a row state. counted says a request was made
+// for the row (its attempt counts).
+//
+//	accepted → accepted            sent → sent (polled)        partial → partial
+//	permanent, batch_rejected → rejected                        expired, skipped → same
+//	transient → ready after backoff (failed after max_attempts)
+//	unknown → as transient, counted and warned once per reason
+//	held → held until the hold probe (PauseMax), attempts not counted
+//	setup → handed back unchanged (the caller pauses the destination)
+func (d *Dispatcher) outcome(c *store.Conversion, class Class, reason, detail string, after time.Duration, now time.Time, counted bool) store.Outcome {
 	var o store.Outcome
-	switch re.Class {
+	switch class {
+	case ClassAccepted:
+		o = d.final(c, store.StateAccepted, class, reason, detail)
+	case ClassSent:
+		o = d.final(c, store.StateSent, class, reason, detail)
+	case ClassPartial:
+		o = d.final(c, store.StatePartial, class, reason, detail)
+	case ClassPermanent, ClassBatchRejected:
+		o = d.final(c, store.StateRejected, ClassPermanent, reason, detail)
 	case ClassExpired:
-		o = d.final(c, store.StateExpired, re.Class, re.Reason, re.Detail)
+		o = d.final(c, store.StateExpired, class, reason, detail)
 	case ClassSkipped:
-		o = d.final(c, store.StateSkipped, re.Class, re.Reason, re.Detail)
-	case ClassPermanent:
-		o = d.final(c, store.StateRejected, re.Class, re.Reason, re.Detail)
+		o = d.final(c, store.StateSkipped, class, reason, detail)
 	case ClassTransient:
-		return d.retryOutcome(c, re.Reason, re.Detail, re.RetryAfter, now, false), nil
+		return d.retryOutcome(c, reason, detail, after, now, counted)
+	case ClassHeld:
+		return d.hold(c, reason, detail, after, now)
 	case ClassSetup:
 		d.m.Rows.WithLabelValues(d.name, "handed_back").Inc()
-		return handBack(c, now), &SetupError{Reason: re.Reason, Detail: re.Detail}
-	default:
-		d.log.Error("platform check returned an invalid class; rejecting the row", zap.String("class", string(re.Class)))
-		o = d.final(c, store.StateRejected, ClassPermanent, "invalid_check_class", string(re.Class))
+		return handBack(c, now)
+	default: // ClassUnknown and anything a platform package made up
+		if class != ClassUnknown {
+			reason, detail = "unknown_class_"+string(class), reason+": "+detail
+		}
+		d.unrecognised(reason, detail)
+		return d.retryOutcome(c, reason, detail, after, now, counted)
 	}
-	o.CountAttempt = false
-	return o, nil
+	o.CountAttempt = counted
+	return o
+}
+
+// hold parks a row whose conversion action the platform does not take (unknown, disabled,
+// wrong type) until the hold probe: the rest of the destination keeps flowing, and the row
+// goes out again once the mapping or the platform is fixed. Holding never counts an attempt,
+// so a held row never ends failed for it.
+func (d *Dispatcher) hold(c *store.Conversion, reason, detail string, after time.Duration, now time.Time) store.Outcome {
+	wait := after
+	if wait <= 0 {
+		wait = d.o.PauseMax
+	}
+	d.m.Rows.WithLabelValues(d.name, string(ClassHeld)).Inc()
+	d.noteHeld(c.ConversionName, reason, detail)
+	return store.Outcome{Key: c.Key, State: store.StateHeld, Reason: reason, Detail: detail, NextAttemptAt: now.Add(wait)}
+}
+
+// checkOutcome turns a Check refusal into its outcome (no request was made). A setup
+// class hands the row back and asks for a pause.
+func (d *Dispatcher) checkOutcome(c *store.Conversion, re *Error, now time.Time) (store.Outcome, *Error) {
+	if re.Class == ClassSetup {
+		return d.outcome(c, re.Class, re.Reason, re.Detail, 0, now, false), re
+	}
+	return d.outcome(c, re.Class, re.Reason, re.Detail, re.RetryAfter, now, false), nil
 }
 
 // final is a terminal (or sent) outcome; terminal states always carry a reason.

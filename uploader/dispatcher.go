@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
 	"sync"
 	"time"
 
@@ -41,6 +42,16 @@ type Dispatcher struct {
 	since     time.Time
 	pauseWait time.Duration
 	nextProbe time.Time
+	warned    map[string]bool     // unrecognised answers already logged, by reason
+	held      map[string]HeldInfo // conversion actions whose rows are held, by conversion name
+}
+
+// HeldInfo says why one conversion action's rows are held on a destination.
+type HeldInfo struct {
+	Conversion string // the conversion action id / event name
+	Reason     string
+	Detail     string
+	Since      time.Time
 }
 
 // Status is a destination's health as its dispatcher sees it.
@@ -50,6 +61,9 @@ type Status struct {
 	Paused   bool
 	Reason   string    // why it is paused: the setup error's reason and detail
 	Since    time.Time // when the pause began
+	// Held lists the conversion actions whose rows this dispatcher last saw held (an
+	// unknown or disabled conversion action), while the rest of the destination flows.
+	Held []HeldInfo
 }
 
 // New returns the dispatcher of destination name. cfg should have had WithDefaults applied;
@@ -121,7 +135,42 @@ func (d *Dispatcher) BatchSize() int { return d.batchSize }
 func (d *Dispatcher) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return Status{Name: d.name, Platform: d.cfg.Platform, Paused: d.paused, Reason: d.reason, Since: d.since}
+	st := Status{Name: d.name, Platform: d.cfg.Platform, Paused: d.paused, Reason: d.reason, Since: d.since}
+	for _, h := range d.held {
+		st.Held = append(st.Held, h)
+	}
+	sort.Slice(st.Held, func(i, j int) bool { return st.Held[i].Conversion < st.Held[j].Conversion })
+	return st
+}
+
+// noteHeld records (and logs, the first time) that conversion's rows are held.
+func (d *Dispatcher) noteHeld(conversion, reason, detail string) {
+	d.mu.Lock()
+	_, seen := d.held[conversion]
+	if d.held == nil {
+		d.held = map[string]HeldInfo{}
+	}
+	if !seen {
+		d.held[conversion] = HeldInfo{Conversion: conversion, Reason: reason, Detail: detail, Since: d.o.Now()}
+	}
+	d.mu.Unlock()
+	if !seen {
+		d.log.Warn("conversion action refused by the platform: its rows are held (the rest of the destination keeps flowing) "+
+			"and resent at each hold probe until the mapping or the platform is fixed",
+			zap.String("conversion", conversion), zap.String("reason", reason), zap.String("detail", redact(detail)),
+			zap.Duration("probe_every", d.o.PauseMax))
+	}
+}
+
+// clearHeld forgets a held conversion action once one of its rows got through.
+func (d *Dispatcher) clearHeld(conversion string) {
+	d.mu.Lock()
+	_, was := d.held[conversion]
+	delete(d.held, conversion)
+	d.mu.Unlock()
+	if was {
+		d.log.Info("conversion action accepted again; its held rows flow", zap.String("conversion", conversion))
+	}
 }
 
 // Run dispatches until ctx is done, then returns nil after handing back what it holds. It
@@ -216,7 +265,7 @@ func (d *Dispatcher) fill(ctx context.Context) (batch []store.Conversion, more b
 			return batch, false, fmt.Errorf("claim: %w", err)
 		}
 		var early []store.Outcome
-		var setup *SetupError
+		var setup *Error
 		for i := range rows {
 			c := &rows[i]
 			if c.Replay {
@@ -300,9 +349,9 @@ func (d *Dispatcher) process(ctx context.Context, rows []store.Conversion) {
 	}
 	d.record(ctx, outs)
 
-	var se *SetupError
+	var se *Error
 	switch {
-	case errors.As(stop, &se):
+	case errors.As(stop, &se) && se.Class == ClassSetup:
 		d.pause(se)
 	case stop == nil && reached:
 		d.resume()
@@ -335,7 +384,7 @@ func (d *Dispatcher) untilProbe() time.Duration {
 
 // pause stops the destination until a probe succeeds; the wait between probes doubles from
 // PauseMin up to PauseMax.
-func (d *Dispatcher) pause(se *SetupError) {
+func (d *Dispatcher) pause(se *Error) {
 	now := d.o.Now()
 	d.mu.Lock()
 	first := !d.paused

@@ -65,7 +65,7 @@ func TestBisectingIsolatesExactlyTheBadRows(t *testing.T) {
 		{name: "none bad", rows: 16, requests: 1},
 		{name: "one bad of 16", rows: 16, bad: []string{"k003"}, requests: 9},
 		{name: "one bad at each end", rows: 16, bad: []string{"k000", "k015"}, requests: 15},
-		{name: "all bad", rows: 4, bad: []string{"k000", "k001", "k002", "k003"}, requests: 7},
+		{name: "two bad of four", rows: 4, bad: []string{"k000", "k003"}, requests: 7},
 		{name: "a single bad row", rows: 1, bad: []string{"k000"}, requests: 1},
 		{name: "odd batch", rows: 5, bad: []string{"k004"}, requests: 7},
 	}
@@ -101,7 +101,7 @@ func TestBisectingIsolatesExactlyTheBadRows(t *testing.T) {
 	}
 }
 
-func TestTransientFailureSchedulesAPersistedJitteredRetry(t *testing.T) {
+func TestTransientFailureSchedulesOnePersistedJitteredRetryForTheBatch(t *testing.T) {
 	t.Parallel()
 	opts := testOptions()
 	opts.RetryMax = 1
@@ -128,7 +128,7 @@ func TestTransientFailureSchedulesAPersistedJitteredRetry(t *testing.T) {
 		nexts = append(nexts, r.NextAttemptAt)
 	}
 	slices.SortFunc(nexts, time.Time.Compare)
-	require.Len(t, slices.CompactFunc(nexts, time.Time.Equal), 20, "each row draws its own jitter")
+	require.Len(t, slices.CompactFunc(nexts, time.Time.Equal), 1, "the batch failed together: one jittered wait, so it is sent together again")
 	require.Equal(t, 20.0, testutil.ToFloat64(f.m.Rows.WithLabelValues(testDest, "transient")))
 	require.Equal(t, 1.0, testutil.ToFloat64(f.m.Requests.WithLabelValues(testDest, "transient")))
 	require.Greater(t, testutil.ToFloat64(f.m.Backoff.WithLabelValues(testDest)), 0.0)
@@ -359,7 +359,7 @@ func TestSetupProblemPausesAndAProbeResumes(t *testing.T) {
 				platform: func(url string) Platform {
 					return &keysPlatform{url: url, max: 10, setupErr: func() error {
 						if tt.build && broken.Load() {
-							return &SetupError{Reason: "token_refresh", Detail: "invalid_grant"}
+							return &Error{Class: ClassSetup, Reason: "token_refresh", Detail: "invalid_grant"}
 						}
 						return nil
 					}}
@@ -414,7 +414,7 @@ func TestPauseWaitGrowsExponentiallyUpToTheMax(t *testing.T) {
 	d := New(testDest, DestinationConfig{}, &keysPlatform{max: 1}, openStore(t), opts, nil, nil)
 	var waits []time.Duration
 	for range 5 {
-		d.pause(&SetupError{Reason: "r", Detail: "d"})
+		d.pause(&Error{Class: ClassSetup, Reason: "r", Detail: "d"})
 		waits = append(waits, d.untilProbe())
 	}
 	require.Equal(t, []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second, 4 * time.Second}, waits)
@@ -635,7 +635,7 @@ func TestTransientCredentialFailureRetriesTheRowsLater(t *testing.T) {
 		rows: newRows("k", 3),
 		platform: func(url string) Platform {
 			return &keysPlatform{url: url, max: 10, setupErr: func() error {
-				return &TransientError{Reason: "token_endpoint_unavailable", Detail: "503 from the token endpoint"}
+				return &Error{Class: ClassTransient, Reason: "token_endpoint_unavailable", Detail: "503 from the token endpoint"}
 			}}
 		},
 	})

@@ -37,14 +37,14 @@ var _ Platform = (*keysPlatform)(nil)
 
 func (p *keysPlatform) MaxBatch() int { return p.max }
 
-func (p *keysPlatform) Check(c *store.Conversion, _ time.Time) *RowError {
+func (p *keysPlatform) Check(c *store.Conversion, _ time.Time) *Error {
 	switch {
 	case strings.HasPrefix(c.Key, "expired"):
-		return &RowError{Class: ClassExpired, Reason: "too_old", Detail: "outside the 7 day window"}
+		return &Error{Class: ClassExpired, Reason: "too_old", Detail: "outside the 7 day window"}
 	case strings.HasPrefix(c.Key, "skip"):
-		return &RowError{Class: ClassSkipped, Reason: "consent_denied", Detail: "ad_user_data denied"}
+		return &Error{Class: ClassSkipped, Reason: "consent_denied", Detail: "ad_user_data denied"}
 	case strings.HasPrefix(c.Key, "young"):
-		return &RowError{Class: ClassTransient, Reason: "too_recent", Detail: "click under 6h old", RetryAfter: time.Hour}
+		return &Error{Class: ClassTransient, Reason: "too_recent", Detail: "click under 6h old", RetryAfter: time.Hour}
 	}
 	return nil
 }
@@ -89,7 +89,7 @@ func (p *keysPlatform) ParseResponse(resp *http.Response, body []byte, batch []s
 	case code == http.StatusOK:
 		var r keysResponse
 		if err := json.Unmarshal(body, &r); err != nil {
-			return nil, &TransientError{Reason: "bad_json", Detail: err.Error()}
+			return nil, &Error{Class: ClassTransient, Reason: "bad_json", Detail: err.Error()}
 		}
 		out := make([]RowResult, len(r.Results))
 		for i, k := range r.Results {
@@ -105,14 +105,22 @@ func (p *keysPlatform) ParseResponse(resp *http.Response, body []byte, batch []s
 			case "expired":
 				out[i] = RowResult{Class: ClassExpired, Reason: "EXPIRED_EVENT"}
 			case "setup":
-				out[i] = RowResult{Class: ClassSetup, Reason: "UNKNOWN_ACTION"}
+				out[i] = RowResult{Class: ClassSetup, Reason: "ACCOUNT_SUSPENDED"}
+			case "held":
+				out[i] = RowResult{Class: ClassHeld, Reason: "NO_CONVERSION_ACTION_FOUND", Detail: "conversion action not found"}
+			case "unknown":
+				out[i] = RowResult{Class: ClassUnknown, Reason: "A_FUTURE_ENUM"}
 			}
 		}
 		return out, nil
 	case code == http.StatusBadRequest:
-		return nil, &BatchRejectedError{Reason: "INVALID_ARGUMENT", Detail: "an event is invalid"}
+		return nil, &Error{Class: ClassBatchRejected, Reason: "INVALID_ARGUMENT", Detail: "an event is invalid"}
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		return nil, &Error{Class: ClassSetup, Reason: "http_" + strconv.Itoa(code), Detail: "credentials refused"}
+	case (code == http.StatusTooManyRequests || code >= 500) && strings.Contains(string(body), "SETUP"):
+		return nil, &Error{Class: ClassSetup, Reason: "AUTH_IN_5XX", Detail: "a setup error inside a 5xx"}
 	case code == http.StatusTooManyRequests || code >= 500:
-		return nil, &TransientError{Reason: "http_" + strconv.Itoa(code)}
+		return nil, &Error{Class: ClassTransient, Reason: "http_" + strconv.Itoa(code)}
 	}
 	return nil, fmt.Errorf("unexpected status %d", resp.StatusCode)
 }

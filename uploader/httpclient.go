@@ -1,8 +1,10 @@
 package uploader
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -43,9 +45,18 @@ func newHTTPClient(name string, timeout time.Duration, o Options, lim *rate.Limi
 
 type counter interface{ Add(float64) }
 
+type peekKey struct{}
+
+// withPeek attaches the classifier checkRetry consults before retrying a response.
+func withPeek(ctx context.Context, classify func(*http.Response, []byte) error) context.Context {
+	return context.WithValue(ctx, peekKey{}, classify)
+}
+
 // checkRetry retries network errors, 408, 429 and 5xx (but 501), unless the server asks for
-// a Retry-After longer than maxWait: that wait is persisted on the rows instead of spent
-// holding a lease.
+// a Retry-After longer than maxWait (that wait is persisted on the rows instead of spent
+// holding a lease), or the request's classifier reads the body as something a retry cannot
+// fix (a setup error inside a 5xx, a documented rejection): the body is read and classified
+// before any retry.
 func checkRetry(maxWait time.Duration, throttled counter) retryablehttp.CheckRetry {
 	return func(ctx context.Context, resp *http.Response, err error) (bool, error) {
 		if ctx.Err() != nil {
@@ -60,18 +71,37 @@ func checkRetry(maxWait time.Duration, throttled counter) retryablehttp.CheckRet
 		if code == http.StatusTooManyRequests {
 			throttled.Add(1)
 		}
+		retry := false
 		switch {
 		case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
-			if d, ok := retryAfter(resp); ok && d > maxWait {
+			if d, ok := RetryAfter(resp.Header, time.Now()); ok && d > maxWait {
 				return false, nil
 			}
-			return true, nil
+			retry = true
 		case code == http.StatusRequestTimeout:
-			return true, nil
+			retry = true
 		case code >= 500 && code != http.StatusNotImplemented:
-			return true, nil
+			retry = true
 		}
-		return false, nil
+		if !retry {
+			return false, nil
+		}
+		if classify, ok := ctx.Value(peekKey{}).(func(*http.Response, []byte) error); ok {
+			body, rerr := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+			_ = resp.Body.Close()
+			resp.Body = io.NopCloser(bytes.NewReader(body))
+			if rerr != nil {
+				return true, nil
+			}
+			if cerr := classify(resp, body); cerr != nil {
+				switch AsError(cerr).Class {
+				case ClassTransient, ClassUnknown:
+				default:
+					return false, nil
+				}
+			}
+		}
+		return true, nil
 	}
 }
 
@@ -81,7 +111,7 @@ func backoff(spent counter) retryablehttp.Backoff {
 	return func(lo, hi time.Duration, attempt int, resp *http.Response) time.Duration {
 		var d time.Duration
 		if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
-			if ra, ok := retryAfter(resp); ok {
+			if ra, ok := RetryAfter(resp.Header, time.Now()); ok {
 				d = min(ra, hi)
 			}
 		}
@@ -111,26 +141,26 @@ func jitter(d time.Duration) time.Duration {
 	return half + rand.N(d-half+1)
 }
 
-// retryAfter parses the Retry-After header (seconds or HTTP date).
-func retryAfter(resp *http.Response) (time.Duration, bool) {
-	if resp == nil {
+// RetryAfter reads a Retry-After header in either of its forms (RFC 9110 10.2.3): delay
+// seconds, or an HTTP date (relative to now). ok is false when the header is absent or
+// unreadable; a date in the past gives 0. The one parser of the header: platform packages
+// call it too.
+func RetryAfter(h http.Header, now time.Time) (time.Duration, bool) {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
 		return 0, false
 	}
-	h := strings.TrimSpace(resp.Header.Get("Retry-After"))
-	if h == "" {
-		return 0, false
-	}
-	if s, err := strconv.ParseInt(h, 10, 64); err == nil {
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
 		if s < 0 {
 			return 0, false
 		}
 		return time.Duration(s) * time.Second, true
 	}
-	t, err := http.ParseTime(h)
+	t, err := http.ParseTime(v)
 	if err != nil {
 		return 0, false
 	}
-	return max(time.Until(t), 0), true
+	return max(t.Sub(now), 0), true
 }
 
 // zapLeveled adapts zap to retryablehttp.LeveledLogger. Every value is passed through

@@ -20,6 +20,9 @@ type Metrics struct {
 	Throttled *prometheus.CounterVec
 	// Backoff sums the seconds spent waiting in process between HTTP retries.
 	Backoff *prometheus.CounterVec
+	// Unrecognised counts answers a platform package did not recognise (retried, never
+	// rejected), by reason.
+	Unrecognised *prometheus.CounterVec
 	// Paused is 1 while the destination is paused for a setup problem.
 	Paused *prometheus.GaugeVec
 }
@@ -54,13 +57,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "closedloop_upload_backoff_seconds_total",
 			Help: "Seconds spent waiting between in-process HTTP retries.",
 		}, []string{"destination"}),
+		Unrecognised: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "closedloop_upload_unrecognised_total",
+			Help: "Platform answers the uploader did not recognise (rows retried with backoff, never rejected), by destination and reason.",
+		}, []string{"destination", "reason"}),
 		Paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "closedloop_destination_paused",
 			Help: "1 while the destination is paused for a setup problem, else 0.",
 		}, []string{"destination"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Requests, m.BatchSize, m.Duration, m.Rows, m.Throttled, m.Backoff, m.Paused)
+		reg.MustRegister(m.Requests, m.BatchSize, m.Duration, m.Rows, m.Throttled, m.Backoff, m.Unrecognised, m.Paused)
 	}
 	return m
 }

@@ -19,6 +19,8 @@ type Outbox interface {
 	RecordOutcomes(ctx context.Context, owner string, outs []store.Outcome, now time.Time) error
 	// ReleaseExpiredLeases returns rows whose lease ended before now to ready, unchanged.
 	ReleaseExpiredLeases(ctx context.Context, now time.Time) (int, error)
+	// ReleaseHeld returns held rows whose hold probe is due at now to ready.
+	ReleaseHeld(ctx context.Context, now time.Time) (int, error)
 	// SentForPolling returns up to limit rows of destination in state sent (with a
 	// PlatformRef), oldest first.
 	SentForPolling(ctx context.Context, destination string, limit int) ([]store.Conversion, error)

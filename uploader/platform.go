@@ -16,9 +16,9 @@ type Platform interface {
 	MaxBatch() int
 	// Check validates one row against the platform's rules before anything is sent
 	// (age window on the platform's clock, required identifiers, consent, formats). It
-	// returns nil when the row can be sent, else a *RowError whose Class is ClassExpired,
+	// returns nil when the row can be sent, else a *Error whose Class is ClassExpired,
 	// ClassSkipped or ClassPermanent.
-	Check(c *store.Conversion, now time.Time) *RowError
+	Check(c *store.Conversion, now time.Time) *Error
 	// BuildRequest makes the exact HTTP request for a batch of rows that passed Check.
 	// The request's body must be replayable (GetBody set, as http.NewRequest does for
 	// bytes.Reader). Auth headers are set here; a failure to get credentials is a *SetupError.
@@ -47,61 +47,3 @@ type StatusPoller interface {
 type Grouper interface {
 	BatchGroup(c *store.Conversion) string
 }
-
-// Class is the kind of outcome a row or request had.
-type Class string
-
-const (
-	ClassAccepted  Class = "accepted"  // the platform took it (synchronously)
-	ClassSent      Class = "sent"      // taken for asynchronous processing; poll PlatformRef
-	ClassPermanent Class = "permanent" // bad row: rejected, never retried
-	ClassTransient Class = "transient" // retry with backoff
-	ClassSetup     Class = "setup"     // credentials, unknown action/dataset, quota: pause destination
-	ClassExpired   Class = "expired"   // outside the platform's window: never sent
-	ClassSkipped   Class = "skipped"   // consent or policy: never sent
-)
-
-// RowResult is the outcome of one row.
-type RowResult struct {
-	Class       Class
-	Reason      string        // reason code: the platform's error code/enum, or ours
-	Detail      string        // the platform's message; never raw PII
-	RetryAfter  time.Duration // for ClassTransient: the earliest sensible retry (0 = backoff)
-	PlatformRef string        // for ClassSent
-}
-
-// RowError rejects one row before sending. Check may also return Class ClassTransient when
-// the row cannot be sent yet (a Google click under 6 hours old): retry after RetryAfter.
-type RowError struct {
-	Class      Class
-	Reason     string
-	Detail     string
-	RetryAfter time.Duration // for ClassTransient
-}
-
-func (e *RowError) Error() string { return string(e.Class) + ": " + e.Reason + ": " + e.Detail }
-
-// SetupError means the destination cannot work until someone fixes its setup.
-type SetupError struct {
-	Reason string
-	Detail string
-}
-
-func (e *SetupError) Error() string { return "setup: " + e.Reason + ": " + e.Detail }
-
-// TransientError means the whole request may succeed later.
-type TransientError struct {
-	Reason     string
-	Detail     string
-	RetryAfter time.Duration
-}
-
-func (e *TransientError) Error() string { return "transient: " + e.Reason + ": " + e.Detail }
-
-// BatchRejectedError means the platform rejected the whole batch for a bad row it did not name.
-type BatchRejectedError struct {
-	Reason string
-	Detail string
-}
-
-func (e *BatchRejectedError) Error() string { return "batch rejected: " + e.Reason + ": " + e.Detail }

@@ -27,6 +27,13 @@ func (d *Dispatcher) sweepLoop(ctx context.Context) error {
 		case n > 0:
 			d.log.Info("released expired leases", zap.Int("rows", n))
 		}
+		n, err = d.out.ReleaseHeld(ctx, d.o.Now())
+		switch {
+		case err != nil && ctx.Err() == nil:
+			d.log.Error("releasing held rows for their probe failed", zap.String("error", errText(err)))
+		case n > 0:
+			d.log.Info("held rows due for their probe", zap.Int("rows", n))
+		}
 	}
 }
 
@@ -97,7 +104,7 @@ func (d *Dispatcher) pollOnce(ctx context.Context) error {
 				outs = append(outs, d.retryOutcome(&rs[i], r.Reason, r.Detail, r.RetryAfter, now, false))
 				continue
 			}
-			o := d.resultOutcome(&rs[i], r, now)
+			o := d.outcome(&rs[i], r.Class, r.Reason, r.Detail, r.RetryAfter, now, false)
 			o.CountAttempt = false
 			outs = append(outs, o)
 		}
@@ -117,7 +124,7 @@ func (d *Dispatcher) poll(ctx context.Context, ref string, rows []store.Conversi
 	if err != nil {
 		return nil, false, err
 	}
-	resp, body, err := d.do(ctx, req, 0)
+	resp, body, err := d.do(ctx, req, 0, nil)
 	if err != nil {
 		return nil, false, err
 	}

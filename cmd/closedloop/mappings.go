@@ -291,7 +291,7 @@ func explainRow(ctx context.Context, platform uploader.Platform, row *store.Conv
 	}
 	req, err := platform.BuildRequest(ctx, []store.Conversion{*row}, now)
 	if err != nil {
-		var setup *uploader.SetupError
+		var setup *uploader.Error
 		if errors.As(err, &setup) {
 			return store.StateReady, setup.Reason, nil, nil
 		}

@@ -66,6 +66,12 @@ func renderTable(w io.Writer, r Report) error {
 			b.WriteString(reasons(c.Total.RejectedBy))
 			b.WriteByte('\n')
 		}
+		if c.Total.Held > 0 {
+			fmt.Fprintf(&b, "! held        %d rows: the platform refused the conversion action (%s); resent at each probe\n", c.Total.Held, reasons(c.Total.HeldBy))
+		}
+		if c.Total.Partial > 0 {
+			fmt.Fprintf(&b, "! partial     %d rows in requests the platform reports partly failed: %s\n", c.Total.Partial, reasons(c.Total.PartialBy))
+		}
 	}
 	b.WriteString("\nmatch = stage changes matched; made = conversions created; queue = waiting\nto upload; retry = waiting after a transient error; ! = needs a look\n")
 	_, err := io.WriteString(w, b.String())

@@ -44,6 +44,15 @@ type Counts struct {
 	Pending    int            `json:"pending"`  // ready or in flight, never tried or not yet failed
 	InRetry    int            `json:"in_retry"` // ready again after a transient failure
 	Failed     int            `json:"failed"`   // retries exhausted
+	// Held counts rows whose conversion action the platform refused (unknown, disabled):
+	// kept, resent at each hold probe, by reason in HeldBy.
+	Held   int            `json:"held"`
+	HeldBy map[string]int `json:"held_by_reason,omitempty"`
+	// Partial counts rows of requests the platform reports as partly failed without naming
+	// the failed rows; PartialBy keys are "N of M failed per the platform: reason=count".
+	// Never counted as accepted.
+	Partial   int            `json:"partial"`
+	PartialBy map[string]int `json:"partial_by_request,omitempty"`
 	// WithIdentifier counts created conversions that had a usable identifier.
 	WithIdentifier int `json:"with_identifier"`
 }
@@ -80,6 +89,10 @@ func (c *Counts) add(o Counts) {
 	c.Pending += o.Pending
 	c.InRetry += o.InRetry
 	c.Failed += o.Failed
+	c.Held += o.Held
+	c.HeldBy = addBy(c.HeldBy, o.HeldBy)
+	c.Partial += o.Partial
+	c.PartialBy = addBy(c.PartialBy, o.PartialBy)
 	c.WithIdentifier += o.WithIdentifier
 }
 
@@ -269,6 +282,12 @@ func tally(c *Counts, rc store.ReportCount) {
 		c.Awaiting += n
 	case store.StateFailed:
 		c.Failed += n
+	case store.StateHeld:
+		c.Held += n
+		c.HeldBy = addBy(c.HeldBy, map[string]int{reasonOr(rc.Reason): n})
+	case store.StatePartial:
+		c.Partial += n
+		c.PartialBy = addBy(c.PartialBy, map[string]int{reasonOr(rc.Reason): n})
 	case store.StateReady, store.StateInFlight:
 		if rc.Reason != "" {
 			c.InRetry += n
@@ -276,6 +295,16 @@ func tally(c *Counts, rc store.ReportCount) {
 			c.Pending += n
 		}
 	}
+}
+
+func addBy(into, from map[string]int) map[string]int {
+	for k, n := range from {
+		if into == nil {
+			into = map[string]int{}
+		}
+		into[k] += n
+	}
+	return into
 }
 
 func reasonOr(r string) string {

@@ -27,6 +27,9 @@ type DestinationStatus struct {
 	Paused   bool
 	Reason   string // why it is paused
 	Since    time.Time
+	// Held describes each conversion action whose rows are held (refused by the platform)
+	// while the rest of the destination flows.
+	Held []string
 }
 
 // Source is what the page reads. Destinations and MappingVersion come from the running

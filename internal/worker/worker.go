@@ -273,7 +273,11 @@ func (s *status) Destinations() []statuspage.DestinationStatus {
 	out := make([]statuspage.DestinationStatus, 0, len(s.dispatchers))
 	for _, d := range s.dispatchers {
 		st := d.Status()
-		out = append(out, statuspage.DestinationStatus{Name: st.Name, Platform: st.Platform, Paused: st.Paused, Reason: st.Reason, Since: st.Since})
+		ds := statuspage.DestinationStatus{Name: st.Name, Platform: st.Platform, Paused: st.Paused, Reason: st.Reason, Since: st.Since}
+		for _, h := range st.Held {
+			ds.Held = append(ds.Held, h.Conversion+": "+h.Reason+" — "+h.Detail)
+		}
+		out = append(out, ds)
 	}
 	return out
 }

@@ -59,17 +59,17 @@ func (a *AdsAPI) BatchGroup(c *store.Conversion) string {
 
 // Check: conversions follow Google's shared rules (see DataManager.Check); a retraction
 // needs the key of the conversion it retracts (sent as orderId) and a numeric action.
-func (a *AdsAPI) Check(c *store.Conversion, now time.Time) *uploader.RowError {
+func (a *AdsAPI) Check(c *store.Conversion, now time.Time) *uploader.Error {
 	if c.Kind == store.KindRetraction {
 		if c.RetractsKey == "" {
-			return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "missing_retracts_key", Detail: "a retraction must name the conversion it retracts"}
+			return &uploader.Error{Class: uploader.ClassPermanent, Reason: "missing_retracts_key", Detail: "a retraction must name the conversion it retracts"}
 		}
 		if !numericID.MatchString(c.ConversionName) {
-			return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "invalid_conversion_action",
+			return &uploader.Error{Class: uploader.ClassPermanent, Reason: "invalid_conversion_action",
 				Detail: fmt.Sprintf("conversion name must be the numeric conversion action ID, got %q", c.ConversionName)}
 		}
 		if c.OccurredAt.IsZero() {
-			return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "missing_event_time", Detail: "occurred_at is not set"}
+			return &uploader.Error{Class: uploader.ClassPermanent, Reason: "missing_event_time", Detail: "occurred_at is not set"}
 		}
 		return nil
 	}
@@ -239,20 +239,25 @@ func (a *AdsAPI) ParseResponse(resp *http.Response, body []byte, batch []store.C
 		}
 		for _, e := range p.adsErrors {
 			typ, enum := e.code()
-			if class, _ := AdsErrorClass(typ, enum); class == uploader.ClassSetup {
-				return nil, &uploader.SetupError{Reason: enum, Detail: uploader.Truncate(e.Message, 300)}
+			class, _ := AdsErrorClass(typ, enum)
+			if class == uploader.ClassSetup {
+				return nil, &uploader.Error{Class: uploader.ClassSetup, Reason: enum, Detail: uploader.Truncate(e.Message, 300)}
+			}
+			if class == uploader.ClassHeld && len(batch) == 1 {
+				// A larger batch is bisected below until the action's rows stand alone.
+				return nil, &uploader.Error{Class: uploader.ClassHeld, Reason: enum, Detail: uploader.Truncate(e.Message, 300)}
 			}
 			if typ == "quotaError" {
 				ra := retryAfter(resp.Header, time.Now())
 				if ra == 0 {
 					ra = p.retryDelay
 				}
-				return nil, &uploader.TransientError{Reason: enum, Detail: uploader.Truncate(e.Message, 300), RetryAfter: ra}
+				return nil, &uploader.Error{Class: uploader.ClassTransient, Reason: enum, Detail: uploader.Truncate(e.Message, 300), RetryAfter: ra}
 			}
 		}
 		if len(p.adsErrors) > 0 && resp.StatusCode == http.StatusBadRequest {
 			_, enum := p.adsErrors[0].code()
-			return nil, &uploader.BatchRejectedError{Reason: enum, Detail: uploader.Truncate(p.adsErrors[0].Message, 300)}
+			return nil, &uploader.Error{Class: uploader.ClassBatchRejected, Reason: enum, Detail: uploader.Truncate(p.adsErrors[0].Message, 300)}
 		}
 		return nil, classifyHTTP(resp, p, adsSetupReasons)
 	}
@@ -260,7 +265,7 @@ func (a *AdsAPI) ParseResponse(resp *http.Response, body []byte, batch []store.C
 		PartialFailureError *rpcStatus `json:"partialFailureError"`
 	}
 	if err := json.Unmarshal(body, &ok); err != nil {
-		return nil, &uploader.TransientError{Reason: "unparseable_response", Detail: "upload answered 2xx with a body that is not JSON"}
+		return nil, &uploader.Error{Class: uploader.ClassTransient, Reason: "unparseable_response", Detail: "upload answered 2xx with a body that is not JSON"}
 	}
 	accepted := uploader.RowResult{Class: uploader.ClassAccepted, Reason: "uploaded"}
 	if a.cfg.ValidateOnly {
@@ -279,7 +284,7 @@ func (a *AdsAPI) ParseResponse(resp *http.Response, body []byte, batch []store.C
 		i, has := e.index()
 		if !has {
 			if class == uploader.ClassSetup {
-				return nil, &uploader.SetupError{Reason: enum, Detail: uploader.Truncate(e.Message, 300)}
+				return nil, &uploader.Error{Class: uploader.ClassSetup, Reason: enum, Detail: uploader.Truncate(e.Message, 300)}
 			}
 			continue
 		}
@@ -342,23 +347,26 @@ var adsClasses = map[string]struct {
 	"CONVERSION_ALREADY_ENHANCED":     {uploader.ClassAccepted, 0},
 	"MORE_RECENT_RESTATEMENT_FOUND":   {uploader.ClassAccepted, 0},
 	// Account or conversion action setup.
-	"NO_CONVERSION_ACTION_FOUND":                                                    {uploader.ClassSetup, 0},
-	"INVALID_CONVERSION_ACTION_TYPE":                                                {uploader.ClassSetup, 0},
-	"CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS":                                     {uploader.ClassSetup, 0},
-	"CUSTOMER_NOT_ENABLED_ENHANCED_CONVERSIONS_FOR_LEADS":                           {uploader.ClassSetup, 0},
-	"CUSTOMER_DATA_POLICY_PROHIBITS_ENHANCED_CONVERSIONS":                           {uploader.ClassSetup, 0},
-	"CONVERSION_TRACKING_NOT_ENABLED_AT_IMPRESSION_TIME":                            {uploader.ClassSetup, 0},
-	"UNAUTHORIZED_CUSTOMER":                                                         {uploader.ClassSetup, 0},
-	"CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE":                                     {uploader.ClassSetup, 0},
-	"EXTERNAL_ATTRIBUTION_DATA_SET_FOR_NON_EXTERNALLY_ATTRIBUTED_CONVERSION_ACTION": {uploader.ClassSetup, 0},
-	"EXTERNAL_ATTRIBUTION_DATA_NOT_SET_FOR_EXTERNALLY_ATTRIBUTED_CONVERSION_ACTION": {uploader.ClassSetup, 0},
-	"RESOURCE_EXHAUSTED":                                                            {uploader.ClassSetup, 0}, // quotaError: daily operations used up
-	"RESOURCE_TEMPORARILY_EXHAUSTED":                                                {uploader.ClassTransient, time.Minute},
+	// Scoped to the row's conversion action: hold that action's rows, the others flow.
+	"NO_CONVERSION_ACTION_FOUND":     {uploader.ClassHeld, 0},
+	"INVALID_CONVERSION_ACTION_TYPE": {uploader.ClassHeld, 0},
+	"EXTERNAL_ATTRIBUTION_DATA_SET_FOR_NON_EXTERNALLY_ATTRIBUTED_CONVERSION_ACTION": {uploader.ClassHeld, 0},
+	"EXTERNAL_ATTRIBUTION_DATA_NOT_SET_FOR_EXTERNALLY_ATTRIBUTED_CONVERSION_ACTION": {uploader.ClassHeld, 0},
+
+	"CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS":           {uploader.ClassSetup, 0},
+	"CUSTOMER_NOT_ENABLED_ENHANCED_CONVERSIONS_FOR_LEADS": {uploader.ClassSetup, 0},
+	"CUSTOMER_DATA_POLICY_PROHIBITS_ENHANCED_CONVERSIONS": {uploader.ClassSetup, 0},
+	"CONVERSION_TRACKING_NOT_ENABLED_AT_IMPRESSION_TIME":  {uploader.ClassSetup, 0},
+	"UNAUTHORIZED_CUSTOMER":                               {uploader.ClassSetup, 0},
+	"CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE":           {uploader.ClassSetup, 0},
+	"RESOURCE_EXHAUSTED":                                  {uploader.ClassSetup, 0}, // quotaError: daily operations used up
+	"RESOURCE_TEMPORARILY_EXHAUSTED":                      {uploader.ClassTransient, time.Minute},
 }
 
 // AdsErrorClass classifies one GoogleAdsError by its error type (the errorCode key, e.g.
 // "conversionUploadError") and enum name. Authentication and authorization errors are
-// setup; an unknown enum of a row-level error type is permanent for that row.
+// setup; conversion-action errors hold that action's rows; an enum this package does not
+// know is ClassUnknown (the row is retried, never rejected).
 func AdsErrorClass(errorType, enum string) (uploader.Class, time.Duration) {
 	switch errorType {
 	case "authenticationError", "authorizationError", "notAllowlistedError":
@@ -372,5 +380,5 @@ func AdsErrorClass(errorType, enum string) (uploader.Class, time.Duration) {
 	if c, ok := adsClasses[enum]; ok {
 		return c.class, c.wait
 	}
-	return uploader.ClassPermanent, 0
+	return uploader.ClassUnknown, 0
 }

@@ -96,17 +96,17 @@ func classifyTokenError(err error) error {
 		switch {
 		case code == "invalid_grant", code == "invalid_client", code == "unauthorized_client",
 			code == "invalid_scope", code == "access_denied":
-			return &uploader.SetupError{Reason: "oauth_" + code, Detail: "token refresh refused: " + detail}
+			return &uploader.Error{Class: uploader.ClassSetup, Reason: "oauth_" + code, Detail: "token refresh refused: " + detail}
 		case status == http.StatusTooManyRequests || status >= 500:
-			return &uploader.TransientError{Reason: "oauth_unavailable", Detail: "token endpoint answered " + http.StatusText(status)}
+			return &uploader.Error{Class: uploader.ClassTransient, Reason: "oauth_unavailable", Detail: "token endpoint answered " + http.StatusText(status)}
 		case status >= 400:
-			return &uploader.SetupError{Reason: "oauth_refused", Detail: "token endpoint answered " + http.StatusText(status) + " " + detail}
+			return &uploader.Error{Class: uploader.ClassSetup, Reason: "oauth_refused", Detail: "token endpoint answered " + http.StatusText(status) + " " + detail}
 		}
 	}
 	if errors.Is(err, context.Canceled) {
 		return err
 	}
-	return &uploader.TransientError{Reason: "oauth_unreachable", Detail: "token refresh failed: " + errorClass(err)}
+	return &uploader.Error{Class: uploader.ClassTransient, Reason: "oauth_unreachable", Detail: "token refresh failed: " + errorClass(err)}
 }
 
 // errorClass describes a transport error without its URL.

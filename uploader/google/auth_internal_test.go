@@ -43,6 +43,7 @@ func TestTokensInvalidate(t *testing.T) {
 	require.True(t, tk.Invalidate(), "a 401 right after a refresh means bad credentials")
 
 	err = unauthorized(tk, parsed{})
-	var te *uploader.TransientError
+	var te *uploader.Error
 	require.True(t, errors.As(err, &te), "nothing cached any more: %v", err)
+	require.Equal(t, uploader.ClassTransient, te.Class, "%v", err)
 }

@@ -39,33 +39,33 @@ func pickClick(clicks []store.Click) (store.Click, bool) {
 }
 
 // checkConversion applies the rules shared by both Google surfaces to a conversion row.
-func checkConversion(c *store.Conversion, now time.Time, window time.Duration) *uploader.RowError {
+func checkConversion(c *store.Conversion, now time.Time, window time.Duration) *uploader.Error {
 	// Retractions are decided by each surface before this (Ads retracts, Data Manager cannot).
 	if e := uploader.CheckRow(c, uploader.RowRules{API: "Google", Retracts: true, NonNegativeValue: true}); e != nil {
 		return e
 	}
 	if !numericID.MatchString(c.ConversionName) {
-		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "invalid_conversion_action",
+		return &uploader.Error{Class: uploader.ClassPermanent, Reason: "invalid_conversion_action",
 			Detail: fmt.Sprintf("conversion name must be the numeric conversion action ID, got %q", c.ConversionName)}
 	}
 	ids := c.Identity.Identifiers
 	click, hasClick := pickClick(c.Identity.Clicks)
 	if !hasClick && !ids.Has(pii.Google, pii.Email) && !ids.Has(pii.Google, pii.Phone) {
-		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "no_identifier",
+		return &uploader.Error{Class: uploader.ClassPermanent, Reason: "no_identifier",
 			Detail: "needs a gclid, gbraid or wbraid, or a hashed email or phone"}
 	}
 	if hasClick && !click.At.IsZero() {
 		age := c.OccurredAt.Sub(click.At)
 		switch {
 		case age < 0:
-			return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "conversion_precedes_click",
+			return &uploader.Error{Class: uploader.ClassPermanent, Reason: "conversion_precedes_click",
 				Detail: fmt.Sprintf("conversion at %s is before the %s click at %s", c.OccurredAt.UTC().Format(time.RFC3339), click.Type, click.At.UTC().Format(time.RFC3339))}
 		case age > window:
-			return &uploader.RowError{Class: uploader.ClassExpired, Reason: "click_window_exceeded",
+			return &uploader.Error{Class: uploader.ClassExpired, Reason: "click_window_exceeded",
 				Detail: fmt.Sprintf("%s click is %s before the conversion; the window is %s", click.Type, age.Round(time.Hour), window)}
 		}
 		if since := now.Sub(click.At); since < MinClickAge {
-			return &uploader.RowError{Class: uploader.ClassTransient, Reason: "click_too_recent",
+			return &uploader.Error{Class: uploader.ClassTransient, Reason: "click_too_recent",
 				Detail: fmt.Sprintf("%s click is under 6h old", click.Type), RetryAfter: MinClickAge - since}
 		}
 	}
@@ -198,17 +198,8 @@ func (p parsed) detail() string {
 
 // retryAfter reads a Retry-After header in seconds or HTTP-date form.
 func retryAfter(h http.Header, now time.Time) time.Duration {
-	v := h.Get("Retry-After")
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
+	d, _ := uploader.RetryAfter(h, now)
+	return d
 }
 
 // classifyHTTP turns a non-2xx Google response into the dispatcher's error types. 401 must
@@ -221,18 +212,18 @@ func classifyHTTP(resp *http.Response, p parsed, setupReasons map[string]bool) e
 	}
 	switch code := resp.StatusCode; {
 	case code == http.StatusTooManyRequests:
-		return &uploader.TransientError{Reason: p.reason, Detail: p.detail(), RetryAfter: ra}
+		return &uploader.Error{Class: uploader.ClassTransient, Reason: p.reason, Detail: p.detail(), RetryAfter: ra}
 	case code >= 500 || code == http.StatusRequestTimeout:
-		return &uploader.TransientError{Reason: p.reason, Detail: p.detail(), RetryAfter: ra}
+		return &uploader.Error{Class: uploader.ClassTransient, Reason: p.reason, Detail: p.detail(), RetryAfter: ra}
 	case code == http.StatusForbidden || code == http.StatusNotFound:
-		return &uploader.SetupError{Reason: p.reason, Detail: p.detail()}
+		return &uploader.Error{Class: uploader.ClassSetup, Reason: p.reason, Detail: p.detail()}
 	case code == http.StatusBadRequest:
 		if setupReasons[p.reason] {
-			return &uploader.SetupError{Reason: p.reason, Detail: p.detail()}
+			return &uploader.Error{Class: uploader.ClassSetup, Reason: p.reason, Detail: p.detail()}
 		}
-		return &uploader.BatchRejectedError{Reason: p.reason, Detail: p.detail()}
+		return &uploader.Error{Class: uploader.ClassBatchRejected, Reason: p.reason, Detail: p.detail()}
 	default:
-		return &uploader.SetupError{Reason: p.reason, Detail: fmt.Sprintf("unexpected HTTP %d: %s", code, p.detail())}
+		return &uploader.Error{Class: uploader.ClassUnknown, Reason: p.reason, Detail: fmt.Sprintf("unexpected HTTP %d: %s", code, p.detail())}
 	}
 }
 
@@ -240,9 +231,9 @@ func classifyHTTP(resp *http.Response, p parsed, setupReasons map[string]bool) e
 // bad (setup), else the token expired and the request can be retried at once.
 func unauthorized(t *tokens, p parsed) error {
 	if t.Invalidate() {
-		return &uploader.SetupError{Reason: "UNAUTHENTICATED", Detail: "a freshly refreshed access token was refused: " + p.detail()}
+		return &uploader.Error{Class: uploader.ClassSetup, Reason: "UNAUTHENTICATED", Detail: "a freshly refreshed access token was refused: " + p.detail()}
 	}
-	return &uploader.TransientError{Reason: "token_expired", Detail: "access token refused; refreshing"}
+	return &uploader.Error{Class: uploader.ClassTransient, Reason: "token_expired", Detail: "access token refused; refreshing", Refreshed: true}
 }
 
 // allRows returns one result per row with the same outcome.

@@ -71,9 +71,9 @@ func (d *DataManager) BatchGroup(c *store.Conversion) string { return c.Conversi
 // Check applies Google's rules: no retractions (Data Manager has none), consent, a numeric
 // conversion action, a click ID or hashed email/phone, and the click window measured from
 // click to conversion (expired beyond it; transient while the click is under 6 h old).
-func (d *DataManager) Check(c *store.Conversion, now time.Time) *uploader.RowError {
+func (d *DataManager) Check(c *store.Conversion, now time.Time) *uploader.Error {
 	if c.Kind == store.KindRetraction {
-		return &uploader.RowError{Class: uploader.ClassSkipped, Reason: "retraction_unsupported",
+		return &uploader.Error{Class: uploader.ClassSkipped, Reason: "retraction_unsupported",
 			Detail: "the Data Manager API cannot retract a conversion"}
 	}
 	return checkConversion(c, now, d.cfg.ClickWindow)
@@ -262,13 +262,13 @@ func (d *DataManager) ParseResponse(resp *http.Response, body []byte, batch []st
 			RequestID string `json:"requestId"`
 		}
 		if err := json.Unmarshal(body, &ok); err != nil {
-			return nil, &uploader.TransientError{Reason: "unparseable_response", Detail: "ingest answered 2xx with a body that is not JSON"}
+			return nil, &uploader.Error{Class: uploader.ClassTransient, Reason: "unparseable_response", Detail: "ingest answered 2xx with a body that is not JSON"}
 		}
 		if d.cfg.ValidateOnly {
 			return uploader.AllRows(len(batch), uploader.RowResult{Class: uploader.ClassAccepted, Reason: "validate_only", Detail: "validated, not ingested"}), nil
 		}
 		if ok.RequestID == "" {
-			return nil, &uploader.TransientError{Reason: "missing_request_id", Detail: "ingest answered 2xx without a requestId"}
+			return nil, &uploader.Error{Class: uploader.ClassTransient, Reason: "missing_request_id", Detail: "ingest answered 2xx without a requestId"}
 		}
 		return uploader.AllRows(len(batch), uploader.RowResult{Class: uploader.ClassSent, Reason: "ingested", PlatformRef: ok.RequestID}), nil
 	}
@@ -325,7 +325,8 @@ type (
 // done; SUCCESS → accepted; FAILED → rejected with the dominant processing error reason
 // (transient when that reason is an internal error). PARTIAL_SUCCESS reports only counts, not
 // which rows failed: when every row failed they are rejected, otherwise all are recorded
-// accepted with Reason "partial_success" and the error counts in Detail.
+// partial (store.StatePartial) with Reason "partial_success" and "N of M failed per the
+// platform: reason=count, ..." in Detail.
 func (d *DataManager) ParsePoll(resp *http.Response, body []byte, rows []store.Conversion) ([]uploader.RowResult, bool, error) {
 	if resp.StatusCode/100 != 2 {
 		p := parseGoogleError(body)
@@ -333,13 +334,13 @@ func (d *DataManager) ParsePoll(resp *http.Response, body []byte, rows []store.C
 			return nil, false, unauthorized(d.tokens, p)
 		}
 		if resp.StatusCode == http.StatusNotFound {
-			return nil, false, &uploader.TransientError{Reason: p.reason, Detail: "request status not found yet: " + p.detail()}
+			return nil, false, &uploader.Error{Class: uploader.ClassTransient, Reason: p.reason, Detail: "request status not found yet: " + p.detail()}
 		}
 		return nil, false, classifyHTTP(resp, p, dmSetupReasons)
 	}
 	var st dmStatusResponse
 	if err := json.Unmarshal(body, &st); err != nil {
-		return nil, false, &uploader.TransientError{Reason: "unparseable_response", Detail: "requestStatus answered 2xx with a body that is not JSON"}
+		return nil, false, &uploader.Error{Class: uploader.ClassTransient, Reason: "unparseable_response", Detail: "requestStatus answered 2xx with a body that is not JSON"}
 	}
 	byAction := map[string]dmDestinationStatus{}
 	for _, s := range st.RequestStatusPerDestination {
@@ -372,8 +373,11 @@ func (d *DataManager) ParsePoll(resp *http.Response, body []byte, rows []store.C
 			if failed >= rowsOf[rows[i].ConversionName] {
 				results[i] = failedResult(s.ErrorInfo.ErrorCounts)
 			} else {
-				results[i] = uploader.RowResult{Class: uploader.ClassAccepted, Reason: "partial_success",
-					Detail: fmt.Sprintf("%d of %d events in the request failed: %s", failed, rowsOf[rows[i].ConversionName], countsDetail(s.ErrorInfo.ErrorCounts))}
+				// The status counts failed records without naming them: none of these rows
+				// may be counted as plainly accepted.
+				// The reason is the request's own tally, so the report groups by request.
+				tally := fmt.Sprintf("%d of %d failed per the platform: %s", failed, rowsOf[rows[i].ConversionName], countsDetail(s.ErrorInfo.ErrorCounts))
+				results[i] = uploader.RowResult{Class: uploader.ClassPartial, Reason: tally, Detail: "PARTIAL_SUCCESS: " + tally}
 			}
 		default: // PROCESSING, REQUEST_STATUS_UNKNOWN
 			return nil, false, nil

@@ -332,8 +332,8 @@ func TestAdsErrorClass(t *testing.T) {
 		{"conversionAdjustmentUploadError", "RESTATEMENT_ALREADY_EXISTS", uploader.ClassAccepted, 0},
 		{"conversionAdjustmentUploadError", "CONVERSION_ALREADY_ENHANCED", uploader.ClassAccepted, 0},
 		{"conversionAdjustmentUploadError", "MORE_RECENT_RESTATEMENT_FOUND", uploader.ClassAccepted, 0},
-		{"conversionUploadError", "NO_CONVERSION_ACTION_FOUND", uploader.ClassSetup, 0},
-		{"conversionUploadError", "INVALID_CONVERSION_ACTION_TYPE", uploader.ClassSetup, 0},
+		{"conversionUploadError", "NO_CONVERSION_ACTION_FOUND", uploader.ClassHeld, 0},
+		{"conversionUploadError", "INVALID_CONVERSION_ACTION_TYPE", uploader.ClassHeld, 0},
 		{"conversionUploadError", "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS", uploader.ClassSetup, 0},
 		{"conversionUploadError", "CUSTOMER_NOT_ENABLED_ENHANCED_CONVERSIONS_FOR_LEADS", uploader.ClassSetup, 0},
 		{"conversionUploadError", "CUSTOMER_DATA_POLICY_PROHIBITS_ENHANCED_CONVERSIONS", uploader.ClassSetup, 0},
@@ -342,7 +342,7 @@ func TestAdsErrorClass(t *testing.T) {
 		{"notAllowlistedError", "CUSTOMER_NOT_ALLOWLISTED_FOR_THIS_FEATURE", uploader.ClassSetup, 0},
 		{"authenticationError", "OAUTH_TOKEN_EXPIRED", uploader.ClassSetup, 0},
 		{"authorizationError", "USER_PERMISSION_DENIED", uploader.ClassSetup, 0},
-		{"conversionUploadError", "A_FUTURE_ENUM", uploader.ClassPermanent, 0},
+		{"conversionUploadError", "A_FUTURE_ENUM", uploader.ClassUnknown, 0},
 	}
 	for _, tc := range cases {
 		class, wait := google.AdsErrorClass(tc.typ, tc.enum)
@@ -356,18 +356,18 @@ func TestDataManagerHTTPStatusClasses(t *testing.T) {
 	cases := []struct {
 		status int
 		reason string
-		want   any
+		want   uploader.Class
 	}{
-		{400, "INVALID_SHA256_FORMAT", &uploader.BatchRejectedError{}},
-		{400, "INVALID_ARGUMENT", &uploader.BatchRejectedError{}},
-		{400, "INVALID_DESTINATION", &uploader.SetupError{}},
-		{400, "TOO_MANY_DESTINATIONS", &uploader.SetupError{}},
-		{403, "PERMISSION_DENIED", &uploader.SetupError{}},
-		{404, "NOT_FOUND", &uploader.SetupError{}},
-		{429, "RESOURCE_EXHAUSTED", &uploader.TransientError{}},
-		{500, "INTERNAL_ERROR", &uploader.TransientError{}},
-		{503, "UNAVAILABLE", &uploader.TransientError{}},
-		{504, "DEADLINE_EXCEEDED", &uploader.TransientError{}},
+		{400, "INVALID_SHA256_FORMAT", uploader.ClassBatchRejected},
+		{400, "INVALID_ARGUMENT", uploader.ClassBatchRejected},
+		{400, "INVALID_DESTINATION", uploader.ClassSetup},
+		{400, "TOO_MANY_DESTINATIONS", uploader.ClassSetup},
+		{403, "PERMISSION_DENIED", uploader.ClassSetup},
+		{404, "NOT_FOUND", uploader.ClassSetup},
+		{429, "RESOURCE_EXHAUSTED", uploader.ClassTransient},
+		{500, "INTERNAL_ERROR", uploader.ClassTransient},
+		{503, "UNAVAILABLE", uploader.ClassTransient},
+		{504, "DEADLINE_EXCEEDED", uploader.ClassTransient},
 	}
 	dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, "http://unused"), nil, zaptest.NewLogger(t))
 	for _, tc := range cases {
@@ -376,17 +376,12 @@ func TestDataManagerHTTPStatusClasses(t *testing.T) {
 		resp := &http.Response{StatusCode: tc.status, Header: http.Header{"Retry-After": {"7"}}}
 		_, err := dm.ParseResponse(resp, body, rows(t))
 		require.Error(t, err)
-		switch tc.want.(type) {
-		case *uploader.BatchRejectedError:
-			var e *uploader.BatchRejectedError
-			require.True(t, errors.As(err, &e), "%d %s: %v", tc.status, tc.reason, err)
+		var e *uploader.Error
+		require.True(t, errors.As(err, &e), "%d %s: %v", tc.status, tc.reason, err)
+		require.Equal(t, tc.want, e.Class, "%d %s: %v", tc.status, tc.reason, err)
+		if tc.want != uploader.ClassTransient {
 			require.Equal(t, tc.reason, e.Reason)
-		case *uploader.SetupError:
-			var e *uploader.SetupError
-			require.True(t, errors.As(err, &e), "%d %s: %v", tc.status, tc.reason, err)
-		case *uploader.TransientError:
-			var e *uploader.TransientError
-			require.True(t, errors.As(err, &e), "%d %s: %v", tc.status, tc.reason, err)
+		} else {
 			require.Equal(t, 7*time.Second, e.RetryAfter)
 		}
 	}

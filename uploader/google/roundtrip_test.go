@@ -100,8 +100,9 @@ func TestDataManagerPartialSuccess(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, done)
 	for _, r := range polled {
-		require.Equal(t, uploader.ClassAccepted, r.Class)
-		require.Equal(t, "partial_success", r.Reason)
+		require.Equal(t, uploader.ClassPartial, r.Class, "never counted as plainly accepted")
+		require.Contains(t, r.Reason, "failed per the platform")
+		require.Contains(t, r.Detail, "1 of 3 failed per the platform")
 		require.Contains(t, r.Detail, "PROCESSING_ERROR_REASON_INVALID_EVENT=1")
 	}
 }
@@ -113,8 +114,9 @@ func TestDataManagerRejections(t *testing.T) {
 		e := setup(t, sandbox.Options{Faults: sandbox.Faults{RejectKeys: []string{"k-deal-2-won"}}})
 		dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, e.url), nil, zaptest.NewLogger(t))
 		_, err := send(t, dm, rows(t))
-		var br *uploader.BatchRejectedError
+		var br *uploader.Error
 		require.True(t, errors.As(err, &br), "%v", err)
+		require.Equal(t, uploader.ClassBatchRejected, br.Class, "%v", err)
 		// Bisecting isolates the bad row; the others go through.
 		res, err := send(t, dm, rows(t)[:1])
 		require.NoError(t, err)
@@ -128,8 +130,9 @@ func TestDataManagerRejections(t *testing.T) {
 		batch := rows(t)
 		batch[2].Identity.Identifiers["email/google"] = "not-a-hash"
 		_, err := send(t, dm, batch)
-		var br *uploader.BatchRejectedError
+		var br *uploader.Error
 		require.True(t, errors.As(err, &br), "%v", err)
+		require.Equal(t, uploader.ClassBatchRejected, br.Class, "%v", err)
 		require.Equal(t, "INVALID_HEX_ENCODING", br.Reason)
 		require.Contains(t, br.Detail, "events[2].userData.userIdentifiers[0].emailAddress")
 	})
@@ -138,8 +141,9 @@ func TestDataManagerRejections(t *testing.T) {
 		e := setup(t, sandbox.Options{Faults: sandbox.Faults{ShareBatchReject: 1}})
 		dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, e.url), nil, zaptest.NewLogger(t))
 		_, err := send(t, dm, rows(t))
-		var br *uploader.BatchRejectedError
+		var br *uploader.Error
 		require.True(t, errors.As(err, &br), "%v", err)
+		require.Equal(t, uploader.ClassBatchRejected, br.Class, "%v", err)
 	})
 }
 
@@ -151,18 +155,21 @@ func TestGoogleFaults(t *testing.T) {
 		check  func(t *testing.T, err error)
 	}{
 		{"5xx is transient", sandbox.Faults{Share5xx: 1}, func(t *testing.T, err error) {
-			var te *uploader.TransientError
+			var te *uploader.Error
 			require.True(t, errors.As(err, &te), "%v", err)
+			require.Equal(t, uploader.ClassTransient, te.Class, "%v", err)
 		}},
 		{"429 is transient with Retry-After", sandbox.Faults{Share429: 1, RetryAfterSeconds: 3}, func(t *testing.T, err error) {
-			var te *uploader.TransientError
+			var te *uploader.Error
 			require.True(t, errors.As(err, &te), "%v", err)
+			require.Equal(t, uploader.ClassTransient, te.Class, "%v", err)
 			require.Equal(t, 3*time.Second, te.RetryAfter)
 			require.Equal(t, "RESOURCE_EXHAUSTED", te.Reason)
 		}},
 		{"expired token window right after a refresh is setup", sandbox.Faults{ExpiredToken: true}, func(t *testing.T, err error) {
-			var se *uploader.SetupError
+			var se *uploader.Error
 			require.True(t, errors.As(err, &se), "%v", err)
+			require.Equal(t, uploader.ClassSetup, se.Class, "%v", err)
 			require.NotContains(t, se.Error(), "sandbox-access-token", "the access token is never in an error")
 		}},
 	}
@@ -203,8 +210,9 @@ func TestGoogleFaults(t *testing.T) {
 		cfg.RefreshToken = "rt-not-known-to-the-sandbox"
 		dm := google.NewDataManager(cfg, nil, zaptest.NewLogger(t))
 		_, err := dm.BuildRequest(context.Background(), rows(t), now)
-		var se *uploader.SetupError
+		var se *uploader.Error
 		require.True(t, errors.As(err, &se), "%v", err)
+		require.Equal(t, uploader.ClassSetup, se.Class, "%v", err)
 		require.Equal(t, "oauth_invalid_grant", se.Reason)
 		require.NotContains(t, err.Error(), "rt-not-known", "the refresh token is never in an error")
 	})
@@ -228,12 +236,12 @@ func TestAdsRoundTrip(t *testing.T) {
 	require.Equal(t, uploader.ClassAccepted, res[0].Class)
 	require.Equal(t, "ORDER_ID_ALREADY_IN_USE", res[0].Reason)
 
-	// Unknown conversion action: a setup problem for that row.
+	// Unknown conversion action: that action's rows are held.
 	bad := rows(t)[:1]
 	bad[0].Key, bad[0].ConversionName = "k-other", "666"
 	res, err = send(t, ads, bad)
 	require.NoError(t, err)
-	require.Equal(t, uploader.ClassSetup, res[0].Class)
+	require.Equal(t, uploader.ClassHeld, res[0].Class)
 	require.Equal(t, "NO_CONVERSION_ACTION_FOUND", res[0].Reason)
 
 	// Retraction by orderId, twice.

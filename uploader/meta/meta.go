@@ -46,16 +46,16 @@ func (p *Platform) MaxBatch() int { return min(p.cfg.BatchSize, uploader.MaxBatc
 // Check skips retractions (Meta has none) and rows whose ad_user_data consent is denied,
 // expires events more than 7 days (less AgeMargin) before now ("event_too_old"), and needs
 // at least one identifier.
-func (p *Platform) Check(c *store.Conversion, now time.Time) *uploader.RowError {
+func (p *Platform) Check(c *store.Conversion, now time.Time) *uploader.Error {
 	if e := uploader.CheckRow(c, uploader.RowRules{API: "the Conversions API", NameField: "event_name"}); e != nil {
 		return e
 	}
 	if age := now.Sub(c.OccurredAt); age > MaxEventAge-AgeMargin {
-		return &uploader.RowError{Class: uploader.ClassExpired, Reason: "event_too_old",
+		return &uploader.Error{Class: uploader.ClassExpired, Reason: "event_too_old",
 			Detail: fmt.Sprintf("event is %s old; Meta takes events up to 7 days old", age.Round(time.Minute))}
 	}
 	if !hasIdentifier(c) {
-		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "no_identifier",
+		return &uploader.Error{Class: uploader.ClassPermanent, Reason: "no_identifier",
 			Detail: "needs a hashed email, phone or other customer parameter, a lead id, or an fbc/fbp click"}
 	}
 	return nil
@@ -231,7 +231,7 @@ func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store
 			FbtraceID      string `json:"fbtrace_id"`
 		}
 		if err := json.Unmarshal(body, &ok); err != nil || ok.EventsReceived == nil {
-			return nil, &uploader.TransientError{Reason: "unparseable_response", Detail: "events answered 2xx without events_received"}
+			return nil, &uploader.Error{Class: uploader.ClassTransient, Reason: "unparseable_response", Detail: "events answered 2xx without events_received"}
 		}
 		r := uploader.RowResult{Class: uploader.ClassAccepted, Reason: "events_received"}
 		if *ok.EventsReceived != len(batch) {
@@ -244,11 +244,11 @@ func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store
 		// Not a Graph error body: classify by status alone.
 		switch {
 		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-			return nil, &uploader.TransientError{Reason: "HTTP_" + strconv.Itoa(resp.StatusCode), Detail: http.StatusText(resp.StatusCode), RetryAfter: retryAfter(resp.Header)}
-		case resp.StatusCode == http.StatusBadRequest:
-			return nil, &uploader.BatchRejectedError{Reason: "HTTP_400", Detail: "bad request without a Graph error body"}
+			return nil, &uploader.Error{Class: uploader.ClassTransient, Reason: "HTTP_" + strconv.Itoa(resp.StatusCode), Detail: http.StatusText(resp.StatusCode), RetryAfter: retryAfter(resp.Header)}
+		case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+			return nil, &uploader.Error{Class: uploader.ClassSetup, Reason: "HTTP_" + strconv.Itoa(resp.StatusCode), Detail: http.StatusText(resp.StatusCode)}
 		default:
-			return nil, &uploader.SetupError{Reason: "HTTP_" + strconv.Itoa(resp.StatusCode), Detail: http.StatusText(resp.StatusCode)}
+			return nil, &uploader.Error{Class: uploader.ClassUnknown, Reason: "HTTP_" + strconv.Itoa(resp.StatusCode), Detail: "answered without a Graph error body"}
 		}
 	}
 	reason := strconv.Itoa(e.Code)
@@ -264,19 +264,17 @@ func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store
 	if ra := retryAfter(resp.Header); ra > 0 {
 		wait = ra
 	}
-	switch class {
-	case uploader.ClassTransient:
-		return nil, &uploader.TransientError{Reason: reason, Detail: detail, RetryAfter: wait}
-	case uploader.ClassSetup:
-		return nil, &uploader.SetupError{Reason: reason, Detail: detail}
-	default:
-		return nil, &uploader.BatchRejectedError{Reason: reason, Detail: detail}
+	if class == uploader.ClassPermanent {
+		// Meta rejects the whole batch for an invalid event without always naming it: bisect.
+		return nil, &uploader.Error{Class: uploader.ClassBatchRejected, Reason: reason, Detail: detail}
 	}
+	return nil, &uploader.Error{Class: class, Reason: reason, Detail: detail, RetryAfter: wait}
 }
 
 // ErrorClass classifies a Graph API error (platforms.md 2.5): ClassTransient with a wait,
-// ClassSetup, or ClassPermanent (for a batch: the whole batch was rejected for some
-// invalid event; bisect it).
+// ClassSetup, ClassPermanent (for a batch: the whole batch was rejected for some invalid
+// event; bisect it), or ClassUnknown for a code this package does not know (the rows are
+// retried, never rejected).
 //
 //	190 (token expired/invalid), 102 (session), 104 (no token), 10 and 200–299
 //	(permission), 3 (capability), 100/33 (dataset missing or no access)      → setup
@@ -285,7 +283,7 @@ func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store
 //	1, 2, 5000 (unknown / service) and any error with is_transient          → transient
 //	100 (invalid parameter, incl. subcodes 2804xxx such as 2804003
 //	"event sent after seven days")                                          → permanent (batch)
-//	anything else: 5xx → transient, 401/403 → setup, otherwise permanent.
+//	anything else: 5xx → transient, 401/403 → setup, otherwise unknown.
 func ErrorClass(code, subcode int, isTransient bool, httpStatus int) (uploader.Class, time.Duration) {
 	switch {
 	case code == 190 || code == 102 || code == 104 || code == 10 || code == 3 || (code >= 200 && code <= 299):
@@ -305,12 +303,10 @@ func ErrorClass(code, subcode int, isTransient bool, httpStatus int) (uploader.C
 	case httpStatus == http.StatusUnauthorized || httpStatus == http.StatusForbidden:
 		return uploader.ClassSetup, 0
 	}
-	return uploader.ClassPermanent, 0
+	return uploader.ClassUnknown, 0
 }
 
 func retryAfter(h http.Header) time.Duration {
-	if s, err := strconv.Atoi(h.Get("Retry-After")); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	return 0
+	d, _ := uploader.RetryAfter(h, time.Now())
+	return d
 }

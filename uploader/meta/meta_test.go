@@ -169,7 +169,7 @@ func TestErrorClass(t *testing.T) {
 		{12345, 0, true, 400, uploader.ClassTransient},
 		{12345, 0, false, 503, uploader.ClassTransient},
 		{12345, 0, false, 401, uploader.ClassSetup},
-		{12345, 0, false, 400, uploader.ClassPermanent},
+		{12345, 0, false, 400, uploader.ClassUnknown}, // never rejects a row
 	}
 	for _, tc := range cases {
 		class, _ := meta.ErrorClass(tc.code, tc.subcode, tc.transient, tc.status)
@@ -224,8 +224,9 @@ func TestSandboxRejections(t *testing.T) {
 		batch := rows(t)
 		batch[1].OccurredAt = now.Add(-8 * 24 * time.Hour) // as if Check had been skipped
 		_, err := send(t, p, batch)
-		var br *uploader.BatchRejectedError
+		var br *uploader.Error
 		require.True(t, errors.As(err, &br), "%v", err)
+		require.Equal(t, uploader.ClassBatchRejected, br.Class, "%v", err)
 		require.Equal(t, "100/2804003", br.Reason)
 	})
 	t.Run("reject marker", func(t *testing.T) {
@@ -234,8 +235,9 @@ func TestSandboxRejections(t *testing.T) {
 		batch := rows(t)
 		batch[0].ConversionName = sandbox.DefaultRejectMarker
 		_, err := send(t, p, batch)
-		var br *uploader.BatchRejectedError
+		var br *uploader.Error
 		require.True(t, errors.As(err, &br), "%v", err)
+		require.Equal(t, uploader.ClassBatchRejected, br.Class, "%v", err)
 	})
 	t.Run("bad token", func(t *testing.T) {
 		t.Parallel()
@@ -243,8 +245,9 @@ func TestSandboxRejections(t *testing.T) {
 		srv := httptest.NewServer(sb)
 		defer srv.Close()
 		_, err := send(t, meta.New(config(srv.URL), zaptest.NewLogger(t)), rows(t))
-		var se *uploader.SetupError
+		var se *uploader.Error
 		require.True(t, errors.As(err, &se), "%v", err)
+		require.Equal(t, uploader.ClassSetup, se.Class, "%v", err)
 		require.Equal(t, "190", se.Reason)
 	})
 }
@@ -257,22 +260,26 @@ func TestFaults(t *testing.T) {
 		check  func(t *testing.T, err error)
 	}{
 		{"5xx", sandbox.Faults{Share5xx: 1}, func(t *testing.T, err error) {
-			var te *uploader.TransientError
+			var te *uploader.Error
 			require.True(t, errors.As(err, &te), "%v", err)
+			require.Equal(t, uploader.ClassTransient, te.Class, "%v", err)
 		}},
 		{"429", sandbox.Faults{Share429: 1, RetryAfterSeconds: 9}, func(t *testing.T, err error) {
-			var te *uploader.TransientError
+			var te *uploader.Error
 			require.True(t, errors.As(err, &te), "%v", err)
+			require.Equal(t, uploader.ClassTransient, te.Class, "%v", err)
 			require.Equal(t, 9*time.Second, te.RetryAfter)
 		}},
 		{"expired token window", sandbox.Faults{ExpiredToken: true}, func(t *testing.T, err error) {
-			var se *uploader.SetupError
+			var se *uploader.Error
 			require.True(t, errors.As(err, &se), "%v", err)
+			require.Equal(t, uploader.ClassSetup, se.Class, "%v", err)
 			require.Equal(t, "190/463", se.Reason)
 		}},
 		{"whole batch", sandbox.Faults{ShareBatchReject: 1}, func(t *testing.T, err error) {
-			var br *uploader.BatchRejectedError
+			var br *uploader.Error
 			require.True(t, errors.As(err, &br), "%v", err)
+			require.Equal(t, uploader.ClassBatchRejected, br.Class, "%v", err)
 		}},
 		{"faults scoped to another platform", sandbox.Faults{Share5xx: 1, Platforms: []string{sandbox.TikTok}}, func(t *testing.T, err error) {
 			require.NoError(t, err)

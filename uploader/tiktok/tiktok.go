@@ -35,13 +35,13 @@ func (p *Platform) MaxBatch() int { return min(p.cfg.BatchSize, uploader.MaxBatc
 
 // Check skips retractions and denied consent and needs one identifier (hashed email, phone
 // or external id, or a ttclid). TikTok's CRM age limit is undocumented, so none is applied.
-func (p *Platform) Check(c *store.Conversion, _ time.Time) *uploader.RowError {
+func (p *Platform) Check(c *store.Conversion, _ time.Time) *uploader.Error {
 	if e := uploader.CheckRow(c, uploader.RowRules{API: "the Events API", NameField: "event"}); e != nil {
 		return e
 	}
 	u := user(c)
 	if len(u.Email) == 0 && len(u.Phone) == 0 && len(u.ExternalID) == 0 && u.Ttclid == "" {
-		return &uploader.RowError{Class: uploader.ClassPermanent, Reason: "no_identifier", Detail: "needs a hashed email, phone or external id, or a ttclid"}
+		return &uploader.Error{Class: uploader.ClassPermanent, Reason: "no_identifier", Detail: "needs a hashed email, phone or external id, or a ttclid"}
 	}
 	return nil
 }
@@ -163,13 +163,15 @@ func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store
 	if err := json.Unmarshal(body, &env); err != nil || env.Code == nil {
 		switch {
 		case resp.StatusCode/100 == 2:
-			return nil, &uploader.TransientError{Reason: "unparseable_response", Detail: "track answered 2xx without a code"}
+			return nil, &uploader.Error{Class: uploader.ClassTransient, Reason: "unparseable_response", Detail: "track answered 2xx without a code"}
 		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-			return nil, &uploader.TransientError{Reason: "HTTP_" + strconv.Itoa(resp.StatusCode), Detail: http.StatusText(resp.StatusCode), RetryAfter: retryAfter(resp.Header)}
+			return nil, &uploader.Error{Class: uploader.ClassTransient, Reason: "HTTP_" + strconv.Itoa(resp.StatusCode), Detail: http.StatusText(resp.StatusCode), RetryAfter: retryAfter(resp.Header)}
 		case resp.StatusCode == http.StatusBadRequest:
-			return nil, &uploader.BatchRejectedError{Reason: "HTTP_400", Detail: "bad request without a TikTok envelope"}
+			return nil, &uploader.Error{Class: uploader.ClassUnknown, Reason: "HTTP_400", Detail: "bad request without a TikTok envelope"}
+		case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+			return nil, &uploader.Error{Class: uploader.ClassSetup, Reason: "HTTP_" + strconv.Itoa(resp.StatusCode), Detail: http.StatusText(resp.StatusCode)}
 		default:
-			return nil, &uploader.SetupError{Reason: "HTTP_" + strconv.Itoa(resp.StatusCode), Detail: http.StatusText(resp.StatusCode)}
+			return nil, &uploader.Error{Class: uploader.ClassUnknown, Reason: "HTTP_" + strconv.Itoa(resp.StatusCode), Detail: http.StatusText(resp.StatusCode)}
 		}
 	}
 	code := *env.Code
@@ -186,12 +188,11 @@ func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store
 			r.Reason, r.Detail = reason, detail
 		}
 		return uploader.AllRows(len(batch), r), nil
-	case uploader.ClassTransient:
-		return nil, &uploader.TransientError{Reason: reason, Detail: detail, RetryAfter: wait}
-	case uploader.ClassSetup:
-		return nil, &uploader.SetupError{Reason: reason, Detail: detail}
+	case uploader.ClassPermanent:
+		// 40002 names an invalid event of the batch: bisect to find it.
+		return nil, &uploader.Error{Class: uploader.ClassBatchRejected, Reason: reason, Detail: detail}
 	default:
-		return nil, &uploader.BatchRejectedError{Reason: reason, Detail: detail}
+		return nil, &uploader.Error{Class: class, Reason: reason, Detail: detail, RetryAfter: wait}
 	}
 }
 
@@ -203,8 +204,7 @@ func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store
 //	40001 no permission, 40102 token expired, 40104 token empty,
 //	40105 token invalid                                          → setup
 //	40002 invalid parameter (names the bad event, e.g. "Batch.0...") → permanent (batch)
-//	other 4xxxx codes                                            → setup (keep the rows)
-//	any other code: by HTTP status (5xx/429 transient, else permanent).
+//	any other code: 5xx/429 transient, else unknown (kept, retried, never rejected).
 func ErrorClass(code, httpStatus int) (uploader.Class, time.Duration) {
 	switch {
 	case code == 0 || code == 20001:
@@ -215,17 +215,15 @@ func ErrorClass(code, httpStatus int) (uploader.Class, time.Duration) {
 		return uploader.ClassTransient, 0
 	case code == 40002:
 		return uploader.ClassPermanent, 0
-	case code >= 40000 && code < 50000:
+	case code == 40001 || code == 40102 || code == 40104 || code == 40105:
 		return uploader.ClassSetup, 0
 	case httpStatus >= 500 || httpStatus == http.StatusTooManyRequests:
 		return uploader.ClassTransient, 0
 	}
-	return uploader.ClassPermanent, 0
+	return uploader.ClassUnknown, 0
 }
 
 func retryAfter(h http.Header) time.Duration {
-	if s, err := strconv.Atoi(h.Get("Retry-After")); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	return 0
+	d, _ := uploader.RetryAfter(h, time.Now())
+	return d
 }

@@ -127,9 +127,9 @@ func TestErrorClass(t *testing.T) {
 		{40104, 200, uploader.ClassSetup},
 		{40105, 200, uploader.ClassSetup},
 		{40002, 200, uploader.ClassPermanent},
-		{40999, 200, uploader.ClassSetup},
+		{40999, 200, uploader.ClassUnknown},
 		{12, 503, uploader.ClassTransient},
-		{12, 200, uploader.ClassPermanent},
+		{12, 200, uploader.ClassUnknown},
 	}
 	for _, tc := range cases {
 		class, _ := tiktok.ErrorClass(tc.code, tc.status)
@@ -184,28 +184,33 @@ func TestFaults(t *testing.T) {
 		check  func(t *testing.T, err error)
 	}{
 		{"5xx", sandbox.Faults{Share5xx: 1}, func(t *testing.T, err error) {
-			var te *uploader.TransientError
+			var te *uploader.Error
 			require.True(t, errors.As(err, &te), "%v", err)
+			require.Equal(t, uploader.ClassTransient, te.Class, "%v", err)
 			require.Equal(t, "50000", te.Reason)
 		}},
 		{"throttled in a 200 body", sandbox.Faults{Share429: 1, RetryAfterSeconds: 4}, func(t *testing.T, err error) {
-			var te *uploader.TransientError
+			var te *uploader.Error
 			require.True(t, errors.As(err, &te), "%v", err)
+			require.Equal(t, uploader.ClassTransient, te.Class, "%v", err)
 			require.Equal(t, "40100", te.Reason)
 			require.Equal(t, 4*time.Second, te.RetryAfter)
 		}},
 		{"expired token", sandbox.Faults{ExpiredToken: true}, func(t *testing.T, err error) {
-			var se *uploader.SetupError
+			var se *uploader.Error
 			require.True(t, errors.As(err, &se), "%v", err)
+			require.Equal(t, uploader.ClassSetup, se.Class, "%v", err)
 		}},
 		{"reject marker", sandbox.Faults{RejectMarker: "ClosedWon"}, func(t *testing.T, err error) {
-			var br *uploader.BatchRejectedError
+			var br *uploader.Error
 			require.True(t, errors.As(err, &br), "%v", err)
+			require.Equal(t, uploader.ClassBatchRejected, br.Class, "%v", err)
 			require.Equal(t, "40002", br.Reason)
 		}},
 		{"reject key", sandbox.Faults{RejectKeys: []string{"k-deal-2-won"}}, func(t *testing.T, err error) {
-			var br *uploader.BatchRejectedError
+			var br *uploader.Error
 			require.True(t, errors.As(err, &br), "%v", err)
+			require.Equal(t, uploader.ClassBatchRejected, br.Class, "%v", err)
 			require.Contains(t, br.Detail, "Batch.1")
 		}},
 	}
