@@ -17,6 +17,7 @@ import (
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/internal/testenv"
 	"github.com/closedloop/closedloop/store"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"gopkg.in/yaml.v3"
 )
 
@@ -41,7 +42,7 @@ func testMapping(t testing.TB) *crm.Mapping {
 	t.Helper()
 	var rules []crm.MappingRule
 	require.NoError(t, yaml.Unmarshal([]byte(testMappingYAML), &rules))
-	m, err := crm.CompileMappings(rules, testDestinations)
+	m, err := crm.CompileMappings(rules, platforms.Targets(testDestinations))
 	require.NoError(t, err)
 	return m
 }

@@ -15,15 +15,18 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Platform names as destinations declare them (uploader.DestinationConfig.Platform).
-const (
-	MappingPlatformGoogle    = "google"     // Data Manager API
-	MappingPlatformGoogleAds = "google_ads" // Google Ads API
-	MappingPlatformMeta      = "meta"
-	MappingPlatformTikTok    = "tiktok"
-	MappingPlatformMicrosoft = "microsoft"
-	MappingPlatformLinkedIn  = "linkedin"
-)
+// Target is what a mapping needs to know about one configured destination's platform; the
+// platform's package says it (uploader.Spec), the config passes it in.
+type Target struct {
+	Platform string
+	// Noun is what the platform calls a conversion name ("conversion action"); "" = event.
+	Noun string
+	// Check validates a conversion name; nil accepts any name without surrounding spaces or
+	// control characters.
+	Check func(name string) error
+	// Retracts says the platform can take a conversion back.
+	Retracts bool
+}
 
 // retractSuffix is appended to a rule's name to key its retraction rows. Rule names cannot
 // contain ':', so no rule's conversion key can equal another rule's retraction key.
@@ -73,14 +76,15 @@ type compiledRule struct {
 type compiledDest struct {
 	name       string
 	platform   string
+	target     Target
 	conversion string
 	value      *ValueRule // the rule's or the destination's own; nil = no value
 }
 
-// CompileMappings validates rules against the configured destinations (name → platform)
+// CompileMappings validates rules against the configured destinations (name → target)
 // and compiles them. On failure the error joins one *MappingError per problem, in rule
 // order, so sales ops see everything wrong with a file at once.
-func CompileMappings(rules []MappingRule, destinations map[string]string) (*Mapping, error) {
+func CompileMappings(rules []MappingRule, destinations map[string]Target) (*Mapping, error) {
 	var errs []error
 	seen := make(map[string]int, len(rules))
 	m := &Mapping{rules: make([]compiledRule, 0, len(rules))}
@@ -273,7 +277,7 @@ func (v *ruleValidator) value(field string, vr *ValueRule) {
 	}
 }
 
-func (v *ruleValidator) destinations(r MappingRule, platforms map[string]string) []compiledDest {
+func (v *ruleValidator) destinations(r MappingRule, platforms map[string]Target) []compiledDest {
 	if len(r.Destinations) == 0 {
 		v.add("destinations", "needs at least one destination")
 		return nil
@@ -287,7 +291,7 @@ func (v *ruleValidator) destinations(r MappingRule, platforms map[string]string)
 	out := make([]compiledDest, 0, len(r.Destinations))
 	for i, d := range r.Destinations {
 		field := fmt.Sprintf("destinations[%d]", i)
-		platform, ok := platforms[d.Destination]
+		target, ok := platforms[d.Destination]
 		switch {
 		case d.Destination == "":
 			v.add(field+".destination", "required")
@@ -299,42 +303,37 @@ func (v *ruleValidator) destinations(r MappingRule, platforms map[string]string)
 		} else {
 			seen[d.Destination] = i
 		}
-		v.conversion(field+".conversion", d.Conversion, platform)
+		v.conversion(field+".conversion", d.Conversion, target)
 		v.value(field+".value", d.Value)
 		value := r.Value
 		if d.Value != nil {
 			value = d.Value
 		}
-		out = append(out, compiledDest{name: d.Destination, platform: platform, conversion: d.Conversion, value: value})
+		out = append(out, compiledDest{name: d.Destination, platform: target.Platform, target: target, conversion: d.Conversion, value: value})
 	}
 	return out
 }
 
-func (v *ruleValidator) conversion(field, conv, platform string) {
+func (v *ruleValidator) conversion(field, conv string, t Target) {
 	if conv == "" {
 		v.add(field, "required")
 		return
 	}
-	switch platform {
-	case MappingPlatformGoogle, MappingPlatformGoogleAds:
-		if !digitsPattern.MatchString(conv) {
+	if t.Check != nil {
+		if err := t.Check(conv); err != nil {
 			hint := ""
-			if strings.Contains(conv, "conversionActions/") {
-				hint = " (only the id after conversionActions/)"
+			if strings.Contains(conv, "/") {
+				hint = " (only the id after the last /)"
 			}
-			v.add(field, "%q must be the numeric Google conversion action id%s", conv, hint)
+			v.add(field, "%s%s", err.Error(), hint)
 		}
-	case MappingPlatformLinkedIn:
-		if !digitsPattern.MatchString(conv) {
-			v.add(field, "%q must be the numeric LinkedIn conversion rule id", conv)
-		}
-	default:
-		if strings.TrimSpace(conv) != conv {
-			v.add(field, "%q has leading or trailing spaces", conv)
-		}
-		if strings.IndexFunc(conv, unicode.IsControl) >= 0 {
-			v.add(field, "contains control characters")
-		}
+		return
+	}
+	if strings.TrimSpace(conv) != conv {
+		v.add(field, "%q has leading or trailing spaces", conv)
+	}
+	if strings.IndexFunc(conv, unicode.IsControl) >= 0 {
+		v.add(field, "contains control characters")
 	}
 }
 

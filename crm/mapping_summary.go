@@ -22,7 +22,7 @@ func (m *Mapping) Summary() string {
 		}
 		fmt.Fprintf(&b, "  value:      %s\n", r.rule.Value.summary())
 		for _, d := range r.dests {
-			fmt.Fprintf(&b, "  -> %s (%s): %s", d.name, d.platform, conversionSummary(d.platform, d.conversion))
+			fmt.Fprintf(&b, "  -> %s (%s): %s", d.name, d.platform, conversionSummary(d.target, d.conversion))
 			if d.value != r.rule.Value {
 				fmt.Fprintf(&b, ", value %s", d.value.summary())
 			}
@@ -62,15 +62,11 @@ func retractSummary(r RuleRetract) string {
 	return strings.Join(parts, " or ")
 }
 
-func conversionSummary(platform, conv string) string {
-	switch platform {
-	case MappingPlatformGoogle, MappingPlatformGoogleAds:
-		return "conversion action " + conv
-	case MappingPlatformLinkedIn:
-		return "conversion rule " + conv
-	default:
+func conversionSummary(t Target, conv string) string {
+	if t.Noun == "" || t.Noun == "event" {
 		return fmt.Sprintf("event %q", conv)
 	}
+	return t.Noun + " " + conv
 }
 
 func (v *ValueRule) summary() string {

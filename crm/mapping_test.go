@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,10 +18,15 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata")
 
-var testPlatforms = map[string]string{
-	"google-main": MappingPlatformGoogle,
-	"meta-main":   MappingPlatformMeta,
-	"tiktok-main": MappingPlatformTikTok,
+var testPlatforms = map[string]Target{
+	"google-main": {Platform: "google", Noun: "conversion action", Check: func(name string) error {
+		if !digitsPattern.MatchString(name) {
+			return fmt.Errorf("%q must be the numeric Google conversion action id", name)
+		}
+		return nil
+	}},
+	"meta-main":   {Platform: "meta"},
+	"tiktok-main": {Platform: "tiktok"},
 }
 
 // parseMappingRules decodes a `mappings:` document strictly, as the config loader does.
@@ -88,7 +94,7 @@ func TestCompileMappingsReportsEveryProblem(t *testing.T) {
 		`mappings[0] (closed-won): value.default_currency: "usd" is not an ISO 4217 currency code (3 upper-case letters, e.g. USD)`,
 		`mappings[0] (closed-won): retract_on.stage[0]: "closedwon" is also in match.stage; a stage cannot both make and retract the conversion`,
 		`mappings[0] (closed-won): destinations[0].destination: unknown destination "googel-main" (configured: google-main, meta-main, tiktok-main)`,
-		`mappings[0] (closed-won): destinations[1].conversion: "customers/123/conversionActions/456" must be the numeric Google conversion action id (only the id after conversionActions/)`,
+		`mappings[0] (closed-won): destinations[1].conversion: "customers/123/conversionActions/456" must be the numeric Google conversion action id (only the id after the last /)`,
 		`mappings[0] (closed-won): destinations[2].destination: "google-main" is listed twice in this rule (also destinations[1]); one rule sends once per destination`,
 		`mappings[1] (closed-won): name: duplicate rule name "closed-won" (also mappings[0])`,
 		`mappings[1] (closed-won): match: needs at least one of source, object_type, pipeline, stage, status`,
@@ -216,7 +222,7 @@ func TestMappingPlanMatching(t *testing.T) {
 				require.Equal(t, tt.retract, p.Retract)
 				require.Equal(t, m.Version(), p.MappingVersion)
 				require.Equal(t, tt.sc.OccurredAt, p.OccurredAt)
-				require.Equal(t, testPlatforms[p.Destination], p.Platform)
+				require.Equal(t, testPlatforms[p.Destination].Platform, p.Platform)
 				if p.Retract {
 					require.Nil(t, p.Value)
 					require.Equal(t, ConversionKey(tt.sc.Source, tt.sc.ObjectType, tt.sc.ObjectID, p.Rule, p.Destination), p.RetractsKey)

@@ -16,6 +16,7 @@ import (
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/meta"
 	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 )
@@ -35,10 +36,10 @@ func TestMetaThroughTheSandbox(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	cfg := uploader.DestinationConfig{
-		Platform: uploader.PlatformMeta, BaseURL: srv.URL, DatasetID: "555000111", AccessToken: "meta-token",
+		Platform: "meta", BaseURL: srv.URL, Settings: &meta.Settings{DatasetID: "555000111", AccessToken: "meta-token"},
 		BatchSize: 100, MaxAttempts: 50,
-	}.WithDefaults()
-	require.Empty(t, cfg.Validate("destinations.meta"))
+	}.WithDefaults(meta.Spec())
+	require.Empty(t, cfg.Validate("destinations.meta", meta.Spec(), time.Now()))
 	p, err := platforms.New("meta-main", cfg, zaptest.NewLogger(t))
 	require.NoError(t, err)
 
@@ -52,7 +53,7 @@ func TestMetaThroughTheSandbox(t *testing.T) {
 		ids := pii.Set{}
 		require.NoError(t, norm.Add(ids, pii.Email, fmt.Sprintf("person%d@example.com", i)))
 		rows = append(rows, store.Conversion{
-			Key: fmt.Sprintf("conv-%03d", i), Kind: store.KindConversion, Destination: "meta-main", Platform: uploader.PlatformMeta,
+			Key: fmt.Sprintf("conv-%03d", i), Kind: store.KindConversion, Destination: "meta-main", Platform: "meta",
 			Rule: "won", Source: "hubspot", ObjectType: "deal", ObjectID: fmt.Sprint(i), ConversionName: "Purchase",
 			OccurredAt: occurred, State: store.StateReady, Identity: store.Identity{Identifiers: ids},
 		})

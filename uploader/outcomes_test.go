@@ -139,7 +139,9 @@ func TestASetupErrorInsideA5xxIsReadBeforeAnyRetry(t *testing.T) {
 	opts.RetryMax = 2
 	f := setup(t, setupArgs{
 		rows: newRows("k", 3), opts: &opts,
-		respond: func([]string) reply { return reply{code: http.StatusInternalServerError, body: map[string]string{"error": "SETUP"}} },
+		respond: func([]string) reply {
+			return reply{code: http.StatusInternalServerError, body: map[string]string{"error": "SETUP"}}
+		},
 	})
 	f.start(t)
 	require.Eventually(t, func() bool { return f.d.Status().Paused }, 5*time.Second, time.Millisecond)

@@ -16,8 +16,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/closedloop/closedloop/internal/bench"
-	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/sandbox"
+	"github.com/closedloop/closedloop/uploader/platforms"
 
 	"go.uber.org/zap"
 )
@@ -651,7 +651,8 @@ func (e *env) uploads(ctx context.Context) error {
 	c := sb.Counts()
 	e.res.Uploads = UploadResult{Rows: want, Seconds: received.Seconds(), PerSecond: float64(want) / received.Seconds(), PeakRSS: rss, Fill: map[string]Fill{}}
 	for _, p := range []string{sandbox.Google, sandbox.Meta, sandbox.TikTok} {
-		max := uploader.MaxBatchFor(p)
+		spec, _ := platforms.Lookup(p)
+		max := spec.MaxBatch
 		f := Fill{Requests: c[p].Requests, Events: c[p].Received, Max: max}
 		if f.Requests > 0 {
 			f.Mean = float64(f.Events) / float64(f.Requests) / float64(max)

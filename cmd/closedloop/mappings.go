@@ -451,14 +451,8 @@ func (p *placeholderTokens) close() { _ = p.srv.Close() }
 // placeholders returns d with every credential replaced by a placeholder and OAuth pointed
 // at the loopback endpoint.
 func (p *placeholderTokens) placeholders(d uploader.DestinationConfig) uploader.DestinationConfig {
-	switch d.Platform {
-	case uploader.PlatformGoogle, uploader.PlatformGoogleAds:
-		d.ClientID = placeholderSecret
-		d.ClientSecret = placeholderSecret
-		d.RefreshToken = placeholderSecret
-		d.TokenURL = p.url
-	default:
-		d.AccessToken = placeholderSecret
+	if s, ok := d.Settings.(uploader.Placeholding); ok {
+		d.Settings = s.WithPlaceholders(placeholderSecret, p.url)
 	}
 	return d
 }

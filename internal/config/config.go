@@ -22,6 +22,7 @@ import (
 	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/platforms"
 )
 
 // Config is the whole configuration of one closedloop process.
@@ -138,7 +139,9 @@ func Parse(raw []byte, env LookupEnv) (*Config, error) {
 		return nil, namedDecodeError(err, &again, &doc)
 	}
 	cfg.sections = topLevelKeys(&doc)
-	cfg.applyDefaults()
+	if errs := cfg.applyDefaults(); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -260,10 +263,44 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-func (c *Config) applyDefaults() {
-	for name, d := range c.Destinations {
-		c.Destinations[name] = d.WithDefaults()
+// applyDefaults decodes each destination's platform keys with its platform's Spec and fills
+// the defaults. An unknown platform is left for Validate to name.
+func (c *Config) applyDefaults() []error {
+	var errs []error
+	for _, name := range c.DestinationNames() {
+		d := c.Destinations[name]
+		if d.Platform == "" {
+			d.Platform = name
+		}
+		spec, ok := platforms.Lookup(d.Platform)
+		if !ok {
+			c.Destinations[name] = d
+			continue
+		}
+		errs = append(errs, d.DecodeSettings("destinations."+name, spec)...)
+		c.Destinations[name] = d.WithDefaults(spec)
 	}
+	return errs
+}
+
+// SunsetWarnFor is how long before an API version's sunset config check and run warn.
+const SunsetWarnFor = 30 * 24 * time.Hour
+
+// Warnings lists what is allowed but needs attention soon: an API version that sunsets
+// within SunsetWarnFor. (One already past its sunset fails Validate.)
+func (c *Config) Warnings(now time.Time) []string {
+	var out []string
+	for _, name := range c.DestinationNames() {
+		d := c.Destinations[name]
+		spec, ok := platforms.Lookup(d.Platform)
+		if !ok {
+			continue
+		}
+		if msg, refuse := spec.VersionWarning(d.APIVersion, now, SunsetWarnFor); msg != "" && !refuse {
+			out = append(out, "destinations."+name+".api_version: "+msg)
+		}
+	}
+	return out
 }
 
 // Validate reports every problem at once, each prefixed with its YAML path.
@@ -303,7 +340,13 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Kafka.Validate("kafka")...)
 	errs = append(errs, c.Store.Validate()...)
 	for _, name := range c.DestinationNames() {
-		errs = append(errs, c.Destinations[name].Validate("destinations."+name)...)
+		d := c.Destinations[name]
+		spec, ok := platforms.Lookup(d.Platform)
+		if !ok {
+			errs = append(errs, fmt.Errorf("destinations.%s.platform: %w", name, platforms.Unknown(d.Platform)))
+			continue
+		}
+		errs = append(errs, d.Validate("destinations."+name, spec, time.Now())...)
 	}
 	if _, err := c.CompileMappings(); err != nil {
 		errs = append(errs, err)
@@ -323,9 +366,15 @@ func (c *Config) DestinationNames() []string {
 
 // CompileMappings validates the mapping rules against the destinations and compiles them.
 func (c *Config) CompileMappings() (*crm.Mapping, error) {
-	platforms := make(map[string]string, len(c.Destinations))
+	return crm.CompileMappings(c.Mappings, c.Targets())
+}
+
+// Targets describes each destination's platform for the stage mappings (from the platform
+// registry); a destination of an unknown platform is described by its name alone.
+func (c *Config) Targets() map[string]crm.Target {
+	out := make(map[string]crm.Target, len(c.Destinations))
 	for name, d := range c.Destinations {
-		platforms[name] = d.Platform
+		out[name] = platforms.Target(d.Platform)
 	}
-	return crm.CompileMappings(c.Mappings, platforms)
+	return out
 }

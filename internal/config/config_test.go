@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/closedloop/closedloop/uploader/google"
 )
 
 func exampleEnv(name string) (string, bool) {
@@ -35,7 +37,7 @@ func TestExampleLoadsAndValidates(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "postgres", cfg.Store.Driver)
 	require.Equal(t, "postgres://closedloop@127.0.0.1:5432/closedloop", cfg.Store.DSN)
-	require.Equal(t, "s3cret", cfg.Destinations["google-main"].ClientSecret)
+	require.Equal(t, "s3cret", cfg.Destinations["google-main"].Settings.(*google.Settings).ClientSecret)
 	require.Len(t, cfg.Destinations, 4)
 	require.Len(t, cfg.Mappings, 2)
 	require.Equal(t, 30*time.Second, cfg.Uploader.StatusPollInterval)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/store"
+	"github.com/closedloop/closedloop/uploader/platforms"
 )
 
 // Resolve merges the identities of several subjects into one snapshot for a conversion that
@@ -130,41 +131,13 @@ func Click(id store.Identity, t string) (store.Click, bool) {
 	return store.Click{}, false
 }
 
-// Usable reports whether id carries at least one identifier that platform can match a
-// conversion on (platform as in uploader.DestinationConfig.Platform). It is the minimum for
-// leaving awaiting_identity; the platform's own Check still decides whether the row can be
-// sent (age window, consent, formats).
-//
-//	google, google_ads  gclid, gbraid, wbraid, or a hashed email or phone
-//	meta                Meta lead id, fbc, fbp, fbclid, or a hashed email, phone or external id
-//	tiktok              ttclid, or a hashed email, phone or external id
-//	microsoft           msclkid, or a hashed email or phone
-//	linkedin            li_fat_id, or a hashed email
-//
-// An unknown platform accepts any click or identifier.
+// Usable reports whether id carries at least one identifier platform can match a
+// conversion on: the platform package's own decision (uploader.Spec.Usable), the same one
+// its Check applies before sending, so a row that leaves awaiting_identity is never refused
+// for want of an identifier. An unknown platform accepts any click or identifier.
 func Usable(id store.Identity, platform string) bool {
-	has := func(types ...string) bool {
-		for _, t := range types {
-			if _, ok := Click(id, t); ok {
-				return true
-			}
-		}
-		return false
+	if spec, ok := platforms.Lookup(platform); ok {
+		return spec.Usable(id)
 	}
-	ids := id.Identifiers
-	switch platform {
-	case "google", "google_ads":
-		return has("gclid", "gbraid", "wbraid") || ids.Has(pii.Google, pii.Email) || ids.Has(pii.Google, pii.Phone)
-	case "meta":
-		return id.LeadID != "" || has("fbc", "fbp", "fbclid") ||
-			ids.Has(pii.Meta, pii.Email) || ids.Has(pii.Meta, pii.Phone) || ids.Has(pii.Meta, pii.ExternalID)
-	case "tiktok":
-		return has("ttclid") || ids.Has(pii.TikTok, pii.Email) || ids.Has(pii.TikTok, pii.Phone) || ids.Has(pii.TikTok, pii.ExternalID)
-	case "microsoft":
-		return has("msclkid") || ids.Has(pii.Microsoft, pii.Email) || ids.Has(pii.Microsoft, pii.Phone)
-	case "linkedin":
-		return has("li_fat_id") || ids.Has(pii.LinkedIn, pii.Email)
-	default:
-		return len(id.Clicks) > 0 || len(id.Identifiers) > 0 || id.LeadID != ""
-	}
+	return len(id.Clicks) > 0 || len(id.Identifiers) > 0 || id.LeadID != ""
 }

@@ -123,9 +123,11 @@ func TestUsable(t *testing.T) {
 		{"tiktok ttclid", click("ttclid"), "tiktok", true},
 		{"tiktok meta lead id only", store.Identity{LeadID: "1"}, "tiktok", false},
 		{"tiktok email", ids(pii.Set{"email": "h"}), "tiktok", true},
-		{"microsoft msclkid", click("msclkid"), "microsoft", true},
-		{"linkedin phone only", ids(pii.Set{"phone/e164": "h"}), "linkedin", false},
-		{"linkedin li_fat_id", click("li_fat_id"), "linkedin", true},
+		// The platform's own decision, the same its Check applies (issue 12: these two
+		// passed the join and were then refused no_identifier).
+		{"meta bare fbclid without its click time", store.Identity{Clicks: []store.Click{{Type: "fbclid", ID: "x"}}}, "meta", false},
+		{"meta non-Meta lead id", store.Identity{LeadID: "00Q5e000001"}, "meta", false},
+		{"meta fbclid with its click time", click("fbclid"), "meta", true},
 		{"unknown platform any click", click("gclid"), "other", true},
 		{"unknown platform nothing", store.Identity{}, "other", false},
 	}

@@ -14,13 +14,13 @@ import (
 
 // FileLoader returns a Loader that reads only the `mappings` section of the config file at
 // path (strictly: unknown keys inside it are errors, with their line numbers) and compiles
-// it against destinations, the destinations of the RUNNING process (name → platform).
+// it against destinations, the destinations of the RUNNING process (name → target).
 //
 // Other sections are not read, so an edit elsewhere in the file (or an environment variable
 // that is only needed by another section) cannot block a mapping change. Destinations are
 // not taken from the file on purpose: a rule naming a destination added to the file since
 // start has no dispatcher yet, so it is rejected as unknown until the process restarts.
-func FileLoader(path string, destinations map[string]string) Loader {
+func FileLoader(path string, destinations map[string]crm.Target) Loader {
 	return func() (*crm.Mapping, error) {
 		raw, err := os.ReadFile(path)
 		if err != nil {

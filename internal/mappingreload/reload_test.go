@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/closedloop/closedloop/crm"
+	"github.com/closedloop/closedloop/uploader/platforms"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -64,7 +65,7 @@ func setup(t *testing.T, debounce time.Duration, signals <-chan os.Signal) *fixt
 	f.write(t, configDoc("closedwon"))
 	core, logs := observer.New(zapcore.DebugLevel)
 	f.logs = logs
-	load := FileLoader(f.path, destinations)
+	load := FileLoader(f.path, platforms.Targets(destinations))
 	r, err := New(Config{
 		Path:     f.path,
 		Load:     func() (*crm.Mapping, error) { f.loads.Add(1); return load() },
@@ -95,7 +96,7 @@ func versionOf(t *testing.T, doc string) string {
 	t.Helper()
 	rules, err := DecodeMappings([]byte(doc))
 	require.NoError(t, err)
-	m, err := crm.CompileMappings(rules, destinations)
+	m, err := crm.CompileMappings(rules, platforms.Targets(destinations))
 	require.NoError(t, err)
 	return m.Version()
 }
@@ -207,7 +208,7 @@ func TestNewFailsOnInvalidInitialMapping(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "c.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(invalidDoc), 0o600))
-	_, err := New(Config{Path: path, Load: FileLoader(path, destinations)}, zap.NewNop())
+	_, err := New(Config{Path: path, Load: FileLoader(path, platforms.Targets(destinations))}, zap.NewNop())
 	require.ErrorContains(t, err, `unknown destination "googel-main"`)
 	var me *crm.MappingError
 	require.ErrorAs(t, err, &me)

@@ -15,6 +15,7 @@ import (
 	"github.com/closedloop/closedloop/internal/replay"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/google"
 	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 )
@@ -23,8 +24,8 @@ import (
 func pointAt(cfg *config.Config, url string) {
 	for name, d := range cfg.Destinations {
 		d.BaseURL = url
-		if d.Platform == uploader.PlatformGoogle || d.Platform == uploader.PlatformGoogleAds {
-			d.TokenURL = url + "/token"
+		if g, ok := d.Settings.(*google.Settings); ok {
+			g.TokenURL = url + "/token"
 		}
 		cfg.Destinations[name] = d
 	}

@@ -62,16 +62,12 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	if err != nil {
 		return err
 	}
-	platformOf := make(map[string]string, len(cfg.Destinations))
-	for name, d := range cfg.Destinations {
-		platformOf[name] = d.Platform
-	}
 	var mapping func() *crm.Mapping
 	var reloader *mappingreload.Reloader
 	if cfg.Path != "" {
 		reloader, err = mappingreload.New(mappingreload.Config{
 			Path:    cfg.Path,
-			Load:    mappingreload.FileLoader(cfg.Path, platformOf),
+			Load:    mappingreload.FileLoader(cfg.Path, cfg.Targets()),
 			Initial: initial,
 			Signals: opts.Signals,
 		}, log.Named("mappings"))

@@ -28,6 +28,7 @@ const MaxAdsUserIdentifiers = 5
 // Safe for concurrent use.
 type AdsAPI struct {
 	cfg    uploader.DestinationConfig
+	set    *Settings
 	tokens *tokens
 	log    *zap.Logger
 }
@@ -39,15 +40,13 @@ var (
 
 // NewAdsAPI returns the Google Ads API platform for one destination (see NewDataManager).
 func NewAdsAPI(cfg uploader.DestinationConfig, client *http.Client, log *zap.Logger) *AdsAPI {
-	cfg = cfg.WithDefaults()
-	if client == nil {
-		client = &http.Client{Timeout: cfg.Timeout}
-	}
-	return &AdsAPI{cfg: cfg, tokens: newTokens(cfg, ScopeAdWords, client, log), log: log}
+	cfg = cfg.WithDefaults(AdsSpec())
+	set, client := settingsOf(cfg, client)
+	return &AdsAPI{cfg: cfg, set: set, tokens: newTokens(set, ScopeAdWords, client, log), log: log}
 }
 
 // MaxBatch is 2,000 conversions (or adjustments) per request.
-func (a *AdsAPI) MaxBatch() int { return min(a.cfg.BatchSize, uploader.MaxBatchGoogleAds) }
+func (a *AdsAPI) MaxBatch() int { return min(a.cfg.BatchSize, MaxBatch) }
 
 // BatchGroup separates conversions from retractions: they go to different endpoints.
 func (a *AdsAPI) BatchGroup(c *store.Conversion) string {
@@ -73,7 +72,7 @@ func (a *AdsAPI) Check(c *store.Conversion, now time.Time) *uploader.Error {
 		}
 		return nil
 	}
-	return checkConversion(c, now, a.cfg.ClickWindow)
+	return checkConversion(c, now, a.set.ClickWindow)
 }
 
 // Request body types (google_ads_upload.json).
@@ -117,7 +116,7 @@ type (
 )
 
 func (a *AdsAPI) actionName(id string) string {
-	return "customers/" + a.cfg.CustomerID + "/conversionActions/" + id
+	return "customers/" + a.set.CustomerID + "/conversionActions/" + id
 }
 
 // BuildRequest builds `POST {base}/{ver}/customers/{cid}:uploadClickConversions` for
@@ -132,15 +131,15 @@ func (a *AdsAPI) BuildRequest(ctx context.Context, batch []store.Conversion, _ t
 	if err != nil {
 		return nil, err
 	}
-	u := fmt.Sprintf("%s/%s/customers/%s:%s", strings.TrimRight(a.cfg.BaseURL, "/"), a.cfg.APIVersion, a.cfg.CustomerID, method)
+	u := fmt.Sprintf("%s/%s/customers/%s:%s", strings.TrimRight(a.cfg.BaseURL, "/"), a.cfg.APIVersion, a.set.CustomerID, method)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+token)
-	if a.cfg.LoginCustomerID != "" {
-		req.Header.Set("login-customer-id", a.cfg.LoginCustomerID)
+	if a.set.LoginCustomerID != "" {
+		req.Header.Set("login-customer-id", a.set.LoginCustomerID)
 	}
 	return req, nil
 }
@@ -151,8 +150,8 @@ func (a *AdsAPI) Body(batch []store.Conversion) (method string, body []byte, err
 }
 
 func (a *AdsAPI) body(batch []store.Conversion) (string, []byte, error) {
-	if len(batch) == 0 || len(batch) > uploader.MaxBatchGoogleAds {
-		return "", nil, fmt.Errorf("google ads: batch of %d rows, want 1..%d", len(batch), uploader.MaxBatchGoogleAds)
+	if len(batch) == 0 || len(batch) > MaxBatch {
+		return "", nil, fmt.Errorf("google ads: batch of %d rows, want 1..%d", len(batch), MaxBatch)
 	}
 	group := a.BatchGroup(&batch[0])
 	for i := range batch {
@@ -161,7 +160,7 @@ func (a *AdsAPI) body(batch []store.Conversion) (string, []byte, error) {
 		}
 	}
 	if group == store.KindRetraction {
-		req := adsAdjustmentRequest{PartialFailure: true, ValidateOnly: a.cfg.ValidateOnly}
+		req := adsAdjustmentRequest{PartialFailure: true, ValidateOnly: a.set.ValidateOnly}
 		for i := range batch {
 			c := &batch[i]
 			req.ConversionAdjustments = append(req.ConversionAdjustments, adsAdjustment{
@@ -174,7 +173,7 @@ func (a *AdsAPI) body(batch []store.Conversion) (string, []byte, error) {
 		b, err := json.Marshal(req)
 		return "uploadConversionAdjustments", b, err
 	}
-	req := adsClickRequest{PartialFailure: true, ValidateOnly: a.cfg.ValidateOnly}
+	req := adsClickRequest{PartialFailure: true, ValidateOnly: a.set.ValidateOnly}
 	for i := range batch {
 		c := &batch[i]
 		cc := adsClickConversion{
@@ -193,10 +192,10 @@ func (a *AdsAPI) body(batch []store.Conversion) (string, []byte, error) {
 			}
 		}
 		ids := c.Identity.Identifiers
-		if h := ids.For(pii.Google, pii.Email); h != "" {
+		if h := ids.Get(pii.KeyEmailGoogle); h != "" {
 			cc.UserIdentifiers = append(cc.UserIdentifiers, adsUserIdentifier{UserIdentifierSource: "FIRST_PARTY", HashedEmail: h})
 		}
-		if h := ids.For(pii.Google, pii.Phone); h != "" {
+		if h := ids.Get(pii.KeyPhoneE164); h != "" {
 			cc.UserIdentifiers = append(cc.UserIdentifiers, adsUserIdentifier{UserIdentifierSource: "FIRST_PARTY", HashedPhoneNumber: h})
 		}
 		if len(cc.UserIdentifiers) > MaxAdsUserIdentifiers {
@@ -268,7 +267,7 @@ func (a *AdsAPI) ParseResponse(resp *http.Response, body []byte, batch []store.C
 		return nil, &uploader.Error{Class: uploader.ClassTransient, Reason: "unparseable_response", Detail: "upload answered 2xx with a body that is not JSON"}
 	}
 	accepted := uploader.RowResult{Class: uploader.ClassAccepted, Reason: "uploaded"}
-	if a.cfg.ValidateOnly {
+	if a.set.ValidateOnly {
 		accepted = uploader.RowResult{Class: uploader.ClassAccepted, Reason: "validate_only", Detail: "validated, not uploaded"}
 	}
 	results := uploader.AllRows(len(batch), accepted)

@@ -38,7 +38,7 @@ type tokens struct {
 	fetchedAt time.Time
 }
 
-func newTokens(cfg uploader.DestinationConfig, scope string, client *http.Client, log *zap.Logger) *tokens {
+func newTokens(cfg *Settings, scope string, client *http.Client, log *zap.Logger) *tokens {
 	return &tokens{
 		conf: oauth2.Config{
 			ClientID:     cfg.ClientID,

@@ -23,7 +23,7 @@ func TestTokensInvalidate(t *testing.T) {
 		_, _ = w.Write([]byte(`{"access_token":"at-` + string(rune('0'+calls)) + `","expires_in":3600,"token_type":"Bearer"}`))
 	}))
 	defer srv.Close()
-	cfg := uploader.DestinationConfig{ClientID: "c", ClientSecret: "s", RefreshToken: "r", TokenURL: srv.URL}
+	cfg := &Settings{ClientID: "c", ClientSecret: "s", RefreshToken: "r", TokenURL: srv.URL}
 	tk := newTokens(cfg, ScopeDataManager, srv.Client(), zaptest.NewLogger(t))
 	clock := time.Now()
 	tk.now = func() time.Time { return clock }

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
 )
@@ -48,9 +47,8 @@ func checkConversion(c *store.Conversion, now time.Time, window time.Duration) *
 		return &uploader.Error{Class: uploader.ClassPermanent, Reason: "invalid_conversion_action",
 			Detail: fmt.Sprintf("conversion name must be the numeric conversion action ID, got %q", c.ConversionName)}
 	}
-	ids := c.Identity.Identifiers
 	click, hasClick := pickClick(c.Identity.Clicks)
-	if !hasClick && !ids.Has(pii.Google, pii.Email) && !ids.Has(pii.Google, pii.Phone) {
+	if !Usable(c.Identity) {
 		return &uploader.Error{Class: uploader.ClassPermanent, Reason: "no_identifier",
 			Detail: "needs a gclid, gbraid or wbraid, or a hashed email or phone"}
 	}

@@ -40,6 +40,7 @@ var dmSetupReasons = map[string]bool{
 // uploader.Platform, uploader.StatusPoller and uploader.Grouper. Safe for concurrent use.
 type DataManager struct {
 	cfg    uploader.DestinationConfig
+	set    *Settings
 	tokens *tokens
 	log    *zap.Logger
 }
@@ -54,15 +55,13 @@ var (
 // defaults applied; it should have passed Validate. client is used for the token endpoint
 // (nil = a client with cfg.Timeout).
 func NewDataManager(cfg uploader.DestinationConfig, client *http.Client, log *zap.Logger) *DataManager {
-	cfg = cfg.WithDefaults()
-	if client == nil {
-		client = &http.Client{Timeout: cfg.Timeout}
-	}
-	return &DataManager{cfg: cfg, tokens: newTokens(cfg, ScopeDataManager, client, log), log: log}
+	cfg = cfg.WithDefaults(DataManagerSpec())
+	set, client := settingsOf(cfg, client)
+	return &DataManager{cfg: cfg, set: set, tokens: newTokens(set, ScopeDataManager, client, log), log: log}
 }
 
 // MaxBatch is 2,000 events per request.
-func (d *DataManager) MaxBatch() int { return min(d.cfg.BatchSize, uploader.MaxBatchGoogle) }
+func (d *DataManager) MaxBatch() int { return min(d.cfg.BatchSize, MaxBatch) }
 
 // BatchGroup keeps rows of one conversion action together, so that a request names one
 // destination (BuildRequest also handles up to 10).
@@ -76,7 +75,7 @@ func (d *DataManager) Check(c *store.Conversion, now time.Time) *uploader.Error 
 		return &uploader.Error{Class: uploader.ClassSkipped, Reason: "retraction_unsupported",
 			Detail: "the Data Manager API cannot retract a conversion"}
 	}
-	return checkConversion(c, now, d.cfg.ClickWindow)
+	return checkConversion(c, now, d.set.ClickWindow)
 }
 
 // Request body types (google_datamanager_v1.json: IngestEventsRequest).
@@ -139,8 +138,8 @@ func dmConsentStatus(v string) string {
 
 // BuildRequest builds `POST {base}/v1/events:ingest` for rows that passed Check.
 func (d *DataManager) BuildRequest(ctx context.Context, batch []store.Conversion, _ time.Time) (*http.Request, error) {
-	if len(batch) == 0 || len(batch) > uploader.MaxBatchGoogle {
-		return nil, fmt.Errorf("google data manager: batch of %d rows, want 1..%d", len(batch), uploader.MaxBatchGoogle)
+	if len(batch) == 0 || len(batch) > MaxBatch {
+		return nil, fmt.Errorf("google data manager: batch of %d rows, want 1..%d", len(batch), MaxBatch)
 	}
 	body, err := d.body(batch)
 	if err != nil {
@@ -177,14 +176,14 @@ func (d *DataManager) body(batch []store.Conversion) ([]byte, error) {
 	}
 	sort.Strings(actions)
 	multi := len(actions) > 1
-	req := dmRequest{Encoding: "HEX", ValidateOnly: d.cfg.ValidateOnly, Events: make([]dmEvent, 0, len(batch))}
+	req := dmRequest{Encoding: "HEX", ValidateOnly: d.set.ValidateOnly, Events: make([]dmEvent, 0, len(batch))}
 	for _, a := range actions {
 		dst := dmDestination{
-			OperatingAccount:     dmAccount{AccountType: "GOOGLE_ADS", AccountID: d.cfg.CustomerID},
+			OperatingAccount:     dmAccount{AccountType: "GOOGLE_ADS", AccountID: d.set.CustomerID},
 			ProductDestinationID: a,
 		}
-		if d.cfg.LoginCustomerID != "" {
-			dst.LoginAccount = &dmAccount{AccountType: "GOOGLE_ADS", AccountID: d.cfg.LoginCustomerID}
+		if d.set.LoginCustomerID != "" {
+			dst.LoginAccount = &dmAccount{AccountType: "GOOGLE_ADS", AccountID: d.set.LoginCustomerID}
 		}
 		if multi {
 			dst.Reference = "action-" + a
@@ -218,10 +217,10 @@ func (d *DataManager) body(batch []store.Conversion) ([]byte, error) {
 		}
 		ids := c.Identity.Identifiers
 		var uids []dmUserIdentifier
-		if h := ids.For(pii.Google, pii.Email); h != "" {
+		if h := ids.Get(pii.KeyEmailGoogle); h != "" {
 			uids = append(uids, dmUserIdentifier{EmailAddress: h})
 		}
-		if h := ids.For(pii.Google, pii.Phone); h != "" {
+		if h := ids.Get(pii.KeyPhoneE164); h != "" {
 			uids = append(uids, dmUserIdentifier{PhoneNumber: h})
 		}
 		if len(uids) > MaxUserIdentifiers {
@@ -264,7 +263,7 @@ func (d *DataManager) ParseResponse(resp *http.Response, body []byte, batch []st
 		if err := json.Unmarshal(body, &ok); err != nil {
 			return nil, &uploader.Error{Class: uploader.ClassTransient, Reason: "unparseable_response", Detail: "ingest answered 2xx with a body that is not JSON"}
 		}
-		if d.cfg.ValidateOnly {
+		if d.set.ValidateOnly {
 			return uploader.AllRows(len(batch), uploader.RowResult{Class: uploader.ClassAccepted, Reason: "validate_only", Detail: "validated, not ingested"}), nil
 		}
 		if ok.RequestID == "" {

@@ -81,12 +81,22 @@ func rows(t *testing.T) []store.Conversion {
 }
 
 func baseConfig(platform, url string) uploader.DestinationConfig {
+	spec := google.DataManagerSpec()
+	if platform == "google_ads" {
+		spec = google.AdsSpec()
+	}
 	return uploader.DestinationConfig{
-		Platform: platform, BaseURL: url, TokenURL: url + "/token",
-		CustomerID: "1234567890", LoginCustomerID: "9876543210",
-		ClientID: "client-id", ClientSecret: "client-secret", RefreshToken: "refresh-token",
-		Timeout: 5 * time.Second,
-	}.WithDefaults()
+		Platform: platform, BaseURL: url, Timeout: 5 * time.Second,
+		Settings: &google.Settings{
+			TokenURL: url + "/token", CustomerID: "1234567890", LoginCustomerID: "9876543210",
+			ClientID: "client-id", ClientSecret: "client-secret", RefreshToken: "refresh-token",
+		},
+	}.WithDefaults(spec)
+}
+
+// settings is cfg's Google section.
+func settings(cfg uploader.DestinationConfig) *google.Settings {
+	return cfg.Settings.(*google.Settings)
 }
 
 type env struct {
@@ -150,7 +160,7 @@ func loadTestdataSchema(t *testing.T, name string) *schema.Schema {
 
 func TestDataManagerGoldenBody(t *testing.T) {
 	t.Parallel()
-	dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, "http://unused"), nil, zaptest.NewLogger(t))
+	dm := google.NewDataManager(baseConfig("google", "http://unused"), nil, zaptest.NewLogger(t))
 	body, err := dm.Body(rows(t))
 	require.NoError(t, err)
 	golden(t, "google_datamanager_ingest.json", schema.GoogleDataManager, "IngestEventsRequest", body)
@@ -168,7 +178,7 @@ func TestDataManagerGoldenBody(t *testing.T) {
 
 func TestDataManagerMultipleActions(t *testing.T) {
 	t.Parallel()
-	dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, "http://unused"), nil, zaptest.NewLogger(t))
+	dm := google.NewDataManager(baseConfig("google", "http://unused"), nil, zaptest.NewLogger(t))
 	batch := rows(t)
 	batch[2].ConversionName = "111222333"
 	body, err := dm.Body(batch)
@@ -192,7 +202,7 @@ func TestDataManagerMultipleActions(t *testing.T) {
 
 func TestAdsGoldenBodies(t *testing.T) {
 	t.Parallel()
-	ads := google.NewAdsAPI(baseConfig(uploader.PlatformGoogleAds, "http://unused"), nil, zaptest.NewLogger(t))
+	ads := google.NewAdsAPI(baseConfig("google_ads", "http://unused"), nil, zaptest.NewLogger(t))
 	method, body, err := ads.Body(rows(t))
 	require.NoError(t, err)
 	require.Equal(t, "uploadClickConversions", method)
@@ -244,8 +254,8 @@ func TestCheck(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			for _, p := range []uploader.Platform{
-				google.NewDataManager(baseConfig(uploader.PlatformGoogle, "http://unused"), nil, zaptest.NewLogger(t)),
-				google.NewAdsAPI(baseConfig(uploader.PlatformGoogleAds, "http://unused"), nil, zaptest.NewLogger(t)),
+				google.NewDataManager(baseConfig("google", "http://unused"), nil, zaptest.NewLogger(t)),
+				google.NewAdsAPI(baseConfig("google_ads", "http://unused"), nil, zaptest.NewLogger(t)),
 			} {
 				c := base()
 				tc.mutate(&c)
@@ -265,8 +275,8 @@ func TestCheck(t *testing.T) {
 	}
 	t.Run("click window from config", func(t *testing.T) {
 		t.Parallel()
-		cfg := baseConfig(uploader.PlatformGoogle, "http://unused")
-		cfg.ClickWindow = 30 * 24 * time.Hour
+		cfg := baseConfig("google", "http://unused")
+		settings(cfg).ClickWindow = 30 * 24 * time.Hour
 		c := base() // click 14 days before the conversion
 		c.Identity.Clicks[0].At = c.OccurredAt.Add(-31 * 24 * time.Hour)
 		got := google.NewDataManager(cfg, nil, zaptest.NewLogger(t)).Check(&c, now)
@@ -275,11 +285,11 @@ func TestCheck(t *testing.T) {
 	t.Run("retractions", func(t *testing.T) {
 		t.Parallel()
 		r := store.Conversion{Kind: store.KindRetraction, RetractsKey: "k", ConversionName: "987654321", OccurredAt: now}
-		dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, "http://unused"), nil, zaptest.NewLogger(t))
+		dm := google.NewDataManager(baseConfig("google", "http://unused"), nil, zaptest.NewLogger(t))
 		got := dm.Check(&r, now)
 		require.Equal(t, uploader.ClassSkipped, got.Class)
 		require.Equal(t, "retraction_unsupported", got.Reason)
-		ads := google.NewAdsAPI(baseConfig(uploader.PlatformGoogleAds, "http://unused"), nil, zaptest.NewLogger(t))
+		ads := google.NewAdsAPI(baseConfig("google_ads", "http://unused"), nil, zaptest.NewLogger(t))
 		require.Nil(t, ads.Check(&r, now))
 		r.RetractsKey = ""
 		require.Equal(t, "missing_retracts_key", ads.Check(&r, now).Reason)
@@ -369,7 +379,7 @@ func TestDataManagerHTTPStatusClasses(t *testing.T) {
 		{503, "UNAVAILABLE", uploader.ClassTransient},
 		{504, "DEADLINE_EXCEEDED", uploader.ClassTransient},
 	}
-	dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, "http://unused"), nil, zaptest.NewLogger(t))
+	dm := google.NewDataManager(baseConfig("google", "http://unused"), nil, zaptest.NewLogger(t))
 	for _, tc := range cases {
 		body, _ := json.Marshal(map[string]any{"error": map[string]any{"code": tc.status, "message": "m", "status": "X",
 			"details": []any{map[string]any{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": tc.reason}}}})

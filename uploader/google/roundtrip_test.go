@@ -32,7 +32,7 @@ func poll(t *testing.T, dm *google.DataManager, ref string, batch []store.Conver
 func TestDataManagerRoundTrip(t *testing.T) {
 	t.Parallel()
 	e := setup(t, sandbox.Options{})
-	dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, e.url), nil, zaptest.NewLogger(t))
+	dm := google.NewDataManager(baseConfig("google", e.url), nil, zaptest.NewLogger(t))
 	batch := rows(t)
 
 	res, err := send(t, dm, batch)
@@ -72,7 +72,7 @@ func TestDataManagerStatusProcessingThenFailed(t *testing.T) {
 		StatusDelay: time.Minute,
 		Faults:      sandbox.Faults{AsyncRejectKeys: []string{"k-deal-1-won", "k-deal-2-won", "k-deal-3-won"}},
 	})
-	dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, e.url), nil, zaptest.NewLogger(t))
+	dm := google.NewDataManager(baseConfig("google", e.url), nil, zaptest.NewLogger(t))
 	batch := rows(t)
 	res, err := send(t, dm, batch)
 	require.NoError(t, err)
@@ -92,7 +92,7 @@ func TestDataManagerStatusProcessingThenFailed(t *testing.T) {
 func TestDataManagerPartialSuccess(t *testing.T) {
 	t.Parallel()
 	e := setup(t, sandbox.Options{Faults: sandbox.Faults{AsyncRejectKeys: []string{"k-deal-2-won"}}})
-	dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, e.url), nil, zaptest.NewLogger(t))
+	dm := google.NewDataManager(baseConfig("google", e.url), nil, zaptest.NewLogger(t))
 	batch := rows(t)
 	res, err := send(t, dm, batch)
 	require.NoError(t, err)
@@ -112,7 +112,7 @@ func TestDataManagerRejections(t *testing.T) {
 	t.Run("a bad row rejects the whole request", func(t *testing.T) {
 		t.Parallel()
 		e := setup(t, sandbox.Options{Faults: sandbox.Faults{RejectKeys: []string{"k-deal-2-won"}}})
-		dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, e.url), nil, zaptest.NewLogger(t))
+		dm := google.NewDataManager(baseConfig("google", e.url), nil, zaptest.NewLogger(t))
 		_, err := send(t, dm, rows(t))
 		var br *uploader.Error
 		require.True(t, errors.As(err, &br), "%v", err)
@@ -126,7 +126,7 @@ func TestDataManagerRejections(t *testing.T) {
 	t.Run("a non-hex hash is refused like the real API", func(t *testing.T) {
 		t.Parallel()
 		e := setup(t, sandbox.Options{})
-		dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, e.url), nil, zaptest.NewLogger(t))
+		dm := google.NewDataManager(baseConfig("google", e.url), nil, zaptest.NewLogger(t))
 		batch := rows(t)
 		batch[2].Identity.Identifiers["email/google"] = "not-a-hash"
 		_, err := send(t, dm, batch)
@@ -139,7 +139,7 @@ func TestDataManagerRejections(t *testing.T) {
 	t.Run("whole-batch fault", func(t *testing.T) {
 		t.Parallel()
 		e := setup(t, sandbox.Options{Faults: sandbox.Faults{ShareBatchReject: 1}})
-		dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, e.url), nil, zaptest.NewLogger(t))
+		dm := google.NewDataManager(baseConfig("google", e.url), nil, zaptest.NewLogger(t))
 		_, err := send(t, dm, rows(t))
 		var br *uploader.Error
 		require.True(t, errors.As(err, &br), "%v", err)
@@ -178,8 +178,8 @@ func TestGoogleFaults(t *testing.T) {
 			t.Parallel()
 			e := setup(t, sandbox.Options{Faults: tc.faults})
 			for _, p := range []uploader.Platform{
-				google.NewDataManager(baseConfig(uploader.PlatformGoogle, e.url), nil, zaptest.NewLogger(t)),
-				google.NewAdsAPI(baseConfig(uploader.PlatformGoogleAds, e.url), nil, zaptest.NewLogger(t)),
+				google.NewDataManager(baseConfig("google", e.url), nil, zaptest.NewLogger(t)),
+				google.NewAdsAPI(baseConfig("google_ads", e.url), nil, zaptest.NewLogger(t)),
 			} {
 				_, err := send(t, p, rows(t))
 				tc.check(t, err)
@@ -189,7 +189,7 @@ func TestGoogleFaults(t *testing.T) {
 	t.Run("timeout: processed, the client gives up, the resend is deduplicated", func(t *testing.T) {
 		t.Parallel()
 		e := setup(t, sandbox.Options{Faults: sandbox.Faults{ShareTimeout: 1, TimeoutDelayMS: 5000}})
-		dm := google.NewDataManager(baseConfig(uploader.PlatformGoogle, e.url), nil, zaptest.NewLogger(t))
+		dm := google.NewDataManager(baseConfig("google", e.url), nil, zaptest.NewLogger(t))
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		req, err := dm.BuildRequest(ctx, rows(t), now)
@@ -206,8 +206,8 @@ func TestGoogleFaults(t *testing.T) {
 	t.Run("revoked refresh token is a setup error from BuildRequest", func(t *testing.T) {
 		t.Parallel()
 		e := setup(t, sandbox.Options{})
-		cfg := baseConfig(uploader.PlatformGoogle, e.url)
-		cfg.RefreshToken = "rt-not-known-to-the-sandbox"
+		cfg := baseConfig("google", e.url)
+		settings(cfg).RefreshToken = "rt-not-known-to-the-sandbox"
 		dm := google.NewDataManager(cfg, nil, zaptest.NewLogger(t))
 		_, err := dm.BuildRequest(context.Background(), rows(t), now)
 		var se *uploader.Error
@@ -221,7 +221,7 @@ func TestGoogleFaults(t *testing.T) {
 func TestAdsRoundTrip(t *testing.T) {
 	t.Parallel()
 	e := setup(t, sandbox.Options{Faults: sandbox.Faults{RejectKeys: []string{"k-deal-2-won"}, RejectMarker: "666"}})
-	ads := google.NewAdsAPI(baseConfig(uploader.PlatformGoogleAds, e.url), nil, zaptest.NewLogger(t))
+	ads := google.NewAdsAPI(baseConfig("google_ads", e.url), nil, zaptest.NewLogger(t))
 	batch := rows(t)
 	res, err := send(t, ads, batch)
 	require.NoError(t, err)

@@ -30,6 +30,7 @@ var leadID = regexp.MustCompile(`^[0-9]{15,17}$`)
 // Platform is the Meta Conversions API for one dataset. Safe for concurrent use.
 type Platform struct {
 	cfg uploader.DestinationConfig
+	set *Settings
 	log *zap.Logger
 }
 
@@ -37,11 +38,16 @@ var _ uploader.Platform = (*Platform)(nil)
 
 // New returns the Meta platform for one destination; cfg gets its defaults applied.
 func New(cfg uploader.DestinationConfig, log *zap.Logger) *Platform {
-	return &Platform{cfg: cfg.WithDefaults(), log: log}
+	cfg = cfg.WithDefaults(Spec())
+	set, _ := cfg.Settings.(*Settings)
+	if set == nil {
+		set = &Settings{}
+	}
+	return &Platform{cfg: cfg, set: set, log: log}
 }
 
 // MaxBatch is 1,000 events per request.
-func (p *Platform) MaxBatch() int { return min(p.cfg.BatchSize, uploader.MaxBatchMeta) }
+func (p *Platform) MaxBatch() int { return min(p.cfg.BatchSize, MaxBatch) }
 
 // Check skips retractions (Meta has none) and rows whose ad_user_data consent is denied,
 // expires events more than 7 days (less AgeMargin) before now ("event_too_old"), and needs
@@ -54,18 +60,11 @@ func (p *Platform) Check(c *store.Conversion, now time.Time) *uploader.Error {
 		return &uploader.Error{Class: uploader.ClassExpired, Reason: "event_too_old",
 			Detail: fmt.Sprintf("event is %s old; Meta takes events up to 7 days old", age.Round(time.Minute))}
 	}
-	if !hasIdentifier(c) {
+	if !Usable(c.Identity) {
 		return &uploader.Error{Class: uploader.ClassPermanent, Reason: "no_identifier",
 			Detail: "needs a hashed email, phone or other customer parameter, a lead id, or an fbc/fbp click"}
 	}
 	return nil
-}
-
-func hasIdentifier(c *store.Conversion) bool {
-	u := userData(c)
-	return len(u.Em) > 0 || len(u.Ph) > 0 || len(u.Fn) > 0 || len(u.Ln) > 0 || len(u.Ct) > 0 ||
-		len(u.St) > 0 || len(u.Zp) > 0 || len(u.Country) > 0 || len(u.Db) > 0 || len(u.Ge) > 0 ||
-		len(u.ExternalID) > 0 || u.LeadID != 0 || u.Fbc != "" || u.Fbp != ""
 }
 
 // Request body types (meta_capi.json: EventRequest).
@@ -116,17 +115,17 @@ func one(h string) []string {
 func userData(c *store.Conversion) userDataT {
 	ids := c.Identity.Identifiers
 	u := userDataT{
-		Em:         one(ids.For(pii.Meta, pii.Email)),
-		Ph:         one(ids.For(pii.Meta, pii.Phone)),
-		Fn:         one(ids.For(pii.Meta, pii.FirstName)),
-		Ln:         one(ids.For(pii.Meta, pii.LastName)),
-		Db:         one(ids.For(pii.Meta, pii.DateOfBirth)),
-		Ge:         one(ids.For(pii.Meta, pii.Gender)),
-		Ct:         one(ids.For(pii.Meta, pii.City)),
-		St:         one(ids.For(pii.Meta, pii.State)),
-		Zp:         one(ids.For(pii.Meta, pii.Zip)),
-		Country:    one(ids.For(pii.Meta, pii.Country)),
-		ExternalID: one(ids.For(pii.Meta, pii.ExternalID)),
+		Em:         one(ids.Get(pii.KeyEmail)),
+		Ph:         one(ids.Get(pii.KeyPhoneDigits)),
+		Fn:         one(ids.Get(pii.KeyFirstName)),
+		Ln:         one(ids.Get(pii.KeyLastName)),
+		Db:         one(ids.Get(pii.KeyDateOfBirth)),
+		Ge:         one(ids.Get(pii.KeyGender)),
+		Ct:         one(ids.Get(pii.KeyCity)),
+		St:         one(ids.Get(pii.KeyState)),
+		Zp:         one(ids.Get(pii.KeyZip)),
+		Country:    one(ids.Get(pii.KeyCountry)),
+		ExternalID: one(ids.Get(pii.KeyExternalID)),
 	}
 	if leadID.MatchString(c.Identity.LeadID) {
 		u.LeadID, _ = strconv.ParseInt(c.Identity.LeadID, 10, 64)
@@ -152,10 +151,10 @@ func userData(c *store.Conversion) userDataT {
 
 // Body returns the exact JSON body BuildRequest sends; it holds no credentials.
 func (p *Platform) Body(batch []store.Conversion) ([]byte, error) {
-	if len(batch) == 0 || len(batch) > uploader.MaxBatchMeta {
-		return nil, fmt.Errorf("meta: batch of %d rows, want 1..%d", len(batch), uploader.MaxBatchMeta)
+	if len(batch) == 0 || len(batch) > MaxBatch {
+		return nil, fmt.Errorf("meta: batch of %d rows, want 1..%d", len(batch), MaxBatch)
 	}
-	req := eventRequest{TestEventCode: p.cfg.TestEventCode, Data: make([]event, 0, len(batch))}
+	req := eventRequest{TestEventCode: p.set.TestEventCode, Data: make([]event, 0, len(batch))}
 	for i := range batch {
 		c := &batch[i]
 		if c.Kind == store.KindRetraction {
@@ -171,7 +170,7 @@ func (p *Platform) Body(batch []store.Conversion) ([]byte, error) {
 		cd := customData{}
 		if ev.UserData.LeadID != 0 {
 			cd.EventSource = "crm"
-			cd.LeadEventSource = p.cfg.LeadEventSource
+			cd.LeadEventSource = p.set.LeadEventSource
 			if cd.LeadEventSource == "" {
 				cd.LeadEventSource = c.Source
 			}
@@ -195,13 +194,13 @@ func (p *Platform) BuildRequest(ctx context.Context, batch []store.Conversion, _
 	if err != nil {
 		return nil, err
 	}
-	u := fmt.Sprintf("%s/%s/%s/events", strings.TrimRight(p.cfg.BaseURL, "/"), p.cfg.APIVersion, p.cfg.DatasetID)
+	u := fmt.Sprintf("%s/%s/%s/events", strings.TrimRight(p.cfg.BaseURL, "/"), p.cfg.APIVersion, p.set.DatasetID)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+p.cfg.AccessToken)
+	req.Header.Set("Authorization", "Bearer "+p.set.AccessToken)
 	return req, nil
 }
 

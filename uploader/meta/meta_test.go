@@ -61,8 +61,8 @@ func rows(t *testing.T) []store.Conversion {
 }
 
 func config(url string) uploader.DestinationConfig {
-	return uploader.DestinationConfig{Platform: uploader.PlatformMeta, BaseURL: url, DatasetID: "555000111",
-		AccessToken: "meta-test-token", LeadEventSource: "Salesforce"}.WithDefaults()
+	return uploader.DestinationConfig{Platform: "meta", BaseURL: url, Settings: &meta.Settings{DatasetID: "555000111",
+		AccessToken: "meta-test-token", LeadEventSource: "Salesforce"}}.WithDefaults(meta.Spec())
 }
 
 func TestGoldenBody(t *testing.T) {

@@ -1,42 +1,84 @@
-// Package platforms builds the uploader.Platform for a destination from its config: the
-// one place that knows every platform package.
+// Package platforms is the registry: the one table of the platforms closedloop uploads to.
+// Adding a platform is a new package under uploader/ exporting its uploader.Spec, and one
+// line in All.
 package platforms
 
 import (
 	"fmt"
+	"sort"
+	"strings"
 
 	"go.uber.org/zap"
 
+	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/google"
 	"github.com/closedloop/closedloop/uploader/meta"
 	"github.com/closedloop/closedloop/uploader/tiktok"
 )
 
-// Names lists the platform names New accepts.
-var Names = []string{uploader.PlatformGoogle, uploader.PlatformGoogleAds, uploader.PlatformMeta, uploader.PlatformTikTok}
+// All lists every platform, in the order docs show them.
+var All = []uploader.Spec{
+	google.DataManagerSpec(),
+	google.AdsSpec(),
+	meta.Spec(),
+	tiktok.Spec(),
+}
+
+// Lookup returns the platform named name.
+func Lookup(name string) (uploader.Spec, bool) {
+	for _, s := range All {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return uploader.Spec{}, false
+}
+
+// Names lists the platform names, sorted.
+func Names() []string {
+	out := make([]string, len(All))
+	for i, s := range All {
+		out[i] = s.Name
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Unknown is the error for a platform name that is not registered.
+func Unknown(name string) error {
+	return fmt.Errorf("unknown platform %q (want one of %s)", name, strings.Join(Names(), ", "))
+}
+
+// Target describes platform name for the stage mappings.
+func Target(name string) crm.Target {
+	s, ok := Lookup(name)
+	if !ok {
+		return crm.Target{Platform: name}
+	}
+	return crm.Target{Platform: s.Name, Noun: s.ConversionNoun, Check: s.CheckConversion, Retracts: s.Retracts}
+}
+
+// Targets describes each destination (name → platform) for the stage mappings.
+func Targets(destinations map[string]string) map[string]crm.Target {
+	out := make(map[string]crm.Target, len(destinations))
+	for d, p := range destinations {
+		out[d] = Target(p)
+	}
+	return out
+}
 
 // New returns the platform for destination name configured by cfg (defaults applied here).
 // The platform is chosen by cfg.Platform, or by name when cfg.Platform is empty; the logger
-// is named "uploader.<platform>" with the destination as a field. The result may also
-// implement uploader.StatusPoller (google) and uploader.Grouper (google, google_ads).
+// is named "uploader.<platform>" with the destination as a field.
 func New(name string, cfg uploader.DestinationConfig, log *zap.Logger) (uploader.Platform, error) {
-	p := cfg.Platform
-	if p == "" {
-		p = name
+	if cfg.Platform == "" {
 		cfg.Platform = name
 	}
-	cfg = cfg.WithDefaults()
-	l := log.Named("uploader." + p).With(zap.String("destination", name))
-	switch p {
-	case uploader.PlatformGoogle:
-		return google.NewDataManager(cfg, nil, l), nil
-	case uploader.PlatformGoogleAds:
-		return google.NewAdsAPI(cfg, nil, l), nil
-	case uploader.PlatformMeta:
-		return meta.New(cfg, l), nil
-	case uploader.PlatformTikTok:
-		return tiktok.New(cfg, l), nil
+	spec, ok := Lookup(cfg.Platform)
+	if !ok {
+		return nil, fmt.Errorf("platforms: destination %q: %w", name, Unknown(cfg.Platform))
 	}
-	return nil, fmt.Errorf("platforms: unknown platform %q for destination %q (want one of %v)", p, name, Names)
+	l := log.Named("uploader." + spec.Name).With(zap.String("destination", name))
+	return spec.New(name, cfg.WithDefaults(spec), l)
 }

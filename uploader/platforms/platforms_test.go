@@ -2,6 +2,7 @@ package platforms_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
@@ -18,10 +19,10 @@ func TestNew(t *testing.T) {
 		poller         bool
 		grouper        bool
 	}{
-		{"google-main", uploader.PlatformGoogle, 2000, true, true},
-		{"google-ads", uploader.PlatformGoogleAds, 2000, false, true},
-		{"meta-main", uploader.PlatformMeta, 1000, false, false},
-		{"tiktok", uploader.PlatformTikTok, 1000, false, false},
+		{"google-main", "google", 2000, true, true},
+		{"google-ads", "google_ads", 2000, false, true},
+		{"meta-main", "meta", 1000, false, false},
+		{"tiktok", "tiktok", 1000, false, false},
 	}
 	for _, tc := range cases {
 		p, err := platforms.New(tc.name, uploader.DestinationConfig{Platform: tc.platform}, zaptest.NewLogger(t))
@@ -40,4 +41,32 @@ func TestNew(t *testing.T) {
 	require.Equal(t, 50, small.MaxBatch(), "batch_size caps MaxBatch")
 	_, err = platforms.New("x", uploader.DestinationConfig{Platform: "myspace"}, zaptest.NewLogger(t))
 	require.Error(t, err)
+}
+
+// TestRegistry checks what the rest of closedloop relies on: names unique, each Spec
+// complete, its settings decodable and its versions newest first.
+func TestRegistry(t *testing.T) {
+	t.Parallel()
+	seen := map[string]bool{}
+	for _, s := range platforms.All {
+		require.NotEmpty(t, s.Name)
+		require.False(t, seen[s.Name], "platform %s listed twice", s.Name)
+		seen[s.Name] = true
+		require.Positive(t, s.MaxBatch, s.Name)
+		require.NotEmpty(t, s.API, s.Name)
+		require.NotEmpty(t, s.DefaultBaseURL, s.Name)
+		require.NotNil(t, s.Usable, s.Name)
+		require.NotNil(t, s.New, s.Name)
+		require.NotNil(t, s.NewSettings, s.Name)
+		require.NotEmpty(t, s.Hashes, s.Name)
+		for i := 1; i < len(s.Versions); i++ {
+			if !s.Versions[i].Sunset.IsZero() && !s.Versions[i-1].Sunset.IsZero() {
+				require.True(t, s.Versions[i].Sunset.Before(s.Versions[i-1].Sunset), "%s: versions newest first", s.Name)
+			}
+		}
+		if len(s.Versions) > 0 {
+			require.True(t, s.Versions[0].Sunset.IsZero() || s.Versions[0].Sunset.After(time.Now()), "%s: the default version is not sunset", s.Name)
+		}
+	}
+	require.Equal(t, []string{"google", "google_ads", "meta", "tiktok"}, platforms.Names())
 }

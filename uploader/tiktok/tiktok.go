@@ -20,6 +20,7 @@ import (
 // Platform is the TikTok Events API for one CRM event set. Safe for concurrent use.
 type Platform struct {
 	cfg uploader.DestinationConfig
+	set *Settings
 	log *zap.Logger
 }
 
@@ -27,11 +28,16 @@ var _ uploader.Platform = (*Platform)(nil)
 
 // New returns the TikTok platform for one destination; cfg gets its defaults applied.
 func New(cfg uploader.DestinationConfig, log *zap.Logger) *Platform {
-	return &Platform{cfg: cfg.WithDefaults(), log: log}
+	cfg = cfg.WithDefaults(Spec())
+	set, _ := cfg.Settings.(*Settings)
+	if set == nil {
+		set = &Settings{}
+	}
+	return &Platform{cfg: cfg, set: set, log: log}
 }
 
 // MaxBatch is 1,000 events per request.
-func (p *Platform) MaxBatch() int { return min(p.cfg.BatchSize, uploader.MaxBatchTikTok) }
+func (p *Platform) MaxBatch() int { return min(p.cfg.BatchSize, MaxBatch) }
 
 // Check skips retractions and denied consent and needs one identifier (hashed email, phone
 // or external id, or a ttclid). TikTok's CRM age limit is undocumented, so none is applied.
@@ -39,8 +45,7 @@ func (p *Platform) Check(c *store.Conversion, _ time.Time) *uploader.Error {
 	if e := uploader.CheckRow(c, uploader.RowRules{API: "the Events API", NameField: "event"}); e != nil {
 		return e
 	}
-	u := user(c)
-	if len(u.Email) == 0 && len(u.Phone) == 0 && len(u.ExternalID) == 0 && u.Ttclid == "" {
+	if !Usable(c.Identity) {
 		return &uploader.Error{Class: uploader.ClassPermanent, Reason: "no_identifier", Detail: "needs a hashed email, phone or external id, or a ttclid"}
 	}
 	return nil
@@ -88,9 +93,9 @@ func one(h string) []string {
 func user(c *store.Conversion) userT {
 	ids := c.Identity.Identifiers
 	u := userT{
-		Email:      one(ids.For(pii.TikTok, pii.Email)),
-		Phone:      one(ids.For(pii.TikTok, pii.Phone)),
-		ExternalID: one(ids.For(pii.TikTok, pii.ExternalID)),
+		Email:      one(ids.Get(pii.KeyEmail)),
+		Phone:      one(ids.Get(pii.KeyPhoneE164)),
+		ExternalID: one(ids.Get(pii.KeyExternalID)),
 	}
 	for _, cl := range c.Identity.Clicks {
 		if cl.Type == "ttclid" {
@@ -102,10 +107,10 @@ func user(c *store.Conversion) userT {
 
 // Body returns the exact JSON body BuildRequest sends; it holds no credentials.
 func (p *Platform) Body(batch []store.Conversion) ([]byte, error) {
-	if len(batch) == 0 || len(batch) > uploader.MaxBatchTikTok {
-		return nil, fmt.Errorf("tiktok: batch of %d rows, want 1..%d", len(batch), uploader.MaxBatchTikTok)
+	if len(batch) == 0 || len(batch) > MaxBatch {
+		return nil, fmt.Errorf("tiktok: batch of %d rows, want 1..%d", len(batch), MaxBatch)
 	}
-	req := trackRequest{EventSource: "crm", EventSourceID: p.cfg.EventSourceID, TestEventCode: p.cfg.TestEventCode,
+	req := trackRequest{EventSource: "crm", EventSourceID: p.set.EventSourceID, TestEventCode: p.set.TestEventCode,
 		Data: make([]eventData, 0, len(batch))}
 	for i := range batch {
 		c := &batch[i]
@@ -121,7 +126,7 @@ func (p *Platform) Body(batch []store.Conversion) ([]byte, error) {
 		if props != (properties{}) {
 			ev.Properties = &props
 		}
-		les := p.cfg.LeadEventSource
+		les := p.set.LeadEventSource
 		if les == "" {
 			les = c.Source
 		}
@@ -145,7 +150,7 @@ func (p *Platform) BuildRequest(ctx context.Context, batch []store.Conversion, _
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Access-Token", p.cfg.AccessToken)
+	req.Header.Set("Access-Token", p.set.AccessToken)
 	return req, nil
 }
 

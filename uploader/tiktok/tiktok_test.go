@@ -55,8 +55,8 @@ func rows(t *testing.T) []store.Conversion {
 }
 
 func config(url string) uploader.DestinationConfig {
-	return uploader.DestinationConfig{Platform: uploader.PlatformTikTok, BaseURL: url, EventSourceID: "7312345678901234567",
-		AccessToken: "tiktok-test-token", LeadEventSource: "HubSpot"}.WithDefaults()
+	return uploader.DestinationConfig{Platform: "tiktok", BaseURL: url, Settings: &tiktok.Settings{EventSourceID: "7312345678901234567",
+		AccessToken: "tiktok-test-token", LeadEventSource: "HubSpot"}}.WithDefaults(tiktok.Spec())
 }
 
 func TestGoldenBody(t *testing.T) {
