@@ -56,11 +56,12 @@ type HeldInfo struct {
 
 // Status is a destination's health as its dispatcher sees it.
 type Status struct {
-	Name     string
-	Platform string
-	Paused   bool
-	Reason   string    // why it is paused: the setup error's reason and detail
-	Since    time.Time // when the pause began
+	Name       string
+	Platform   string
+	Paused     bool
+	Reason     string    // why it is paused: the setup error's reason and detail
+	Since      time.Time // when the pause began
+	APIVersion string    // the configured API version, "" when the platform has none
 	// Held lists the conversion actions whose rows this dispatcher last saw held (an
 	// unknown or disabled conversion action), while the rest of the destination flows.
 	Held []HeldInfo
@@ -135,7 +136,7 @@ func (d *Dispatcher) BatchSize() int { return d.batchSize }
 func (d *Dispatcher) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := Status{Name: d.name, Platform: d.cfg.Platform, Paused: d.paused, Reason: d.reason, Since: d.since}
+	st := Status{Name: d.name, Platform: d.cfg.Platform, Paused: d.paused, Reason: d.reason, Since: d.since, APIVersion: d.cfg.APIVersion}
 	for _, h := range d.held {
 		st.Held = append(st.Held, h)
 	}

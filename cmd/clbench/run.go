@@ -16,8 +16,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/closedloop/closedloop/internal/bench"
-	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/platforms"
+	"github.com/closedloop/closedloop/uploader/sandbox"
 
 	"go.uber.org/zap"
 )

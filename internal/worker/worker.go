@@ -79,6 +79,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		mapping = func() *crm.Mapping { return initial }
 	}
 	log.Info("stage mapping active", zap.String("version", initial.Version()), zap.Int("rules", len(cfg.Mappings)))
+	for _, w := range cfg.Warnings(time.Now()) {
+		log.Warn("an API version sunsets soon; set a newer one before it does", zap.String("warning", w))
+	}
 
 	deps := consumer.Deps{
 		Store:      st,
@@ -269,7 +272,11 @@ func (s *status) Destinations() []statuspage.DestinationStatus {
 	out := make([]statuspage.DestinationStatus, 0, len(s.dispatchers))
 	for _, d := range s.dispatchers {
 		st := d.Status()
-		ds := statuspage.DestinationStatus{Name: st.Name, Platform: st.Platform, Paused: st.Paused, Reason: st.Reason, Since: st.Since}
+		ds := statuspage.DestinationStatus{Name: st.Name, Platform: st.Platform, Paused: st.Paused, Reason: st.Reason, Since: st.Since,
+			APIVersion: st.APIVersion}
+		if spec, ok := platforms.Lookup(st.Platform); ok {
+			ds.VersionWarning, _ = spec.VersionWarning(st.APIVersion, time.Now(), config.SunsetWarnFor)
+		}
 		for _, h := range st.Held {
 			ds.Held = append(ds.Held, h.Conversion+": "+h.Reason+" — "+h.Detail)
 		}
