@@ -36,9 +36,8 @@ func TestConformanceDataManager(t *testing.T) {
 			{Name: "quota, Retry-After seconds", Status: 429, Header: platformtest.RetryAfterSeconds(40), Body: rpcErr(429, "RESOURCE_EXHAUSTED", "RATE_LIMIT_EXCEEDED"), Want: uploader.ClassTransient, RetryAfter: 40 * time.Second},
 			{Name: "unavailable, Retry-After HTTP date", Status: 503, Header: platformtest.RetryAfterDate(90 * time.Second), Body: rpcErr(503, "UNAVAILABLE", "UNAVAILABLE"), Want: uploader.ClassTransient, RetryAfter: 90 * time.Second},
 			{Name: "permission error inside a 5xx", Status: 500, Body: rpcErr(403, "PERMISSION_DENIED", "PERMISSION_DENIED"), Want: uploader.ClassSetup},
-			// The suite's token was obtained moments ago, so a 401 means bad credentials
-			// (a 401 on a cached token is resent with a fresh one: auth_internal_test).
-			{Name: "401 on a token just obtained", Status: http.StatusUnauthorized, Body: rpcErr(401, "UNAUTHENTICATED", "ACCESS_TOKEN_EXPIRED"), Want: uploader.ClassSetup},
+			// A 401 on a cached token: refreshed and resent at once (Refreshed), not a pause.
+			{Name: "expired token", Status: http.StatusUnauthorized, Body: rpcErr(401, "UNAUTHENTICATED", "ACCESS_TOKEN_EXPIRED"), Want: uploader.ClassTransient},
 		},
 	})
 }
