@@ -70,6 +70,23 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 			Load:    mappingreload.FileLoader(cfg.Path, cfg.Targets()),
 			Initial: initial,
 			Signals: opts.Signals,
+			OnChange: func(m *crm.Mapping) {
+				// Rows held for a conversion action the platform refused go out at once
+				// under the fixed one.
+				for _, r := range m.Rules() {
+					for _, d := range r.Destinations {
+						n, err := st.RetargetHeld(ctx, r.Name, d.Destination, d.Conversion, time.Now())
+						switch {
+						case err != nil:
+							log.Error("retargeting held rows after the mapping change failed; they wait for their hold probe",
+								zap.String("rule", r.Name), zap.String("destination", d.Destination), zap.Error(err))
+						case n > 0:
+							log.Info("held rows retargeted to the fixed conversion action", zap.String("rule", r.Name),
+								zap.String("destination", d.Destination), zap.String("conversion", d.Conversion), zap.Int("rows", n))
+						}
+					}
+				}
+			},
 		}, log.Named("mappings"))
 		if err != nil {
 			return err

@@ -52,6 +52,7 @@ func Run(t *testing.T, open Opener) {
 		{"ClaimConcurrent", testClaimConcurrent},
 		{"RecordOutcomes", testRecordOutcomes},
 		{"ReleaseExpiredLeases", testReleaseExpiredLeases},
+		{"HeldRows", testHeldRows},
 		{"SentForPolling", testSentForPolling},
 		{"ListAndCount", testListAndCount},
 		{"ReportCounts", testReportCounts},
