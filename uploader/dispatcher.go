@@ -154,7 +154,9 @@ func (d *Dispatcher) noteHeld(conversion, reason, detail string) {
 	if !seen {
 		d.held[conversion] = HeldInfo{Conversion: conversion, Reason: reason, Detail: detail, Since: d.o.Now()}
 	}
+	n := len(d.held)
 	d.mu.Unlock()
+	d.m.HeldActions.WithLabelValues(d.name).Set(float64(n))
 	if !seen {
 		d.log.Warn("conversion action refused by the platform: its rows are held (the rest of the destination keeps flowing) "+
 			"and resent at each hold probe until the mapping or the platform is fixed",
@@ -168,8 +170,10 @@ func (d *Dispatcher) clearHeld(conversion string) {
 	d.mu.Lock()
 	_, was := d.held[conversion]
 	delete(d.held, conversion)
+	n := len(d.held)
 	d.mu.Unlock()
 	if was {
+		d.m.HeldActions.WithLabelValues(d.name).Set(float64(n))
 		d.log.Info("conversion action accepted again; its held rows flow", zap.String("conversion", conversion))
 	}
 }
