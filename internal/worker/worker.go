@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,8 @@ type Options struct {
 	Listening func(addr string)
 	// Uploader overrides dispatcher timings (tests and the demo shorten them).
 	Uploader uploader.Options
+	// CRMHTTPClient, when set, is the HTTP client of every CRM connection (tests).
+	CRMHTTPClient *http.Client
 }
 
 // Run runs the worker until ctx is cancelled or a component fails for good.
@@ -106,6 +109,13 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		Normalizer: pii.Normalizer{DefaultRegion: cfg.PII.DefaultRegion},
 		Metrics:    consumer.NewMetrics(reg), // one set, shared by every consumer of this process
 		Log:        log.Named("consumer"),
+	}
+	enricher, err := newEnricher(cfg, st, mapping, reg, log, opts.CRMHTTPClient)
+	if err != nil {
+		return err
+	}
+	if enricher != nil {
+		deps.Enriches = cfg.CRMs.Enriches
 	}
 	cons, err := consumer.New(cfg.Kafka, deps)
 	if err != nil {
@@ -198,6 +208,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		g.Go(func() error { return reloader.Run(gctx) })
 	}
 	g.Go(func() error { return watchOldest(gctx, st, oldest, log) })
+	if enricher != nil {
+		g.Go(func() error { return enricher.Run(gctx) })
+	}
 
 	err = g.Wait()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Admin.ShutdownTimeout)

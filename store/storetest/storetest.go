@@ -58,6 +58,11 @@ func Run(t *testing.T, open Opener) {
 		{"ReportCounts", testReportCounts},
 		{"StageCounts", testStageCounts},
 		{"StatusPageCounts", testStatusPageCounts},
+		{"ClaimEnrichment", testClaimEnrichment},
+		{"ClaimEnrichmentConcurrent", testClaimEnrichmentConcurrent},
+		{"CompleteEnrichment", testCompleteEnrichment},
+		{"FetchCache", testFetchCache},
+		{"ConnectionStates", testConnectionStates},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
