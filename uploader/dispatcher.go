@@ -29,7 +29,7 @@ type Dispatcher struct {
 	o       Options
 	log     *zap.Logger
 	m       *Metrics
-	lim     *rate.Limiter
+	lim     waiter
 	client  *retryablehttp.Client
 
 	batchSize int // min(cfg.BatchSize, p.MaxBatch())
@@ -121,7 +121,14 @@ func New(name string, cfg DestinationConfig, p Platform, out Outbox, opts Option
 	if cfg.RatePerSecond > 0 {
 		limit = rate.Limit(cfg.RatePerSecond)
 	}
-	d.lim = rate.NewLimiter(limit, burst)
+	local := rate.NewLimiter(limit, burst)
+	d.lim = local
+	if taker, ok := out.(RateTaker); ok && cfg.RatePerSecond > 0 {
+		// The quota is the platform's (per Google Cloud project, per Meta app): every
+		// worker on this database draws from one bucket.
+		d.lim = &sharedLimiter{dest: name, perSecond: cfg.RatePerSecond, burst: burst, taker: taker,
+			local: local, now: o.Now, log: d.log}
+	}
 	d.client = newHTTPClient(name, d.cfg.Timeout, o, d.lim, d.log.Named("http"), m)
 	return d
 }

@@ -53,6 +53,7 @@ func Run(t *testing.T, open Opener) {
 		{"RecordOutcomes", testRecordOutcomes},
 		{"ReleaseExpiredLeases", testReleaseExpiredLeases},
 		{"HeldRows", testHeldRows},
+		{"RateBucket", testRateBucket},
 		{"SentForPolling", testSentForPolling},
 		{"ListAndCount", testListAndCount},
 		{"ReportCounts", testReportCounts},

@@ -41,7 +41,6 @@ func TestTokensInvalidate(t *testing.T) {
 	require.NotEqual(t, a, c)
 	require.True(t, tk.Invalidate(), "a 401 on the token fetched after that refusal means bad credentials")
 
-
 	err = unauthorized(tk, parsed{})
 	var te *uploader.Error
 	require.True(t, errors.As(err, &te), "nothing cached any more: %v", err)
