@@ -20,6 +20,7 @@ import (
 
 	"github.com/closedloop/closedloop/consumer"
 	"github.com/closedloop/closedloop/crm"
+	"github.com/closedloop/closedloop/internal/ingest"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
 )
@@ -35,6 +36,7 @@ type Config struct {
 	Destinations map[string]uploader.DestinationConfig `yaml:"destinations"`
 	Mappings     []crm.MappingRule                     `yaml:"mappings"`
 	Report       ReportConfig                          `yaml:"report"`
+	Ingest       ingest.Config                         `yaml:"ingest"`
 
 	// Path is the file the config was loaded from ("" for built-in defaults).
 	Path string `yaml:"-"`
@@ -93,6 +95,7 @@ func Default() Config {
 		Uploader: UploaderConfig{Enabled: &enabled, PollInterval: time.Second, LeaseFor: 2 * time.Minute,
 			StatusPollInterval: 30 * time.Second, StatusPollLimit: 1000},
 		Report: ReportConfig{RateChangeThreshold: 0.10, SparseWeeklyVolume: 50},
+		Ingest: ingest.DefaultConfig(),
 	}
 }
 
@@ -264,6 +267,11 @@ func (c *Config) applyDefaults() {
 	for name, d := range c.Destinations {
 		c.Destinations[name] = d.WithDefaults()
 	}
+	firstStage := ""
+	if len(c.Kafka.StageTopics) > 0 {
+		firstStage = c.Kafka.StageTopics[0].Topic
+	}
+	c.Ingest = c.Ingest.WithDefaults(firstStage)
 }
 
 // Validate reports every problem at once, each prefixed with its YAML path.
@@ -302,6 +310,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Kafka.Validate("kafka")...)
 	errs = append(errs, c.Store.Validate()...)
+	errs = append(errs, c.Ingest.Validate("ingest")...)
 	for _, name := range c.DestinationNames() {
 		errs = append(errs, c.Destinations[name].Validate("destinations."+name)...)
 	}

@@ -181,6 +181,15 @@ func (s *Server) Serve(ctx context.Context, shutdownTimeout time.Duration) error
 	return err
 }
 
+// Close releases what New and Listen took (the listener, the Kafka producer) for a
+// Server whose Serve will not run. After Serve, it is not needed.
+func (s *Server) Close() error {
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
+	return s.closeW()
+}
+
 // handler answers one source's webhooks: verify, split, publish, and only then 2xx.
 func (s *Server) handler(src *source) http.Handler {
 	name := src.cfg.Name

@@ -29,6 +29,7 @@ import (
 	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/internal/admin"
 	"github.com/closedloop/closedloop/internal/config"
+	"github.com/closedloop/closedloop/internal/ingest"
 	"github.com/closedloop/closedloop/internal/mappingreload"
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/internal/statuspage"
@@ -45,6 +46,9 @@ type Options struct {
 	Listening func(addr string)
 	// Uploader overrides dispatcher timings (tests and the demo shorten them).
 	Uploader uploader.Options
+	// IngestListening is called with the webhook server's bound address once it is
+	// bound (only when ingest.listen is set).
+	IngestListening func(addr string)
 }
 
 // Run runs the worker until ctx is cancelled or a component fails for good.
@@ -132,6 +136,23 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		log.Warn("uploader disabled: conversions stay in the outbox")
 	}
 
+	// The webhook front (ingest.listen set): verified CRM webhooks onto the stage topics.
+	var webhooks *ingest.Server
+	if cfg.Ingest.Listen != "" {
+		webhooks, err = ingest.New(cfg.Ingest, ingest.Kafka{Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID}, reg, log.Named("ingest"))
+		if err != nil {
+			return err
+		}
+		iaddr, err := webhooks.Listen()
+		if err != nil {
+			_ = webhooks.Close()
+			return err
+		}
+		if opts.IngestListening != nil {
+			opts.IngestListening(iaddr)
+		}
+	}
+
 	srv := admin.New(reg, log.Named("admin"))
 	srv.AddCheck("migrations", func(ctx context.Context) error {
 		v, dirty, err := st.MigrationVersion(ctx)
@@ -154,6 +175,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	srv.Handle("GET /{$}", statuspage.Handler(&status{st: st, mapping: mapping, dispatchers: dispatchers}, time.Now, log.Named("status")))
 	addr, err := srv.Start(cfg.Admin.Listen)
 	if err != nil {
+		if webhooks != nil {
+			_ = webhooks.Close()
+		}
 		return err
 	}
 	if opts.Listening != nil {
@@ -182,6 +206,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		g.Go(func() error { return reloader.Run(gctx) })
 	}
 	g.Go(func() error { return watchOldest(gctx, st, oldest, log) })
+	if webhooks != nil {
+		g.Go(func() error { return webhooks.Serve(gctx, cfg.Admin.ShutdownTimeout) })
+	}
 
 	err = g.Wait()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Admin.ShutdownTimeout)
