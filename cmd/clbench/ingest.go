@@ -11,7 +11,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/closedloop/closedloop/consumer"
 	"github.com/closedloop/closedloop/internal/bench"
 	"github.com/closedloop/closedloop/internal/ingest"
 )
@@ -73,7 +72,7 @@ func (e *env) ingestWebhooks(ctx context.Context) error {
 	for i := range msgs {
 		key, body := bench.HubSpotWebhook("r", i, time.Now())
 		msgs[i] = kafka.Message{Key: []byte(key), Value: body, Headers: []kafka.Header{
-			{Key: consumer.HeaderFormat, Value: []byte("hubspot")}, {Key: ingest.HeaderSource, Value: []byte(src.Name)},
+			{Key: ingest.HeaderFormat, Value: []byte("hubspot")}, {Key: ingest.HeaderSource, Value: []byte(src.Name)},
 			{Key: ingest.HeaderReceivedAt, Value: at}, {Key: ingest.HeaderEventID, Value: []byte(fmt.Sprint(i + 1))},
 		}}
 	}

@@ -59,7 +59,7 @@ func IngestLoad(ctx context.Context, url string, src ingest.SourceConfig, prefix
 		return nil
 	}
 	atk := vegeta.NewAttacker(vegeta.Workers(uint64(clients)), vegeta.MaxWorkers(uint64(clients)),
-		vegeta.Connections(clients), vegeta.KeepAlive(true), vegeta.Timeout(30*time.Second))
+		vegeta.Connections(clients), vegeta.KeepAlive(true), vegeta.Timeout(30*time.Second), vegeta.MaxBody(0))
 	res := LoadResult{Failed: map[int]int{}}
 	lat := make([]time.Duration, 0, n)
 	start := time.Now()

@@ -64,6 +64,6 @@
 // with Retry-After, and the CRM retries (messages of a failed request that did reach
 // Kafka are published again by that retry; the pipeline is idempotent by conversion key).
 //
-// Depends on kafka-go, prometheus, zap and the crm and consumer packages' constants. See
+// Depends on kafka-go, prometheus, zap and crm.SubjectKey; not on the consumer. See
 // config.go for the `ingest:` config section.
 package ingest

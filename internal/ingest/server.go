@@ -13,12 +13,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
-
-	"github.com/closedloop/closedloop/consumer"
 )
 
-// Headers every published message carries (besides consumer.HeaderFormat).
+// Headers every published message carries.
 const (
+	// HeaderFormat is consumer.HeaderFormat (the consumer decodes by it), spelled here so
+	// that this package does not import the consumer (internal/bench, which consumer's
+	// tests use, imports this one); a test keeps the two equal.
+	HeaderFormat     = "closedloop-format"
 	HeaderSource     = "closedloop-ingest-source" // the source's name from the config
 	HeaderReceivedAt = "closedloop-received-at"   // when the request arrived, RFC 3339 (ns), UTC
 	HeaderEventID    = "closedloop-event-id"      // the CRM's event id(s), comma-separated; absent when none
@@ -245,7 +247,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, src *source, rece
 	at := []byte(received.UTC().Format(time.RFC3339Nano))
 	for i, rec := range records {
 		hs := []kafka.Header{
-			{Key: consumer.HeaderFormat, Value: []byte(src.cfg.CRM)},
+			{Key: HeaderFormat, Value: []byte(src.cfg.CRM)},
 			{Key: HeaderSource, Value: []byte(src.cfg.Name)},
 			{Key: HeaderReceivedAt, Value: at},
 		}

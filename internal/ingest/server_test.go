@@ -307,6 +307,11 @@ func TestRefusedRequestsPublishNothing(t *testing.T) {
 	require.Zero(t, endOffsets(t, ts.brokers, ts.topic), "a refused request published something")
 }
 
+func TestHeaderFormatIsTheConsumers(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, consumer.HeaderFormat, HeaderFormat)
+}
+
 func TestBodyOverMaxBodyIs413(t *testing.T) {
 	t.Parallel()
 	ts := setup(t, testenv.KafkaBrokers(t), func(c *Config) { c.MaxBody = 4096 })
