@@ -21,6 +21,7 @@ import (
 	"github.com/closedloop/closedloop/consumer"
 	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/internal/enrich"
+	"github.com/closedloop/closedloop/internal/ingest"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/platforms"
@@ -39,6 +40,8 @@ type Config struct {
 	Report       ReportConfig                          `yaml:"report"`
 	// CRMs are the CRM API connections that enrich thin stage changes (internal/enrich).
 	CRMs enrich.Config `yaml:"crms"`
+	// Ingest is the webhook front (internal/ingest).
+	Ingest ingest.Config `yaml:"ingest"`
 
 	// Path is the file the config was loaded from ("" for built-in defaults).
 	Path string `yaml:"-"`
@@ -98,6 +101,7 @@ func Default() Config {
 			StatusPollInterval: 30 * time.Second, StatusPollLimit: 1000},
 		Report: ReportConfig{RateChangeThreshold: 0.10, SparseWeeklyVolume: 50},
 		CRMs:   enrich.DefaultConfig(),
+		Ingest: ingest.DefaultConfig(),
 	}
 }
 
@@ -285,6 +289,11 @@ func (c *Config) applyDefaults() []error {
 		c.Destinations[name] = d.WithDefaults(spec)
 	}
 	c.CRMs = c.CRMs.WithDefaults()
+	firstStage := ""
+	if len(c.Kafka.StageTopics) > 0 {
+		firstStage = c.Kafka.StageTopics[0].Topic
+	}
+	c.Ingest = c.Ingest.WithDefaults(firstStage)
 	return errs
 }
 
@@ -345,6 +354,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Kafka.Validate("kafka")...)
 	errs = append(errs, c.Store.Validate()...)
 	errs = append(errs, c.CRMs.Validate("crms")...)
+	errs = append(errs, c.Ingest.Validate("ingest")...)
 	for _, name := range c.DestinationNames() {
 		d := c.Destinations[name]
 		spec, ok := platforms.Lookup(d.Platform)

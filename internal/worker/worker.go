@@ -30,6 +30,7 @@ import (
 	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/internal/admin"
 	"github.com/closedloop/closedloop/internal/config"
+	"github.com/closedloop/closedloop/internal/ingest"
 	"github.com/closedloop/closedloop/internal/mappingreload"
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/internal/statuspage"
@@ -48,6 +49,9 @@ type Options struct {
 	Uploader uploader.Options
 	// CRMHTTPClient, when set, is the HTTP client of every CRM connection (tests).
 	CRMHTTPClient *http.Client
+	// IngestListening is called with the webhook server's bound address once it is
+	// bound (only when ingest.listen is set).
+	IngestListening func(addr string)
 }
 
 // Run runs the worker until ctx is cancelled or a component fails for good.
@@ -158,6 +162,23 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		log.Warn("uploader disabled: conversions stay in the outbox")
 	}
 
+	// The webhook front (ingest.listen set): verified CRM webhooks onto the stage topics.
+	var webhooks *ingest.Server
+	if cfg.Ingest.Listen != "" {
+		webhooks, err = ingest.New(cfg.Ingest, ingest.Kafka{Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID}, reg, log.Named("ingest"))
+		if err != nil {
+			return err
+		}
+		iaddr, err := webhooks.Listen()
+		if err != nil {
+			_ = webhooks.Close()
+			return err
+		}
+		if opts.IngestListening != nil {
+			opts.IngestListening(iaddr)
+		}
+	}
+
 	srv := admin.New(reg, log.Named("admin"))
 	srv.AddCheck("migrations", func(ctx context.Context) error {
 		v, dirty, err := st.MigrationVersion(ctx)
@@ -180,6 +201,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	srv.Handle("GET /{$}", statuspage.Handler(&status{st: st, mapping: mapping, dispatchers: dispatchers}, time.Now, log.Named("status")))
 	addr, err := srv.Start(cfg.Admin.Listen)
 	if err != nil {
+		if webhooks != nil {
+			_ = webhooks.Close()
+		}
 		return err
 	}
 	if opts.Listening != nil {
@@ -210,6 +234,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	g.Go(func() error { return watchOldest(gctx, st, oldest, log) })
 	if enricher != nil {
 		g.Go(func() error { return enricher.Run(gctx) })
+	}
+	if webhooks != nil {
+		g.Go(func() error { return webhooks.Serve(gctx, cfg.Admin.ShutdownTimeout) })
 	}
 
 	err = g.Wait()
