@@ -15,7 +15,7 @@ import (
 )
 
 func rpcErr(code int, status, reason string) string {
-	return `{"error":{"code":` + itoa(code) + `,"message":"m","status":"` + status + `","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"` + reason + `"}]}}`
+	return `{"error":{"code":` + strconv.Itoa(code) + `,"message":"m","status":"` + status + `","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"` + reason + `"}]}}`
 }
 
 // Google's window runs from the click to the conversion (click_window), not from the
@@ -44,7 +44,7 @@ func TestConformanceDataManager(t *testing.T) {
 
 func TestConformanceAds(t *testing.T) {
 	adsFailure := func(status int, typ, enum string) string {
-		return `{"error":{"code":` + itoa(status) + `,"message":"m","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.ads.googleads.v25.errors.GoogleAdsFailure","errors":[{"errorCode":{"` + typ + `":"` + enum + `"},"message":"m"}]}]}}`
+		return `{"error":{"code":` + strconv.Itoa(status) + `,"message":"m","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.ads.googleads.v25.errors.GoogleAdsFailure","errors":[{"errorCode":{"` + typ + `":"` + enum + `"},"message":"m"}]}]}}`
 	}
 	platformtest.Run(t, platformtest.Suite{
 		Spec: google.AdsSpec(), Now: now,
@@ -65,4 +65,3 @@ func TestConformanceAds(t *testing.T) {
 		},
 	})
 }
-func itoa(i int) string { return strconv.Itoa(i) }

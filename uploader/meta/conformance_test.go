@@ -15,7 +15,7 @@ import (
 )
 
 func graphErr(code, sub int, transient bool) string {
-	return `{"error":{"message":"m","type":"OAuthException","code":` + itoa(code) + `,"error_subcode":` + itoa(sub) +
+	return `{"error":{"message":"m","type":"OAuthException","code":` + strconv.Itoa(code) + `,"error_subcode":` + strconv.Itoa(sub) +
 		`,"is_transient":` + map[bool]string{true: "true", false: "false"}[transient] + `,"fbtrace_id":"A1"}}`
 }
 
@@ -43,4 +43,3 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-func itoa(i int) string { return strconv.Itoa(i) }

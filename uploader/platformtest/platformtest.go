@@ -139,7 +139,7 @@ func Run(t *testing.T, s Suite) {
 		full := make([]store.Conversion, s.Spec.MaxBatch+1)
 		for i := range full {
 			full[i] = rows[i%len(rows)]
-			full[i].Key = rows[i%len(rows)].Key + "-" + itoa(i)
+			full[i].Key = rows[i%len(rows)].Key + "-" + strconv.Itoa(i)
 		}
 		_, err := p.BuildRequest(context.Background(), full[:s.Spec.MaxBatch], now)
 		require.NoError(t, err, "a full batch builds")
@@ -224,10 +224,9 @@ func RetryAfterDate(d time.Duration) http.Header {
 
 // RetryAfterSeconds is a Retry-After header in the delay-seconds form.
 func RetryAfterSeconds(s int) http.Header {
-	return http.Header{"Retry-After": {itoa(s)}}
+	return http.Header{"Retry-After": {strconv.Itoa(s)}}
 }
 
-func itoa(i int) string { return strconv.Itoa(i) }
 
 func requestBody(t *testing.T, p uploader.Platform, rows []store.Conversion, now time.Time) []byte {
 	t.Helper()
