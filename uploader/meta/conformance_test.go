@@ -42,4 +42,3 @@ func TestConformance(t *testing.T) {
 		},
 	})
 }
-

@@ -227,7 +227,6 @@ func RetryAfterSeconds(s int) http.Header {
 	return http.Header{"Retry-After": {strconv.Itoa(s)}}
 }
 
-
 func requestBody(t *testing.T, p uploader.Platform, rows []store.Conversion, now time.Time) []byte {
 	t.Helper()
 	req, err := p.BuildRequest(context.Background(), rows, now)
