@@ -104,14 +104,29 @@ func VersionCheck(spec Spec, version string, now time.Time, warnFor time.Duratio
 // SunsetWarnFor is how long before an API version's sunset `destinations test` warns.
 const SunsetWarnFor = 30 * 24 * time.Hour
 
-// SkipRest returns a skipped result for each later check after one failed.
-func SkipRest(why string, checks ...CheckResult) []CheckResult {
-	out := make([]CheckResult, len(checks))
-	for i, c := range checks {
-		c.Status, c.Detail, c.Reason = CheckSkipped, why, ""
-		out[i] = c
+// Rest is what follows a failed check: the account check (when account is not "") and one
+// conversion check per req.Conversions skipped for why, the version check (it needs no
+// network), and the test event, when asked, skipped too.
+func Rest(req TestRequest, why, account string, version CheckResult) []CheckResult {
+	var out []CheckResult
+	if account != "" {
+		out = append(out, CheckResult{Check: CheckAccount, Target: account, Status: CheckSkipped, Detail: why})
+	}
+	for _, c := range req.Conversions {
+		out = append(out, CheckResult{Check: CheckConversion, Target: c, Status: CheckSkipped, Detail: why})
+	}
+	out = append(out, version)
+	if req.SendTestEvent {
+		out = append(out, CheckResult{Check: CheckTestEvent, Status: CheckSkipped, Detail: why})
 	}
 	return out
+}
+
+// NameResolver is implemented by platforms that can turn a conversion name as sales ops
+// write it in a mapping (`conversion: {name: "Closed Won (CRM)"}`) into the id they upload
+// to. An unknown or ambiguous name is an error naming every candidate (id and owner).
+type NameResolver interface {
+	ResolveConversion(ctx context.Context, name string) (id string, err error)
 }
 
 // testEmail is the address test conversions carry (hashed per the platform's rules): a
