@@ -109,9 +109,24 @@ func testDestinations(cmd *cobra.Command, cfg *config.Config, names []string, se
 					Detail: "platform " + d.Platform + " has no destinations test yet"}}
 				break
 			}
-			dr.Checks = t.Test(cmd.Context(), uploader.TestRequest{
-				Conversions: mappedConversions(cfg, name), SendTestEvent: sendTestEvent, Now: now,
-			})
+			ids, named := mappedConversions(cfg, name)
+			var lines []uploader.CheckResult
+			if r, ok := p.(uploader.NameResolver); ok {
+				for _, n := range named {
+					id, err := r.ResolveConversion(cmd.Context(), n)
+					if err != nil {
+						lines = append(lines, uploader.CheckResult{Check: uploader.CheckConversion + "_name", Target: n, Status: uploader.CheckFailed, Detail: err.Error()})
+						continue
+					}
+					lines = append(lines, uploader.CheckResult{Check: uploader.CheckConversion + "_name", Target: n, Status: uploader.CheckOK, Detail: "resolves to " + id})
+					if !slices.Contains(ids, id) {
+						ids = append(ids, id)
+					}
+				}
+			}
+			dr.Checks = append(t.Test(cmd.Context(), uploader.TestRequest{
+				Conversions: ids, SendTestEvent: sendTestEvent, Now: now,
+			}), lines...)
 		}
 		for _, c := range dr.Checks {
 			res.OK = res.OK && !c.Failed()
@@ -121,18 +136,21 @@ func testDestinations(cmd *cobra.Command, cfg *config.Config, names []string, se
 	return res
 }
 
-// mappedConversions lists the conversion names the mappings send to destination, once
-// each, in mapping order.
-func mappedConversions(cfg *config.Config, destination string) []string {
-	var out []string
+// mappedConversions lists the conversion ids (or event names) and the conversion names
+// (`conversion: {name}`) the mappings send to destination, once each, in mapping order.
+func mappedConversions(cfg *config.Config, destination string) (ids, names []string) {
 	for _, r := range cfg.Mappings {
 		for _, d := range r.Destinations {
-			if d.Destination == destination && d.Conversion != "" && !slices.Contains(out, d.Conversion) {
-				out = append(out, d.Conversion)
+			switch {
+			case d.Destination != destination:
+			case d.ConversionName != "" && !slices.Contains(names, d.ConversionName):
+				names = append(names, d.ConversionName)
+			case d.ConversionName == "" && d.Conversion != "" && !slices.Contains(ids, d.Conversion):
+				ids = append(ids, d.Conversion)
 			}
 		}
 	}
-	return out
+	return ids, names
 }
 
 func writeDestinationTable(w io.Writer, res destinationsResult) error {

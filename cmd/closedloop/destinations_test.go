@@ -260,3 +260,69 @@ func TestDestinationsTestTable(t *testing.T) {
 	_, err = runCLI("destinations", "test", "--config", s.path, "--destination", "nope")
 	requireExit2(t, err, `--destination: "nope" is not configured`)
 }
+
+const byNameRule = `  - name: by-name
+    match: {object_type: deal, stage: [contractsigned]}
+    destinations:
+      - {destination: ads-legacy, conversion: {name: "Closed Won (CRM)"}}
+`
+
+func TestConversionActionByName(t *testing.T) {
+	t.Parallel()
+	wonUnderClient := sandbox.ConversionAction{ID: "777", Name: "Closed Won (CRM)", Owner: "1234567890"}
+	wonUnderManager := sandbox.ConversionAction{ID: "888", Name: "Closed Won (CRM)", Owner: "9999999999"}
+	cases := []struct {
+		name    string
+		actions []sandbox.ConversionAction
+		want    []string // in `mappings check` output (ok) or its error
+		ok      bool
+	}{
+		{"one match", []sandbox.ConversionAction{wonUnderClient}, []string{`conversion action 777 (name "Closed Won (CRM)")`}, true},
+		{"ambiguous under manager and client", []sandbox.ConversionAction{wonUnderClient, wonUnderManager}, []string{
+			`mappings[1] (by-name): destinations[0].conversion: conversion action name "Closed Won (CRM)" is ambiguous in customer 1234567890`,
+			"id 777 (UPLOAD_CLICKS, ENABLED, owned by customer 1234567890)", "id 888 (UPLOAD_CLICKS, ENABLED, owned by customer 9999999999)",
+		}, false},
+		{"missing", nil, []string{`no conversion action named "Closed Won (CRM)" is visible to customer 1234567890`}, false},
+		{"only under the manager", []sandbox.ConversionAction{wonUnderManager}, []string{"belongs to customer 9999999999"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := setupDestinations(t, sandbox.Options{}, byNameRule)
+			s.srv.SetFaults(sandbox.Faults{Lookup: sandbox.LookupFaults{ConversionActions: tc.actions}})
+			out, err := runCLI("mappings", "check", "--config", s.path)
+			if tc.ok {
+				require.NoError(t, err, out)
+			} else {
+				require.Error(t, err)
+				out = err.Error()
+			}
+			for _, w := range tc.want {
+				require.Contains(t, out, w)
+			}
+			res, failed := s.run(t, "--destination", "ads-legacy")
+			require.Equal(t, !tc.ok, failed, "%v", failedChecks(res))
+			c := find(t, res, "ads-legacy", "conversion_name", "Closed Won (CRM)")
+			if tc.ok {
+				require.Equal(t, "resolves to 777", c.Detail)
+				require.Equal(t, "ok", find(t, res, "ads-legacy", "conversion", "777").Status)
+			} else {
+				require.Equal(t, "failed", c.Status)
+				require.Contains(t, c.Detail, tc.want[len(tc.want)-1])
+			}
+		})
+	}
+}
+
+func TestConversionByNameOnlyWherePlatformsLookNamesUp(t *testing.T) {
+	t.Parallel()
+	s := setupDestinations(t, sandbox.Options{}, `  - name: meta-by-name
+    match: {object_type: deal, stage: [contractsigned]}
+    destinations:
+      - {destination: meta-crm, conversion: {name: Purchase}}
+      - {destination: google-main, conversion: {name: Won}}
+`)
+	_, err := runCLI("mappings", "check", "--config", s.path)
+	require.ErrorContains(t, err, "destinations[0].conversion: meta does not look up conversions by name; give the event name itself")
+	require.ErrorContains(t, err, "destinations[1].conversion: google does not look up conversions by name; give the conversion action id itself")
+}
