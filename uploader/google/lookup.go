@@ -208,7 +208,7 @@ func (a *AdsAPI) Test(ctx context.Context, req uploader.TestRequest) []uploader.
 						continue
 					}
 					if p := f.problem(cid); p != "" {
-						r.Reason, r.Detail = f.Status+"/"+f.Type, p
+						r.Reason, r.Detail = "", p
 					} else {
 						r.Status, r.Reason, r.Detail = uploader.CheckOK, "", fmt.Sprintf("%q: %s, ENABLED, owned by customer %s", f.Name, f.Type, cid)
 					}
