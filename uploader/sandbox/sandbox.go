@@ -85,6 +85,9 @@ type Faults struct {
 	// ExpiredToken answers every API call as if the access token had expired: Google 401
 	// UNAUTHENTICATED, Meta OAuthException 190/463, TikTok code 40105.
 	ExpiredToken bool `json:"expired_token,omitempty"`
+
+	// Lookup shapes the read-only lookups (see LookupFaults); it applies whatever Platforms says.
+	Lookup LookupFaults `json:"lookup,omitempty"`
 }
 
 // KeyCount is what happened to one dedup key.
@@ -251,6 +254,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.handleAds(w, r, parts[0], parts[2])
 		case len(parts) == 3 && parts[2] == "events":
 			s.handleMeta(w, r, parts[0], parts[1])
+		case len(parts) == 4 && parts[1] == "customers" && parts[3] == "googleAds:search":
+			s.handleAdsSearch(w, r, parts[0], parts[2])
+		case len(parts) == 2 && r.Method == http.MethodGet:
+			s.handleMetaDataset(w, r, parts[0], parts[1])
 		default:
 			http.NotFound(w, r)
 		}
@@ -313,7 +320,7 @@ func (s *Server) draw(p string) (fault, Faults) {
 			in = in || q == p
 		}
 		if !in {
-			return noFault, Faults{RejectMarker: f.RejectMarker, RejectKeys: f.RejectKeys, AsyncRejectKeys: f.AsyncRejectKeys}
+			return noFault, Faults{RejectMarker: f.RejectMarker, RejectKeys: f.RejectKeys, AsyncRejectKeys: f.AsyncRejectKeys, Lookup: f.Lookup}
 		}
 	}
 	x := s.rng.Float64()
