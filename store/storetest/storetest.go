@@ -57,6 +57,9 @@ func Run(t *testing.T, open Opener) {
 		{"ReportCounts", testReportCounts},
 		{"StageCounts", testStageCounts},
 		{"StatusPageCounts", testStatusPageCounts},
+		{"ConsumedOffsets", testConsumedOffsets},
+		{"ConsumedOffsetsInvalid", testConsumedOffsetsInvalid},
+		{"ConsumedOffsetsConcurrent", testConsumedOffsetsConcurrent},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
