@@ -773,6 +773,9 @@ func conversionRow(sc crm.StageChange, keys []string, pl crm.Planned, joined sto
 		c.Detail = pl.ValueReason
 	}
 	switch {
+	case pl.Rejected != "" && !pl.Retract:
+		// Never sent (a value in the wrong currency); stored so the report shows it.
+		c.State, c.Reason, c.Detail = store.StateRejected, pl.Rejected, pl.RejectedDetail
 	case pl.Retract:
 		// A retraction names the conversion it takes back by key; the platform matches on
 		// that key, not on a click, so it never waits for an identifier.

@@ -283,6 +283,9 @@ func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
 // explainRow decides what the uploader would do with one row and, when it would send it,
 // builds the request.
 func explainRow(ctx context.Context, platform uploader.Platform, row *store.Conversion, p crm.Planned, now time.Time) (store.State, string, *explainRequest, error) {
+	if p.Rejected != "" && !p.Retract {
+		return store.StateRejected, p.Rejected, nil, nil
+	}
 	if !p.Retract && !join.Usable(row.Identity, p.Platform) {
 		return store.StateAwaitingIdentity, reasonNoIdentifier, nil, nil
 	}
