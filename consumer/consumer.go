@@ -19,6 +19,7 @@ import (
 // Store is everything the consumer needs from the store (*store.Store satisfies it).
 type Store interface {
 	StageStore
+	OffsetReader
 	IdentityStore
 	// ExpireAwaiting marks conversions created before createdBefore and still awaiting
 	// identity as unmatched with reason; it returns how many.
@@ -98,7 +99,7 @@ func New(cfg Config, deps Deps) (*Consumer, error) {
 	}
 	var err error
 	c.stages, err = NewPipeline(PipelineConfig{
-		Formats: formats, Mapping: deps.Mapping, Normalizer: deps.Normalizer, Store: deps.Store,
+		Formats: formats, Mapping: deps.Mapping, Normalizer: deps.Normalizer, Store: deps.Store, Offsets: deps.Store,
 		DeadLetters: c.dlq, DeadLetterTopic: cfg.DeadLetterTopic, Metrics: deps.Metrics,
 		Enriches: deps.Enriches, Log: c.log.Named("stages"),
 	})

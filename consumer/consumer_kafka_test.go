@@ -313,4 +313,24 @@ func runProof(t *testing.T, brokers []string, s *store.Store, data proofData) {
 	}
 	require.Equal(t, data.wantDead, len(seen))
 	require.Equal(t, map[string]int{ReasonUndecodable: 100, ReasonBadEvent: 100, ReasonInvalidIdentity: 10}, codes)
+	stageDead := 0
+	for k := range seen {
+		if k.topic == stageTopic || k.topic == hsTopic {
+			stageDead++
+		}
+	}
+	require.Equal(t, 200, stageDead)
+
+	// The crash came after the durable write, so its batch was redelivered: the report's
+	// stage counts are still exactly the messages produced. 9,800 canonical stage changes
+	// (4,000 won deals and 1,000 repeats of them, 4,800 no rule matches) and 3 good events
+	// in each of the 100 HubSpot batches.
+	today := time.Now().UTC().Truncate(24 * time.Hour)
+	counts, err := s.StageCounts(ctx, today.Add(-48*time.Hour), today.Add(48*time.Hour))
+	require.NoError(t, err)
+	byRule := map[string]int{}
+	for _, c := range counts {
+		byRule[c.Source+"/"+c.Rule] += c.Count
+	}
+	require.Equal(t, map[string]int{"relay/won": 5000, "relay/": 4800, "hubspot/hs-won": 300}, byRule)
 }

@@ -117,9 +117,11 @@ func msgAt(topic string, partition int, offset int64, value []byte) kafka.Messag
 func newTestPipeline(t testing.TB, st StageStore, dlq messageWriter, m *Metrics) *Pipeline {
 	t.Helper()
 	mp := testMapping(t)
+	offsets, ok := st.(OffsetReader)
+	require.True(t, ok, "the test store reads consumed offsets")
 	p, err := NewPipeline(PipelineConfig{
 		Formats: map[string]string{"hs": crm.FormatHubSpot}, Mapping: func() *crm.Mapping { return mp },
-		Normalizer: pii.Normalizer{DefaultRegion: "US"}, Store: st, DeadLetters: dlq, DeadLetterTopic: "dlq",
+		Normalizer: pii.Normalizer{DefaultRegion: "US"}, Store: st, Offsets: offsets, DeadLetters: dlq, DeadLetterTopic: "dlq",
 		Metrics: m, Log: zaptest.NewLogger(t),
 	})
 	require.NoError(t, err)

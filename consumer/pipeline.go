@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -28,6 +29,12 @@ type StageStore interface {
 	// UpdateAwaiting moves conversions still awaiting identity to the given state and
 	// identity snapshot; it returns how many it moved.
 	UpdateAwaiting(ctx context.Context, convs []store.Conversion) (int, error)
+}
+
+// OffsetReader reads how far the stage pipeline has written each partition of topics
+// (store.Store.ConsumedOffsets).
+type OffsetReader interface {
+	ConsumedOffsets(ctx context.Context, topics []string) ([]store.ConsumedOffset, error)
 }
 
 // KeyChecker reports which conversion keys already exist; a dry-run replay uses it.
@@ -77,6 +84,10 @@ type PipelineConfig struct {
 	Normalizer pii.Normalizer
 	// Store is required.
 	Store StageStore
+	// Offsets reads the consumed offsets the store keeps with each batch; required unless
+	// Replay. With it each Kafka message is counted (stage counts, rule matches, dead
+	// letters, metrics) once, however often it is redelivered: see Process.
+	Offsets OffsetReader
 	// DeadLetters receives undecodable messages on DeadLetterTopic. Required unless
 	// SkipDeadLetters.
 	DeadLetters     messageWriter
@@ -131,6 +142,9 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("consumer: PipelineConfig.Store is required")
 	}
+	if !cfg.Replay && cfg.Offsets == nil {
+		return nil, errors.New("consumer: PipelineConfig.Offsets is required unless Replay")
+	}
 	if !cfg.SkipDeadLetters && (cfg.DeadLetters == nil || cfg.DeadLetterTopic == "") {
 		return nil, errors.New("consumer: PipelineConfig.DeadLetters and DeadLetterTopic are required")
 	}
@@ -149,6 +163,8 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 
 // prepared is a batch decoded, planned and joined, not yet written.
 type prepared struct {
+	msgs    []kafka.Message
+	mapping *crm.Mapping // the mapping that planned them
 	stats   Stats
 	dead    []deadLetter
 	batch   store.Batch
@@ -179,6 +195,13 @@ type change struct {
 // Process decodes, plans, joins and writes one batch. It returns only after every bad
 // message is on the dead-letter topic and every row is in the store, or an error when
 // either failed after retries: the caller must then not commit the batch's offsets.
+//
+// Unless Replay, the store write also moves each partition's consumed offset past the
+// batch, and a message before the stored offset (a redelivery after a crash between that
+// write and the Kafka commit) is written again (idempotently) but not counted again: its
+// stage counts, rule matches, dead letters and metrics are left out. A dead letter can
+// still be written twice when the process dies between the dead-letter write and the
+// store write; its closedloop-source-* headers tell the copies apart.
 func (p *Pipeline) Process(ctx context.Context, msgs []kafka.Message) (Stats, error) {
 	return p.finish(ctx, p.decode(msgs))
 }
@@ -188,9 +211,63 @@ func (p *Pipeline) Process(ctx context.Context, msgs []kafka.Message) (Stats, er
 // the next batch while the previous one is being written.
 func (p *Pipeline) decode(msgs []kafka.Message) *prepared {
 	start := time.Now()
-	prep := p.decodeBatch(msgs)
+	prep := p.decodeBatch(msgs, p.cfg.Mapping())
 	prep.decodeTook = time.Since(start)
 	return prep
+}
+
+// skipCounted reads the consumed offsets of the batch's partitions and, when some of its
+// messages lie before them (already written, so already counted), takes everything
+// counted (stage counts, dead letters, metrics, stats) from the other messages only,
+// decoded again with the same mapping. The rows and identities of the whole batch are
+// still written: that is idempotent. The store re-checks the counts against the offsets
+// in the write's transaction, so a concurrent writer of the same partition (a rebalance)
+// never double counts either.
+func (p *Pipeline) skipCounted(ctx context.Context, prep *prepared) error {
+	if p.cfg.Replay || len(prep.batch.Offsets) == 0 {
+		return nil
+	}
+	topics := make([]string, 0, 2)
+	for _, o := range prep.batch.Offsets {
+		if !slices.Contains(topics, o.Topic) {
+			topics = append(topics, o.Topic)
+		}
+	}
+	var stored []store.ConsumedOffset
+	err := p.retry.do(ctx, p.log, "consumed offsets", func(ctx context.Context) error {
+		var err error
+		stored, err = p.cfg.Offsets.ConsumedOffsets(ctx, topics)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("consumed offsets: %w", err)
+	}
+	type tp struct {
+		topic     string
+		partition int
+	}
+	next := make(map[tp]int64, len(stored))
+	for _, o := range stored {
+		next[tp{o.Topic, o.Partition}] = o.Next
+	}
+	fresh := make([]kafka.Message, 0, len(prep.msgs))
+	for _, m := range prep.msgs {
+		if m.Offset >= next[tp{m.Topic, m.Partition}] {
+			fresh = append(fresh, m)
+		}
+	}
+	if len(fresh) == len(prep.msgs) {
+		return nil
+	}
+	p.log.Info("redelivered messages already written: not counted again",
+		zap.Int("messages", len(prep.msgs)-len(fresh)), zap.Int("batch", len(prep.msgs)))
+	f := p.decodeBatch(fresh, prep.mapping)
+	prep.dead = f.dead
+	prep.batch.StageCounts = f.batch.StageCounts
+	prep.sources, prep.ignoredBy, prep.matchedBy, prep.unmatchedBy = f.sources, f.ignoredBy, f.matchedBy, f.unmatchedBy
+	prep.stats.DeadLettered, prep.stats.StageChanges, prep.stats.Ignored = f.stats.DeadLettered, f.stats.StageChanges, f.stats.Ignored
+	prep.stats.Matched, prep.stats.Unmatched = f.stats.Matched, f.stats.Unmatched
+	return nil
 }
 
 // finish is the second half of Process: the identity lookup and join (after every
@@ -204,6 +281,9 @@ func (p *Pipeline) finish(ctx context.Context, prep *prepared) (Stats, error) {
 		}
 	}
 	joined := time.Since(start)
+	if err := p.skipCounted(ctx, prep); err != nil {
+		return Stats{}, err
+	}
 	if err := p.writeDeadLetters(ctx, prep.dead); err != nil {
 		return Stats{}, err
 	}
@@ -327,16 +407,17 @@ func (p *Pipeline) formatOf(m *kafka.Message) string {
 
 // decodeBatch decodes every message and plans each stage change against the mapping
 // active now; join builds the rows.
-func (p *Pipeline) decodeBatch(msgs []kafka.Message) *prepared {
+func (p *Pipeline) decodeBatch(msgs []kafka.Message, mapping *crm.Mapping) *prepared {
 	seenDay := p.timeNow().UTC().Truncate(24 * time.Hour)
 	prep := &prepared{
+		msgs:        msgs,
+		mapping:     mapping,
 		sources:     map[string]int{},
 		ignoredBy:   map[string]int{},
 		matchedBy:   map[string]int{},
 		unmatchedBy: map[string]int{},
 	}
 	prep.stats.Messages = len(msgs)
-	mapping := p.cfg.Mapping()
 	if mapping != nil {
 		prep.version = mapping.Version()
 	}
@@ -380,12 +461,13 @@ func (p *Pipeline) decodeBatch(msgs []kafka.Message) *prepared {
 			prep.sources[sc.Source]++
 			planned, unmatched := mapping.Plan(sc)
 			// Counted on the day the change was processed, the day its conversions are
-			// created, so the report sets stage changes beside the conversions they made.
-			day := seenDay
+			// created, so the report sets stage changes beside the conversions they made;
+			// and attributed to its message, which the store counts once.
+			at := store.StageCount{Day: seenDay, Source: sc.Source, Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}
 			if unmatched {
 				prep.stats.Unmatched++
 				prep.unmatchedBy[sc.Source]++
-				counts[store.StageCount{Day: day, Source: sc.Source}]++
+				counts[at]++
 			} else {
 				prep.stats.Matched++
 				prep.matchedBy[sc.Source]++
@@ -393,7 +475,9 @@ func (p *Pipeline) decodeBatch(msgs []kafka.Message) *prepared {
 				for _, pl := range planned {
 					if !seenRule[pl.Rule] {
 						seenRule[pl.Rule] = true
-						counts[store.StageCount{Day: day, Source: sc.Source, Rule: pl.Rule}]++
+						r := at
+						r.Rule = pl.Rule
+						counts[r]++
 					}
 				}
 			}
@@ -428,8 +512,22 @@ func (p *Pipeline) decodeBatch(msgs []kafka.Message) *prepared {
 			if a.Source != b.Source {
 				return a.Source < b.Source
 			}
-			return a.Rule < b.Rule
+			if a.Rule != b.Rule {
+				return a.Rule < b.Rule
+			}
+			if a.Topic != b.Topic {
+				return a.Topic < b.Topic
+			}
+			if a.Partition != b.Partition {
+				return a.Partition < b.Partition
+			}
+			return a.Offset < b.Offset
 		})
+		for _, last := range lastPerPartition(msgs) {
+			if last.Topic != "" {
+				prep.batch.Offsets = append(prep.batch.Offsets, store.ConsumedOffset{Topic: last.Topic, Partition: last.Partition, Next: last.Offset + 1})
+			}
+		}
 	}
 	prep.stats.DeadLettered = len(prep.dead)
 	return prep
@@ -525,7 +623,7 @@ func (p *Pipeline) writeDeadLetters(ctx context.Context, dead []deadLetter) erro
 // miss them (the identity consumer looked for awaiting rows before these existed).
 func (p *Pipeline) write(ctx context.Context, prep *prepared) error {
 	b := prep.batch
-	if len(b.Conversions) == 0 && len(b.StageCounts) == 0 && len(b.Identities) == 0 {
+	if len(b.Conversions) == 0 && len(b.StageCounts) == 0 && len(b.Identities) == 0 && len(b.Offsets) == 0 {
 		return nil
 	}
 	var res store.BatchResult
@@ -680,6 +778,9 @@ func conversionRow(sc crm.StageChange, keys []string, pl crm.Planned, joined sto
 		c.Detail = pl.ValueReason
 	}
 	switch {
+	case pl.Rejected != "" && !pl.Retract:
+		// Never sent (a value in the wrong currency); stored so the report shows it.
+		c.State, c.Reason, c.Detail = store.StateRejected, pl.Rejected, pl.RejectedDetail
 	case pl.Retract:
 		// A retraction names the conversion it takes back by key; the platform matches on
 		// that key, not on a click, so it never waits for an identifier.

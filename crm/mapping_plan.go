@@ -12,8 +12,14 @@ import (
 const (
 	ValueReasonFieldMissing    = "value_field_missing"    // the stage change lacks the value field
 	ValueReasonFieldInvalid    = "value_field_invalid"    // the value field is not a decimal number
-	ValueReasonCurrencyMissing = "value_currency_missing" // no valid currency in the payload and no default
+	ValueReasonCurrencyMissing = "value_currency_missing" // no currency in the payload and no default
 )
+
+// ReasonInvalidCurrency is Planned.Rejected for a conversion whose currency field is present
+// but not an ISO 4217 code: sending its amount under default_currency (or any currency)
+// would be a value in the wrong currency, so it is never sent. default_currency only fills
+// a missing currency.
+const ReasonInvalidCurrency = "invalid_currency"
 
 // Plan returns the conversions one stage change asks for: one Planned per (rule,
 // destination) whose rule fits, in rule and then destination order. unmatched is true when
@@ -57,6 +63,11 @@ func (m *Mapping) Plan(sc StageChange) (planned []Planned, unmatched bool) {
 			unmatched = false
 			for _, d := range r.dests {
 				value, cur, reason := d.value.compute(sc)
+				var rejected, detail string
+				if bad := d.value.invalidCurrencyField(sc); bad != "" && value != nil {
+					rejected, cur, reason = ReasonInvalidCurrency, "", ""
+					detail = bad + ": not an ISO 4217 currency code (3 letters, e.g. USD); default_currency fills only a missing one"
+				}
 				planned = append(planned, Planned{
 					Rule:           r.rule.Name,
 					Destination:    d.name,
@@ -65,6 +76,8 @@ func (m *Mapping) Plan(sc StageChange) (planned []Planned, unmatched bool) {
 					Value:          value,
 					Currency:       cur,
 					ValueReason:    reason,
+					Rejected:       rejected,
+					RejectedDetail: detail,
 					OccurredAt:     sc.OccurredAt,
 					Key:            ConversionKey(sc.Source, sc.ObjectType, sc.ObjectID, r.rule.Name, d.name),
 					MappingVersion: m.version,
@@ -156,13 +169,29 @@ func fieldValue(field string, sc StageChange) (decimal.Decimal, string, bool) {
 }
 
 // currency resolves the currency for a value: currency_field (default "currency" for field
-// values, none for fixed ones), then default_currency when that is empty or invalid.
+// values, none for fixed ones), then default_currency when that is empty. A present but
+// invalid currency gives "" (invalidCurrencyField names it).
 func (v *ValueRule) currency(sc StageChange) string {
-	ref := v.CurrencyField
+	_, got := v.currencyValue(sc)
+	switch {
+	case got == "":
+		return v.DefaultCurrency
+	case ValidCurrency(got):
+		return got
+	}
+	return ""
+}
+
+// currencyValue is where the rule reads its currency ("" for none) and the value found
+// there, trimmed and upper-cased.
+func (v *ValueRule) currencyValue(sc StageChange) (ref, got string) {
+	if v == nil {
+		return "", ""
+	}
+	ref = v.CurrencyField
 	if ref == "" && v.Field != "" {
 		ref = "currency"
 	}
-	var got string
 	switch ref {
 	case "":
 	case "currency":
@@ -171,9 +200,19 @@ func (v *ValueRule) currency(sc StageChange) string {
 		name, _ := valuePath(ref, "currency")
 		got = sc.Properties[name]
 	}
-	got = strings.ToUpper(strings.TrimSpace(got))
-	if ValidCurrency(got) {
-		return got
+	return ref, strings.ToUpper(strings.TrimSpace(got))
+}
+
+// invalidCurrencyField names the currency field (as the mapping refers to it: "currency"
+// or "properties.<name>") when the rule gives a value and that field is present but not
+// an ISO 4217 code; "" otherwise.
+func (v *ValueRule) invalidCurrencyField(sc StageChange) string {
+	if v == nil || (v.Fixed == nil && v.Field == "") {
+		return ""
 	}
-	return v.DefaultCurrency
+	ref, got := v.currencyValue(sc)
+	if got == "" || ValidCurrency(got) {
+		return ""
+	}
+	return ref
 }

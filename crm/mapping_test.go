@@ -281,7 +281,6 @@ func TestMappingPlanValues(t *testing.T) {
 		{"exact decimal arithmetic", "{field: amount, multiplier: 0.1}", StageChange{Amount: dec("0.3"), Currency: "USD"}, "0.03", "USD", ""},
 		{"lowercase payload currency", "{field: amount}", StageChange{Amount: dec("1"), Currency: "eur"}, "1", "EUR", ""},
 		{"default currency when payload has none", "{field: amount, default_currency: USD}", StageChange{Amount: dec("7")}, "7", "USD", ""},
-		{"default currency when payload's is bogus", "{field: amount, default_currency: USD}", StageChange{Amount: dec("7"), Currency: "dollars"}, "7", "USD", ""},
 		{"payload currency wins over default", "{field: amount, default_currency: USD}", StageChange{Amount: dec("7"), Currency: "GBP"}, "7", "GBP", ""},
 		{"no currency anywhere", "{field: amount}", StageChange{Amount: dec("7")}, "7", "", ValueReasonCurrencyMissing},
 		{"missing amount", "{field: amount, default_currency: USD}", StageChange{Currency: "EUR"}, "", "", ValueReasonFieldMissing},
@@ -319,6 +318,61 @@ func TestMappingPlanValues(t *testing.T) {
 			}
 			require.Equal(t, tt.currency, p.Currency)
 			require.Equal(t, tt.reason, p.ValueReason)
+		})
+	}
+}
+
+// TestMappingPlanInvalidCurrency: a currency that is present but not ISO 4217 makes the
+// conversion rejected (invalid_currency, naming the field); default_currency fills only a
+// missing one.
+func TestMappingPlanInvalidCurrency(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		value    string
+		sc       StageChange
+		field    string // the field named as invalid; "" when the conversion is not rejected
+		currency string
+	}{
+		{"unknown code with a default", "{field: amount, default_currency: USD}", StageChange{Amount: dec("7"), Currency: "ABC"}, "currency", ""},
+		{"the no-currency code", "{field: amount, default_currency: USD}", StageChange{Amount: dec("7"), Currency: "XXX"}, "currency", ""},
+		{"not a code at all", "{field: amount}", StageChange{Amount: dec("7"), Currency: "dollars"}, "currency", ""},
+		{"property currency", "{field: properties.margin, currency_field: properties.cur, default_currency: USD}",
+			StageChange{Currency: "EUR", Properties: map[string]string{"margin": "5", "cur": "US$"}}, "properties.cur", ""},
+		{"fixed value reading a currency field", "{fixed: 10, currency_field: properties.cur}", StageChange{Properties: map[string]string{"cur": "EURO"}}, "properties.cur", ""},
+		{"blank currency is missing, the default fills it", "{field: amount, default_currency: USD}", StageChange{Amount: dec("7"), Currency: "  "}, "", "USD"},
+		{"valid lower-case code", "{field: amount, default_currency: USD}", StageChange{Amount: dec("7"), Currency: "jpy"}, "", "JPY"},
+		{"no value, no verdict on the currency", "{field: amount, default_currency: USD}", StageChange{Currency: "ABC"}, "", ""},
+		{"fixed value ignores the payload's currency", "{fixed: 10, default_currency: USD}", StageChange{Currency: "ABC"}, "", "USD"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			doc := "mappings:\n  - name: r\n    match: {stage: won}\n    value: " + tt.value + "\n" +
+				"    destinations: [{destination: meta-main, conversion: Won}]\n"
+			rules, err := parseMappingRules(t, doc)
+			require.NoError(t, err)
+			m, err := CompileMappings(rules, testPlatforms)
+			require.NoError(t, err)
+			sc := tt.sc
+			sc.Source, sc.ObjectType, sc.ObjectID, sc.Stage, sc.OccurredAt = "hubspot", ObjectDeal, "1", "won", time.Now()
+			planned, _ := m.Plan(sc)
+			require.Len(t, planned, 1)
+			p := planned[0]
+			require.Equal(t, tt.currency, p.Currency)
+			if tt.field == "" {
+				require.Empty(t, p.Rejected)
+				require.Empty(t, p.RejectedDetail)
+				return
+			}
+			require.Equal(t, ReasonInvalidCurrency, p.Rejected)
+			require.True(t, strings.HasPrefix(p.RejectedDetail, tt.field+": not an ISO 4217"), p.RejectedDetail)
+			require.Empty(t, p.ValueReason)
+			for _, raw := range []string{sc.Currency, sc.Properties["cur"]} {
+				if strings.TrimSpace(raw) != "" {
+					require.NotContains(t, p.RejectedDetail, raw, "the detail names the field, never its value")
+				}
+			}
 		})
 	}
 }

@@ -18,7 +18,12 @@ type Planned struct {
 	// ValueReason says why Value (or Currency) is empty although the rule asks for a value
 	// (ValueReasonFieldMissing, ...); "" otherwise. The conversion is sent without a value.
 	ValueReason string
-	OccurredAt  time.Time
+	// Rejected is a reason code when the conversion must never be sent
+	// (ReasonInvalidCurrency); RejectedDetail then names the field at fault, never its
+	// value. It is still planned, so the store keeps it rejected and the report shows it.
+	Rejected       string
+	RejectedDetail string
+	OccurredAt     time.Time
 	// Retract is true when this stage change takes back an earlier conversion of Rule
 	// (closed-lost after closed-won). Key is then the retraction row's own key and
 	// RetractsKey names the conversion to retract.

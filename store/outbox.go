@@ -17,6 +17,10 @@ type Batch struct {
 	Identities  []IdentityCapture
 	Conversions []Conversion
 	StageCounts []StageCount
+	// Offsets, one per Kafka partition the batch was read from, move each partition's
+	// consumed offset forward (never back) in the same transaction; see StageCount for
+	// the counts they make exactly-once.
+	Offsets []ConsumedOffset
 }
 
 // BatchResult says what WriteBatch did. Created + Existing == len(Batch.Conversions).
@@ -25,6 +29,9 @@ type BatchResult struct {
 	Existing    int      // conversions whose key was already stored (or repeated in the batch)
 	CreatedKeys []string // keys of the inserted conversions, in batch order
 	Identities  UpsertResult
+	// SkippedCounts is how many attributed stage counts were not added: their message was
+	// before its partition's stored consumed offset, so it was counted already.
+	SkippedCounts int
 }
 
 // ListFilter selects conversions for ListConversions. Zero fields do not filter.
@@ -159,9 +166,13 @@ func (s *Store) prepareConversion(c Conversion, i int, now time.Time, scratch *[
 // Lease fields of new rows are ignored. Nothing is written when any row is invalid
 // (InvalidError) or the transaction fails.
 //
-// Conversions and identities are idempotent on redelivery; stage counts are not: writing
-// the same batch twice adds its counts twice. The consumer writes each Kafka message's
-// batch once before committing its offset, so only a crash between the two recounts.
+// Conversions and identities are idempotent on redelivery. Stage counts are exactly-once
+// per Kafka message when they are attributed (StageCount.Topic set) and the batch carries
+// the Offsets of its partitions: a count is added only when its message is at or past the
+// partition's consumed offset as stored before this transaction, and the offsets move past
+// the batch in it (concurrent writers of one partition are serialized on its offset).
+// Unattributed counts are added every time. An attributed count outside the batch's
+// offsets is an InvalidError.
 func (s *Store) WriteBatch(ctx context.Context, b Batch) (BatchResult, error) {
 	now := utcMicro(s.now())
 	var res BatchResult
@@ -183,9 +194,25 @@ func (s *Store) WriteBatch(ctx context.Context, b Batch) (BatchResult, error) {
 	if err != nil {
 		return BatchResult{}, err
 	}
+	next, err := batchOffsets(b)
+	if err != nil {
+		return BatchResult{}, err
+	}
 	err = s.db.inTx(ctx, func(q querier) error {
 		res = BatchResult{}
 		var err error
+		counts := counts
+		if len(next) > 0 {
+			prior, err := s.advanceOffsets(ctx, q, next, now)
+			if err != nil {
+				return fmt.Errorf("store: consumed offsets: %w", err)
+			}
+			var kept []StageCount
+			kept, res.SkippedCounts = uncounted(b.StageCounts, prior)
+			if counts, err = aggregateStageCounts(kept); err != nil {
+				return err
+			}
+		}
 		if res.Identities, err = s.upsertIdentities(ctx, q, b.Identities, "identities"); err != nil {
 			return err
 		}

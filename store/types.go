@@ -158,4 +158,10 @@ type StageCount struct {
 	Source string
 	Rule   string
 	Count  int
+	// Topic, Partition and Offset name the Kafka message a count written by WriteBatch came
+	// from (Topic "" = none): such a count is added once per message, however often the
+	// message is redelivered (see WriteBatch). Counts the store returns never carry them.
+	Topic     string
+	Partition int
+	Offset    int64
 }

@@ -282,6 +282,9 @@ func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
 // explainRow decides what the uploader would do with one row and, when it would send it,
 // builds the request.
 func explainRow(ctx context.Context, platform uploader.Platform, row *store.Conversion, p crm.Planned, now time.Time) (store.State, string, *explainRequest, error) {
+	if row.State == store.StateRejected {
+		return store.StateRejected, row.Reason, nil, nil
+	}
 	if row.State == store.StateAwaitingIdentity {
 		return store.StateAwaitingIdentity, reasonNoIdentifier, nil, nil
 	}

@@ -20,6 +20,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/closedloop/closedloop/internal/bench"
+	"github.com/closedloop/closedloop/internal/report"
+	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 )
 
@@ -254,6 +256,29 @@ func TestFaults(t *testing.T) {
 		require.True(t, deadKeys[ds.BadKey("i", j)], "invalid identity capture %s not dead-lettered", ds.BadKey("i", j))
 	}
 
+	// The report's stage-change counts are the truth, whatever the kills redelivered: every
+	// valid stage-change message in the topic (the planned duplicates and any a retried
+	// produce wrote twice included) counted once, all matched by the one rule.
+	stageMsgs, err := bench.ReadAll(ctx, svc.Brokers, stages)
+	require.NoError(t, err)
+	truth := 0
+	for _, m := range stageMsgs {
+		if !strings.HasPrefix(string(m.Key), "bad-") {
+			truth++
+		}
+	}
+	require.GreaterOrEqual(t, truth, p.n+p.n/20)
+	st, err := store.Open(ctx, store.Config{Driver: store.DriverPostgres, DSN: dsn, MaxConns: 2}, zap.NewNop())
+	require.NoError(t, err)
+	rep, err := report.Build(ctx, st, report.Options{Since: ds.Now.Add(-7 * 24 * time.Hour), Until: time.Now().Add(24 * time.Hour)})
+	require.NoError(t, st.Close())
+	require.NoError(t, err)
+	require.Equal(t, truth, rep.StageTotal, "report: CRM stage changes seen")
+	require.Zero(t, rep.StageNoRule, "report: stage changes no rule matched")
+	for _, c := range rep.Conversions {
+		require.Equal(t, truth, c.Total.Matched, "report: stage changes matched for %s", c.Destination)
+	}
+
 	// No raw email or phone in any table or log line.
 	dump, err := bench.DumpTables(ctx, dsn)
 	require.NoError(t, err)
@@ -273,10 +298,10 @@ func TestFaults(t *testing.T) {
 	t.Logf("chaos: %d stage changes (+%d duplicates, %d invalid) and %d identity captures (%d invalid); "+
 		"%d conversions accepted exactly once; kill -9 survived %d, worker starts %d, unexpected worker exits %d; "+
 		"kafka restarts %d, postgres restarts %d; sandbox faults injected %d, resends deduplicated by the platform %d; "+
-		"dead letters %d; duplicates %d, lost %d, extra %d; %d log lines in %d worker logs checked for raw PII; "+
+		"dead letters %d; report stage changes %d = messages %d; duplicates %d, lost %d, extra %d; %d log lines in %d worker logs checked for raw PII; "+
 		"%d Data Manager rows still sent (received by the sandbox, status not polled yet)",
 		p.n, p.n/20, p.badStages, p.n, p.badIDs, len(want)-lost, kills, starts, exits, kafkaRestarts, pgRestarts,
-		faulted, resent, len(dead), duplicates, lost, extra, logLines, len(logs), awaitingPoll)
+		faulted, resent, len(dead), rep.StageTotal, truth, duplicates, lost, extra, logLines, len(logs), awaitingPoll)
 	require.Zero(t, duplicates, "duplicates")
 	require.Zero(t, lost, "lost")
 	require.Zero(t, extra, "extra")

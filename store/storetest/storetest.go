@@ -64,6 +64,9 @@ func Run(t *testing.T, open Opener) {
 		{"CompleteEnrichment", testCompleteEnrichment},
 		{"FetchCache", testFetchCache},
 		{"ConnectionStates", testConnectionStates},
+		{"ConsumedOffsets", testConsumedOffsets},
+		{"ConsumedOffsetsInvalid", testConsumedOffsetsInvalid},
+		{"ConsumedOffsetsConcurrent", testConsumedOffsetsConcurrent},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
