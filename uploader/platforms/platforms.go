@@ -13,7 +13,9 @@ import (
 	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/linkedin"
 	"github.com/closedloop/closedloop/uploader/meta"
+	"github.com/closedloop/closedloop/uploader/microsoft"
 	"github.com/closedloop/closedloop/uploader/tiktok"
 )
 
@@ -23,6 +25,8 @@ var All = []uploader.Spec{
 	google.AdsSpec(),
 	meta.Spec(),
 	tiktok.Spec(),
+	microsoft.Spec(),
+	linkedin.Spec(),
 }
 
 // Lookup returns the platform named name.
