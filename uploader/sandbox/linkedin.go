@@ -112,7 +112,9 @@ func (s *Server) handleLinkedIn(w http.ResponseWriter, r *http.Request) {
 	}
 	// Validation errors reject the whole request, listing the elements at fault.
 	var lines []string
-	bad := func(i int, path, msg string) { lines = append(lines, fmt.Sprintf("Index: %d, ERROR :: %s :: %s", i, path, msg)) }
+	bad := func(i int, path, msg string) {
+		lines = append(lines, fmt.Sprintf("Index: %d, ERROR :: %s :: %s", i, path, msg))
+	}
 	if batch && (len(elements) == 0 || len(elements) > 5000) {
 		s.refused(LinkedIn, len(elements))
 		s.liError(w, http.StatusBadRequest, 0, "ILLEGAL_ARGUMENT", fmt.Sprintf("elements: must hold 1 to 5000 elements, got %d", len(elements)))
