@@ -49,7 +49,7 @@ type Config struct {
 // StageTopic is one topic of stage changes and the format its messages are in.
 type StageTopic struct {
 	Topic  string `yaml:"topic"`
-	Format string `yaml:"format"` // canonical (default) | hubspot | salesforce | pipedrive
+	Format string `yaml:"format"` // canonical (default) | hubspot | salesforce | pipedrive | close
 }
 
 // Defaults.

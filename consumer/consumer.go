@@ -37,6 +37,9 @@ type Deps struct {
 	Mapping    func() *crm.Mapping
 	Normalizer pii.Normalizer
 	Metrics    *Metrics // nil records nothing
+	// Enriches reports whether a CRM connection enriches a source (enrich.Config.Enriches);
+	// nil enriches nothing.
+	Enriches func(source string) bool
 	// DeadLetters overrides the dead-letter producer (default NewDeadLetterWriter(cfg)).
 	// The consumer closes only a producer it created.
 	DeadLetters messageWriter
@@ -97,7 +100,7 @@ func New(cfg Config, deps Deps) (*Consumer, error) {
 	c.stages, err = NewPipeline(PipelineConfig{
 		Formats: formats, Mapping: deps.Mapping, Normalizer: deps.Normalizer, Store: deps.Store,
 		DeadLetters: c.dlq, DeadLetterTopic: cfg.DeadLetterTopic, Metrics: deps.Metrics,
-		Log: c.log.Named("stages"),
+		Enriches: deps.Enriches, Log: c.log.Named("stages"),
 	})
 	if err != nil {
 		return nil, err

@@ -91,6 +91,10 @@ type PipelineConfig struct {
 	Destinations []string
 	Metrics      *Metrics
 	Log          *zap.Logger
+
+	// Enriches, when set, reports whether a CRM connection enriches stage changes of a
+	// source: their thin conversions wait in awaiting_enrichment (see routeEnrichment).
+	Enriches func(source string) bool
 }
 
 // Pipeline turns a batch of stage-change messages into outbox rows: decode → plan → join
@@ -476,6 +480,7 @@ func (p *Pipeline) join(ctx context.Context, prep *prepared, retry backoff) erro
 			}
 			seenKey[pl.Key] = true
 			conv := conversionRow(ch.sc, sk, pl, joined, p.cfg.Replay)
+			routeEnrichment(&conv, pl, p.cfg.Enriches)
 			if pl.MappingVersion == "" {
 				conv.MappingVersion = prep.version
 			}

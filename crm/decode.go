@@ -16,10 +16,11 @@ const (
 	FormatHubSpot    = "hubspot"
 	FormatSalesforce = "salesforce"
 	FormatPipedrive  = "pipedrive"
+	FormatClose      = "close"
 )
 
 // Formats lists every format Decode understands, in the order the CLI shows them.
-var Formats = []string{FormatCanonical, FormatHubSpot, FormatSalesforce, FormatPipedrive}
+var Formats = []string{FormatCanonical, FormatHubSpot, FormatSalesforce, FormatPipedrive, FormatClose}
 
 // MaxPayloadBytes is the largest message Decode accepts (1 MiB). A HubSpot batch of 100
 // events or a Salesforce outbound message of 100 notifications fits well inside it.
@@ -135,6 +136,8 @@ func decodeWith(format string, payload []byte, n identifierAdder) (Decoded, erro
 			err = d.salesforce(payload)
 		case FormatPipedrive:
 			err = d.pipedrive(payload)
+		case FormatClose:
+			err = d.close(payload)
 		}
 		out = d.out
 	}

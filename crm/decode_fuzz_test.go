@@ -58,6 +58,7 @@ func FuzzDecodeCanonical(f *testing.F)  { fuzzDecode(f, crm.FormatCanonical) }
 func FuzzDecodeHubSpot(f *testing.F)    { fuzzDecode(f, crm.FormatHubSpot) }
 func FuzzDecodeSalesforce(f *testing.F) { fuzzDecode(f, crm.FormatSalesforce) }
 func FuzzDecodePipedrive(f *testing.F)  { fuzzDecode(f, crm.FormatPipedrive) }
+func FuzzDecodeClose(f *testing.F)      { fuzzDecode(f, crm.FormatClose) }
 
 // FuzzDecodeIdentifiersNotEchoed puts arbitrary email and phone values into every format
 // that carries them and checks that no error, drop note or output ever contains them.
@@ -150,6 +151,13 @@ func FuzzDecodeFieldValues(f *testing.F) {
 					`,"person_id":` + js(id) + `,"won_time":` + js(rfc) + `},"previous":{"stage_id":1,"status":"open"}}`,
 				`{"meta":{"action":"change","entity":"deal","timestamp":` + js(rfc) + `},"data":{"id":1,"stage_id":` + js(id) +
 					`,"status":"open","value":` + js(amount) + `},"previous":{"stage_id":` + js(stage) + `}}`,
+			},
+			crm.FormatClose: {
+				`{"event":{"object_type":"opportunity","action":"updated","date_updated":` + js(rfc) +
+					`,"changed_fields":["status_id"],"data":{"id":` + js(id) + `,"status_id":` + js(stage) +
+					`,"status_type":"won","value":` + js(amount) + `,"value_currency":` + js(currency) +
+					`,"lead_id":` + js(id) + `,"contact_id":` + js(id) + `}}}`,
+				`{"event":{"object_type":"opportunity","action":"created","date_created":"2024-05-01T10:00:00.000000","data":{"id":"o","status_id":"s","value":` + amount + `}}}`,
 			},
 		}
 		for format, list := range payloads {

@@ -46,12 +46,16 @@ type StageChange struct {
 }
 
 // SubjectKeys returns the identity subject keys this stage change can be joined on: the
-// object itself and each of its contacts, in the store's "source:type:id" form.
+// object itself, each of its contacts and the CRM lead it belongs to (properties
+// crm_lead_id, as Close reports it), in the store's "source:type:id" form.
 func (s StageChange) SubjectKeys() []string {
-	keys := make([]string, 0, 1+len(s.ContactIDs))
+	keys := make([]string, 0, 2+len(s.ContactIDs))
 	keys = append(keys, SubjectKey(s.Source, s.ObjectType, s.ObjectID))
 	for _, c := range s.ContactIDs {
 		keys = append(keys, SubjectKey(s.Source, ObjectContact, c))
+	}
+	if lead := s.Properties[PropertyCRMLeadID]; lead != "" && s.ObjectType != ObjectLead {
+		keys = append(keys, SubjectKey(s.Source, ObjectLead, lead))
 	}
 	return keys
 }

@@ -91,7 +91,7 @@ func scanConversion(r rows) (Conversion, error) {
 var knownStates = map[State]bool{
 	StateAwaitingIdentity: true, StateReady: true, StateInFlight: true, StateSent: true, StateAccepted: true,
 	StateRejected: true, StateExpired: true, StateSkipped: true, StateUnmatched: true, StateFailed: true,
-	StateHeld: true, StatePartial: true,
+	StateHeld: true, StatePartial: true, StateAwaitingEnrichment: true,
 }
 
 // hasIdentifier reports whether a snapshot carries anything a platform can match on: a

@@ -29,7 +29,7 @@ type Dispatcher struct {
 	o       Options
 	log     *zap.Logger
 	m       *Metrics
-	lim     *rate.Limiter
+	lim     waiter
 	client  *retryablehttp.Client
 
 	batchSize int // min(cfg.BatchSize, p.MaxBatch())
@@ -56,11 +56,12 @@ type HeldInfo struct {
 
 // Status is a destination's health as its dispatcher sees it.
 type Status struct {
-	Name     string
-	Platform string
-	Paused   bool
-	Reason   string    // why it is paused: the setup error's reason and detail
-	Since    time.Time // when the pause began
+	Name       string
+	Platform   string
+	Paused     bool
+	Reason     string    // why it is paused: the setup error's reason and detail
+	Since      time.Time // when the pause began
+	APIVersion string    // the configured API version, "" when the platform has none
 	// Held lists the conversion actions whose rows this dispatcher last saw held (an
 	// unknown or disabled conversion action), while the rest of the destination flows.
 	Held []HeldInfo
@@ -120,7 +121,14 @@ func New(name string, cfg DestinationConfig, p Platform, out Outbox, opts Option
 	if cfg.RatePerSecond > 0 {
 		limit = rate.Limit(cfg.RatePerSecond)
 	}
-	d.lim = rate.NewLimiter(limit, burst)
+	local := rate.NewLimiter(limit, burst)
+	d.lim = local
+	if taker, ok := out.(RateTaker); ok && cfg.RatePerSecond > 0 {
+		// The quota is the platform's (per Google Cloud project, per Meta app): every
+		// worker on this database draws from one bucket.
+		d.lim = &sharedLimiter{dest: name, perSecond: cfg.RatePerSecond, burst: burst, taker: taker,
+			local: local, now: o.Now, log: d.log}
+	}
 	d.client = newHTTPClient(name, d.cfg.Timeout, o, d.lim, d.log.Named("http"), m)
 	return d
 }
@@ -135,7 +143,7 @@ func (d *Dispatcher) BatchSize() int { return d.batchSize }
 func (d *Dispatcher) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	st := Status{Name: d.name, Platform: d.cfg.Platform, Paused: d.paused, Reason: d.reason, Since: d.since}
+	st := Status{Name: d.name, Platform: d.cfg.Platform, Paused: d.paused, Reason: d.reason, Since: d.since, APIVersion: d.cfg.APIVersion}
 	for _, h := range d.held {
 		st.Held = append(st.Held, h)
 	}
@@ -153,7 +161,9 @@ func (d *Dispatcher) noteHeld(conversion, reason, detail string) {
 	if !seen {
 		d.held[conversion] = HeldInfo{Conversion: conversion, Reason: reason, Detail: detail, Since: d.o.Now()}
 	}
+	n := len(d.held)
 	d.mu.Unlock()
+	d.m.HeldActions.WithLabelValues(d.name).Set(float64(n))
 	if !seen {
 		d.log.Warn("conversion action refused by the platform: its rows are held (the rest of the destination keeps flowing) "+
 			"and resent at each hold probe until the mapping or the platform is fixed",
@@ -167,8 +177,10 @@ func (d *Dispatcher) clearHeld(conversion string) {
 	d.mu.Lock()
 	_, was := d.held[conversion]
 	delete(d.held, conversion)
+	n := len(d.held)
 	d.mu.Unlock()
 	if was {
+		d.m.HeldActions.WithLabelValues(d.name).Set(float64(n))
 		d.log.Info("conversion action accepted again; its held rows flow", zap.String("conversion", conversion))
 	}
 }

@@ -651,3 +651,28 @@ func TestTransientCredentialFailureRetriesTheRowsLater(t *testing.T) {
 	}
 	require.Zero(t, testutil.ToFloat64(f.m.Paused.WithLabelValues(testDest)), "a transient failure does not pause")
 }
+
+func TestRateLimitHoldsAcrossInstancesSharingAStore(t *testing.T) {
+	t.Parallel()
+	// Two workers on one database, a budget of 3 requests now and one an hour: together
+	// they make 3 requests, not 6.
+	f := setup(t, setupArgs{
+		rows:     newRows("k", 50),
+		cfg:      DestinationConfig{RatePerSecond: 1.0 / 3600, Burst: 3},
+		platform: func(url string) Platform { return &keysPlatform{url: url, max: 5} },
+	})
+	opts := testOptions()
+	opts.Owner = "second-instance"
+	second := New(testDest, DestinationConfig{Platform: "test", MaxAttempts: 5, RatePerSecond: 1.0 / 3600, Burst: 3},
+		&keysPlatform{url: f.api.srv.URL, max: 5}, f.out, opts, nil, NewMetrics(nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- second.Run(ctx) }()
+	f.start(t)
+	require.Eventually(t, func() bool { return len(f.api.uploads()) == 3 }, 5*time.Second, time.Millisecond)
+	require.Never(t, func() bool { return len(f.api.uploads()) > 3 }, 200*time.Millisecond, 5*time.Millisecond)
+	f.stop(t)
+	cancel()
+	require.NoError(t, <-done)
+	requireNoLeases(t, f.out.all())
+}

@@ -16,7 +16,6 @@ import (
 	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/go-retryablehttp"
 	"go.uber.org/zap"
-	"golang.org/x/time/rate"
 )
 
 // maxResponseBody bounds how much of a response is read into memory.
@@ -25,7 +24,7 @@ const maxResponseBody = 16 << 20
 // newHTTPClient builds the retrying client of one destination. The rate limiter is waited on
 // before the first attempt (by the caller) and before every retry (PrepareRetry), outside
 // the per-attempt timeout.
-func newHTTPClient(name string, timeout time.Duration, o Options, lim *rate.Limiter, log *zap.Logger, m *Metrics) *retryablehttp.Client {
+func newHTTPClient(name string, timeout time.Duration, o Options, lim waiter, log *zap.Logger, m *Metrics) *retryablehttp.Client {
 	tr := o.Transport
 	if tr == nil {
 		tr = cleanhttp.DefaultPooledTransport()

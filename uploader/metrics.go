@@ -23,6 +23,9 @@ type Metrics struct {
 	// Unrecognised counts answers a platform package did not recognise (retried, never
 	// rejected), by reason.
 	Unrecognised *prometheus.CounterVec
+	// HeldActions is how many conversion actions of the destination have their rows held
+	// (the platform refused the action) while the rest flows.
+	HeldActions *prometheus.GaugeVec
 	// Paused is 1 while the destination is paused for a setup problem.
 	Paused *prometheus.GaugeVec
 }
@@ -61,13 +64,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "closedloop_upload_unrecognised_total",
 			Help: "Platform answers the uploader did not recognise (rows retried with backoff, never rejected), by destination and reason.",
 		}, []string{"destination", "reason"}),
+		HeldActions: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "closedloop_conversion_actions_held",
+			Help: "Conversion actions whose rows are held because the platform refused the action (unknown, disabled, wrong type).",
+		}, []string{"destination"}),
 		Paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "closedloop_destination_paused",
 			Help: "1 while the destination is paused for a setup problem, else 0.",
 		}, []string{"destination"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Requests, m.BatchSize, m.Duration, m.Rows, m.Throttled, m.Backoff, m.Unrecognised, m.Paused)
+		reg.MustRegister(m.Requests, m.BatchSize, m.Duration, m.Rows, m.Throttled, m.Backoff, m.Unrecognised, m.HeldActions, m.Paused)
 	}
 	return m
 }

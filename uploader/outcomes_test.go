@@ -109,6 +109,7 @@ func TestAnUnknownConversionActionHoldsOnlyItsRows(t *testing.T) {
 	require.False(t, st.Paused, "the destination keeps flowing")
 	require.Len(t, st.Held, 1)
 	require.Equal(t, "999", st.Held[0].Conversion)
+	require.Equal(t, 1.0, testutil.ToFloat64(f.m.HeldActions.WithLabelValues(testDest)))
 	require.Equal(t, "NO_CONVERSION_ACTION_FOUND", st.Held[0].Reason)
 	for _, r := range f.out.all() {
 		if strings.HasPrefix(r.Key, "good") {
@@ -130,6 +131,7 @@ func TestAnUnknownConversionActionHoldsOnlyItsRows(t *testing.T) {
 		return true
 	}, 5*time.Second, 5*time.Millisecond)
 	require.Empty(t, f.d.Status().Held)
+	require.Equal(t, 0.0, testutil.ToFloat64(f.m.HeldActions.WithLabelValues(testDest)))
 	require.Equal(t, 2.0, testutil.ToFloat64(f.m.Rows.WithLabelValues(testDest, "held")))
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/closedloop/closedloop/internal/bench"
 )
 
 // Rate is count things in seconds.
@@ -83,6 +85,17 @@ type Results struct {
 
 	Uploads UploadResult `json:"uploads"`
 	Replay  ReplayResult `json:"replay"`
+
+	Ingest IngestResult `json:"ingest"`
+}
+
+// IngestResult is the webhook run: closedloop ingest under vegeta beside a raw kafka-go
+// produce of the same messages.
+type IngestResult struct {
+	Clients int              `json:"clients"`
+	Ingest  bench.LoadResult `json:"ingest"`
+	Raw     bench.LoadResult `json:"raw_produce"`
+	Ratio   float64          `json:"ratio"`
 }
 
 func (r *Results) finish() {
@@ -94,6 +107,9 @@ func (r *Results) finish() {
 	}
 	if r.RawIdentityInsert.PerSecond > 0 {
 		r.IdentityRatio = r.IdentityIngest.PerSecond / r.RawIdentityInsert.PerSecond
+	}
+	if r.Ingest.Raw.PerSecond > 0 {
+		r.Ingest.Ratio = r.Ingest.Ingest.PerSecond / r.Ingest.Raw.PerSecond
 	}
 }
 
@@ -133,6 +149,9 @@ func (r *Results) rows() [][4]string {
 		[4]string{fmt.Sprintf("worker peak RSS, backlog %d", r.N), mib(r.PeakRSS), "≤ 150 MiB, flat", verdict(r.PeakRSS <= 150<<20)},
 		[4]string{"worker peak RSS, uploading", mib(r.Uploads.PeakRSS), "≤ 150 MiB", verdict(r.Uploads.PeakRSS <= 150<<20)},
 		[4]string{fmt.Sprintf("replay of %d processed stage changes", r.Replay.Messages), fmt.Sprintf("%.1fs, %d rows created, peak RSS %s", r.Replay.Seconds, r.Replay.RowsCreated, mib(r.Replay.PeakRSS)), "≤ 60 s, 0 rows", verdict(r.Replay.Seconds <= 60 && r.Replay.RowsCreated == 0)},
+		[4]string{fmt.Sprintf("closedloop ingest, %d single-event HubSpot webhooks, %d clients (vegeta)", r.Ingest.Ingest.Count, r.Ingest.Clients), fmt.Sprintf("%.0f/s, p50 %.1f ms, p99 %.1f ms", r.Ingest.Ingest.PerSecond, r.Ingest.Ingest.P50, r.Ingest.Ingest.P99), "", ""},
+		[4]string{fmt.Sprintf("raw kafka-go produce of the same messages, %d clients, acks=all", r.Ingest.Clients), fmt.Sprintf("%.0f/s, p50 %.1f ms, p99 %.1f ms", r.Ingest.Raw.PerSecond, r.Ingest.Raw.P50, r.Ingest.Raw.P99), "", ""},
+		[4]string{"  ingest ratio to raw produce", fmt.Sprintf("%.2f", r.Ingest.Ratio), "≥ 0.5", verdict(r.Ingest.Ratio >= 0.5)},
 	)
 	return out
 }
@@ -201,6 +220,11 @@ cores with autovacuum of the tables the previous one filled.
   status polling (sent → accepted) is not part of the time.
 - **peak RSS**: VmHWM of the worker process just before it is stopped, with a backlog of
   min(N, 100,000) and of N stage changes: it must not grow with the backlog.
+- **ingest**: ` + "`closedloop ingest --config`" + ` (the real binary) serving one HubSpot source;
+  vegeta (as a Go library) posts single-event HubSpot webhooks signed v3 (and v1) from 64
+  workers as fast as they are answered; each is verified, keyed and produced with acks=all
+  before its 200. Beside it, 64 goroutines write the same messages (key, body, headers)
+  with one synchronous kafka-go WriteMessages each, on a writer set as the server's.
 - **replay**: ` + "`closedloop replay --config --from 2000-01-01 --topic <main topic> --json`" + ` over
   all N already-processed stage changes; rows created counted in the outbox before and
   after; peak RSS from the process's rusage.

@@ -16,8 +16,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/closedloop/closedloop/internal/bench"
-	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/platforms"
+	"github.com/closedloop/closedloop/uploader/sandbox"
 
 	"go.uber.org/zap"
 )
@@ -44,7 +44,7 @@ type env struct {
 	dsSmall bench.Dataset // same contacts, other deals: the 100k RSS run
 	dsUp    bench.Dataset
 	smallN  int
-	topics  struct{ ids, stages, small, idsUp, stagesUp, empty, dlq string }
+	topics  struct{ ids, stages, small, idsUp, stagesUp, empty, dlq, ingest, ingestRaw string }
 	res     *Results
 }
 
@@ -80,7 +80,8 @@ func run(ctx context.Context, o options) error {
 	t := &e.topics
 	p := "clbench-" + e.run + "-"
 	t.ids, t.stages, t.small, t.idsUp, t.stagesUp, t.empty, t.dlq = p+"ids", p+"stages", p+"stages-small", p+"ids-up", p+"stages-up", p+"empty", p+"dlq"
-	if err := bench.CreateTopics(ctx, o.Brokers[0], o.Partitions, t.ids, t.stages, t.small, t.idsUp, t.stagesUp, t.empty, t.dlq); err != nil {
+	t.ingest, t.ingestRaw = p+"ingest", p+"ingest-raw"
+	if err := bench.CreateTopics(ctx, o.Brokers[0], o.Partitions, t.ids, t.stages, t.small, t.idsUp, t.stagesUp, t.empty, t.dlq, t.ingest, t.ingestRaw); err != nil {
 		return err
 	}
 	if e.dsn, err = bench.CreateDatabase(ctx, o.AdminDSN, "clbench_"+e.run); err != nil {
@@ -94,7 +95,7 @@ func run(ctx context.Context, o options) error {
 		defer cancel()
 		_ = bench.DropDatabase(c, o.AdminDSN, "clbench_"+e.run)
 		_ = bench.DropDatabase(c, o.AdminDSN, "clbench_"+e.run+"_up")
-		deleteTopics(c, o.Brokers[0], t.ids, t.stages, t.small, t.idsUp, t.stagesUp, t.empty, t.dlq)
+		deleteTopics(c, o.Brokers[0], t.ids, t.stages, t.small, t.idsUp, t.stagesUp, t.empty, t.dlq, t.ingest, t.ingestRaw)
 	}()
 
 	steps := []struct {
@@ -111,6 +112,7 @@ func run(ctx context.Context, o options) error {
 		{"outbox insert (raw)", e.rawOutboxInsert},
 		{"replay", e.replay},
 		{"uploads", e.uploads},
+		{"ingest webhooks", e.ingestWebhooks},
 	}
 	for _, s := range steps {
 		if o.Only != "" && s.name != "produce" && s.name != "warm-up" && !strings.Contains(s.name, o.Only) {

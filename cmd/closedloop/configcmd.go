@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -37,9 +38,15 @@ func newConfigCmd() *cobra.Command {
 				if !d.IsEnabled() {
 					state = ", disabled"
 				}
+				if d.APIVersion != "" {
+					state = ", API " + d.APIVersion + state
+				}
 				fmt.Fprintf(out, "    %s (%s%s)\n", name, d.Platform, state)
 			}
 			fmt.Fprintf(out, "  mappings:     %d rules, version %s\n", len(cfg.Mappings), m.Version())
+			for _, w := range cfg.Warnings(time.Now()) {
+				fmt.Fprintf(out, "  warning:      %s\n", w)
+			}
 			return nil
 		},
 	}

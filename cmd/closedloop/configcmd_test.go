@@ -15,6 +15,8 @@ func exampleEnv(t *testing.T) {
 		"CLOSEDLOOP_POSTGRES_DSN": "postgres://closedloop@127.0.0.1:5432/closedloop",
 		"GOOGLE_CLIENT_ID":        "id", "GOOGLE_CLIENT_SECRET": "secret", "GOOGLE_REFRESH_TOKEN": "refresh",
 		"META_ACCESS_TOKEN": "meta", "TIKTOK_EVENT_SOURCE_ID": "7123456789012345678", "TIKTOK_ACCESS_TOKEN": "tiktok",
+		"HUBSPOT_CLIENT_SECRET": "hs", "PIPEDRIVE_WEBHOOK_PASSWORD": "pd", "CLOSE_SIGNATURE_KEY": "00112233445566778899aabbccddeeff",
+		"ATTIO_WEBHOOK_SECRET": "at", "RELAY_SIGNING_SECRET": "relay",
 	} {
 		t.Setenv(k, v)
 	}

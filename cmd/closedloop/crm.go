@@ -26,7 +26,7 @@ func newCRMCmd() *cobra.Command {
 func newCRMDecodeCmd() *cobra.Command {
 	var format, region string
 	cmd := &cobra.Command{
-		Use:   "decode --format canonical|hubspot|salesforce|pipedrive [--region US] [FILE|-]",
+		Use:   "decode --format canonical|hubspot|salesforce|pipedrive|close [--region US] [FILE|-]",
 		Short: "Decode one CRM webhook payload and print its canonical stage changes, one JSON per line",
 		Long: `decode reads one message (a file, or standard input for "-" or no argument) in the given
 format and prints each stage change it holds as one line of canonical JSON: times in RFC 3339

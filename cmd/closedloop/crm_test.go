@@ -40,6 +40,19 @@ func TestCRMDecodePrintsOneCanonicalChangePerLine(t *testing.T) {
 	require.Contains(t, lines[0], `"object_id":"9001"`)
 }
 
+func TestCRMDecodeClose(t *testing.T) {
+	t.Parallel()
+	stdout, stderr, err := runCRMDecode(t, "", "--format", "close", "../../crm/testdata/close/documented_opportunity_won.json")
+	require.NoError(t, err)
+	require.Empty(t, stderr)
+	var sc crm.StageChange
+	require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(stdout)), &sc))
+	require.Equal(t, "close", sc.Source)
+	require.Equal(t, crm.StatusWon, sc.Status)
+	require.Equal(t, "1000", sc.Amount.String(), "Close values are cents")
+	require.Equal(t, "lead_kvgkBQdN9uFQFMSRsTXQiXsN1ZF2AXrpnHqIeRcIbEw", sc.Properties[crm.PropertyCRMLeadID])
+}
+
 func TestCRMDecodeReadsStdinAndHashesIdentifiers(t *testing.T) {
 	t.Parallel()
 	in := `{"source":"relay","object_type":"lead","object_id":7,"stage":"sql","occurred_at":"2024-05-01T12:00:00+02:00","phone":"020 7946 0000"}`

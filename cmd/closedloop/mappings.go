@@ -13,13 +13,13 @@ import (
 	"net/url"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/closedloop/closedloop/consumer"
 	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/internal/config"
 	"github.com/closedloop/closedloop/internal/identity"
@@ -246,7 +246,6 @@ func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
 		if len(planned) == 0 {
 			continue
 		}
-		joined := join.Resolve(subjectIdentities(sc, bySubject), sc.OccurredAt)
 		for _, p := range planned {
 			p := p
 			dest, ok := in.cfg.Destinations[p.Destination]
@@ -261,7 +260,7 @@ func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
 				}
 				platformsByDest[p.Destination] = platform
 			}
-			row := conversionRow(sc, p, joined)
+			row := consumer.Row(sc, p, bySubject, false)
 			ec := explainConversion{
 				Rule: p.Rule, Destination: p.Destination, Platform: p.Platform, Key: p.Key,
 				RetractsKey: p.RetractsKey, Currency: p.Currency, OccurredAt: p.OccurredAt.UTC(),
@@ -283,7 +282,7 @@ func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
 // explainRow decides what the uploader would do with one row and, when it would send it,
 // builds the request.
 func explainRow(ctx context.Context, platform uploader.Platform, row *store.Conversion, p crm.Planned, now time.Time) (store.State, string, *explainRequest, error) {
-	if !p.Retract && !join.Usable(row.Identity, p.Platform) {
+	if row.State == store.StateAwaitingIdentity {
 		return store.StateAwaitingIdentity, reasonNoIdentifier, nil, nil
 	}
 	if rowErr := platform.Check(row, now); rowErr != nil {
@@ -316,69 +315,6 @@ func stateFor(c uploader.Class) store.State {
 	default:
 		return store.StateRejected
 	}
-}
-
-// subjectIdentities lists what is known about a stage change's subjects: first what the
-// payload itself carried (its click IDs, hashed identifiers and lead id, click times unknown),
-// then the stored identities of the object, its contacts and its email subject.
-func subjectIdentities(sc crm.StageChange, bySubject map[string]store.Identity) []store.Identity {
-	own := store.Identity{
-		SubjectKey:  crm.SubjectKey(sc.Source, sc.ObjectType, sc.ObjectID),
-		Identifiers: sc.Identifiers,
-		LeadID:      sc.LeadID,
-		UpdatedAt:   sc.OccurredAt,
-	}
-	types := make([]string, 0, len(sc.ClickIDs))
-	for t := range sc.ClickIDs {
-		types = append(types, t)
-	}
-	sort.Strings(types)
-	for _, t := range types {
-		if id := sc.ClickIDs[t]; id != "" {
-			own.Clicks = append(own.Clicks, store.Click{Type: t, ID: id})
-		}
-	}
-	ids := []store.Identity{own}
-	keys := sc.SubjectKeys()
-	if email := sc.Identifiers["email"]; email != "" {
-		keys = append(keys, "email:"+email)
-	}
-	for _, k := range keys {
-		if id, ok := bySubject[k]; ok {
-			ids = append(ids, id)
-		}
-	}
-	return ids
-}
-
-// conversionRow is the outbox row the consumer would write for p.
-func conversionRow(sc crm.StageChange, p crm.Planned, joined store.Identity) store.Conversion {
-	row := store.Conversion{
-		Key:            p.Key,
-		Kind:           store.KindConversion,
-		Destination:    p.Destination,
-		Platform:       p.Platform,
-		Rule:           p.Rule,
-		MappingVersion: p.MappingVersion,
-		Source:         sc.Source,
-		ObjectType:     sc.ObjectType,
-		ObjectID:       sc.ObjectID,
-		SubjectKeys:    sc.SubjectKeys(),
-		ConversionName: p.ConversionName,
-		OccurredAt:     p.OccurredAt,
-		Currency:       p.Currency,
-		Identity:       joined,
-		State:          store.StateReady,
-	}
-	if p.Retract {
-		row.Kind = store.KindRetraction
-		row.RetractsKey = p.RetractsKey
-	}
-	if p.Value != nil {
-		v := p.Value.InexactFloat64()
-		row.Value = &v
-	}
-	return row
 }
 
 // secretParams are URL query parameters that carry credentials.

@@ -31,9 +31,9 @@ func TestMigrateUpStatusDown(t *testing.T) {
 
 	for _, step := range []struct{ arg, want string }{
 		{"status", "sqlite schema version 0 (clean)\n"},
-		{"up", "sqlite schema version 1 (clean)\n"},
-		{"up", "sqlite schema version 1 (clean)\n"},
-		{"status", "sqlite schema version 1 (clean)\n"},
+		{"up", "sqlite schema version 5 (clean)\n"},
+		{"up", "sqlite schema version 5 (clean)\n"},
+		{"status", "sqlite schema version 5 (clean)\n"},
 		{"down", "sqlite schema version 0 (clean)\n"},
 	} {
 		out, err := runMigrate(t, step.arg, "--config", cfg)

@@ -42,7 +42,7 @@ of the stage topics (--topic limits them) from the offset of the first message a
 --from up to the first at or after --to, without a consumer group: the live group's
 offsets never move. With --file it reads a CRM export: CSV in the layout of
 internal/replay/EXPORT.md, or JSON lines (--format jsonl or canonical: canonical stage
-changes; hubspot, salesforce, pipedrive: one webhook payload per line). Records with errors
+changes; hubspot, salesforce, pipedrive, close: one webhook payload per line). Records with errors
 are skipped and listed by line; raw emails and phones are hashed on arrival.
 
 --destination (repeatable) limits the replay to some destinations: a newly added one gets

@@ -36,6 +36,7 @@ valued and deduplicated, to Google, Meta and TikTok.`,
 		newIdentitiesCmd(),
 		newMigrateCmd(),
 		newReplayCmd(),
+		newIngestCmd(),
 	)
 	return root
 }

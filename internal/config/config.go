@@ -20,6 +20,8 @@ import (
 
 	"github.com/closedloop/closedloop/consumer"
 	"github.com/closedloop/closedloop/crm"
+	"github.com/closedloop/closedloop/internal/enrich"
+	"github.com/closedloop/closedloop/internal/ingest"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/platforms"
@@ -36,6 +38,10 @@ type Config struct {
 	Destinations map[string]uploader.DestinationConfig `yaml:"destinations"`
 	Mappings     []crm.MappingRule                     `yaml:"mappings"`
 	Report       ReportConfig                          `yaml:"report"`
+	// CRMs are the CRM API connections that enrich thin stage changes (internal/enrich).
+	CRMs enrich.Config `yaml:"crms"`
+	// Ingest is the webhook front (internal/ingest).
+	Ingest ingest.Config `yaml:"ingest"`
 
 	// Path is the file the config was loaded from ("" for built-in defaults).
 	Path string `yaml:"-"`
@@ -94,6 +100,8 @@ func Default() Config {
 		Uploader: UploaderConfig{Enabled: &enabled, PollInterval: time.Second, LeaseFor: 2 * time.Minute,
 			StatusPollInterval: 30 * time.Second, StatusPollLimit: 1000},
 		Report: ReportConfig{RateChangeThreshold: 0.10, SparseWeeklyVolume: 50},
+		CRMs:   enrich.DefaultConfig(),
+		Ingest: ingest.DefaultConfig(),
 	}
 }
 
@@ -280,6 +288,12 @@ func (c *Config) applyDefaults() []error {
 		errs = append(errs, d.DecodeSettings("destinations."+name, spec)...)
 		c.Destinations[name] = d.WithDefaults(spec)
 	}
+	c.CRMs = c.CRMs.WithDefaults()
+	firstStage := ""
+	if len(c.Kafka.StageTopics) > 0 {
+		firstStage = c.Kafka.StageTopics[0].Topic
+	}
+	c.Ingest = c.Ingest.WithDefaults(firstStage)
 	return errs
 }
 
@@ -339,6 +353,8 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Kafka.Validate("kafka")...)
 	errs = append(errs, c.Store.Validate()...)
+	errs = append(errs, c.CRMs.Validate("crms")...)
+	errs = append(errs, c.Ingest.Validate("ingest")...)
 	for _, name := range c.DestinationNames() {
 		d := c.Destinations[name]
 		spec, ok := platforms.Lookup(d.Platform)

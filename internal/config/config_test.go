@@ -15,13 +15,18 @@ import (
 
 func exampleEnv(name string) (string, bool) {
 	v := map[string]string{
-		"CLOSEDLOOP_POSTGRES_DSN": "postgres://closedloop@127.0.0.1:5432/closedloop",
-		"GOOGLE_CLIENT_ID":        "client-id.apps.googleusercontent.com",
-		"GOOGLE_CLIENT_SECRET":    "s3cret",
-		"GOOGLE_REFRESH_TOKEN":    "1//refresh",
-		"META_ACCESS_TOKEN":       "EAAB-token",
-		"TIKTOK_EVENT_SOURCE_ID":  "7123456789012345678",
-		"TIKTOK_ACCESS_TOKEN":     "tt-token",
+		"CLOSEDLOOP_POSTGRES_DSN":    "postgres://closedloop@127.0.0.1:5432/closedloop",
+		"GOOGLE_CLIENT_ID":           "client-id.apps.googleusercontent.com",
+		"GOOGLE_CLIENT_SECRET":       "s3cret",
+		"GOOGLE_REFRESH_TOKEN":       "1//refresh",
+		"META_ACCESS_TOKEN":          "EAAB-token",
+		"TIKTOK_EVENT_SOURCE_ID":     "7123456789012345678",
+		"TIKTOK_ACCESS_TOKEN":        "tt-token",
+		"HUBSPOT_CLIENT_SECRET":      "hs-secret",
+		"PIPEDRIVE_WEBHOOK_PASSWORD": "pd-password",
+		"CLOSE_SIGNATURE_KEY":        "00112233445566778899aabbccddeeff",
+		"ATTIO_WEBHOOK_SECRET":       "attio-secret",
+		"RELAY_SIGNING_SECRET":       "relay-secret",
 	}[name]
 	return v, v != ""
 }
@@ -45,6 +50,58 @@ func TestExampleLoadsAndValidates(t *testing.T) {
 	m, err := cfg.CompileMappings()
 	require.NoError(t, err)
 	require.NotEmpty(t, m.Version())
+	require.Len(t, cfg.Ingest.Sources, 6)
+	require.Equal(t, int64(1<<20), int64(cfg.Ingest.MaxBody))
+	require.Equal(t, "/webhooks/hubspot-prod", cfg.Ingest.Sources[0].Path)
+	require.Equal(t, "crm.stage-changes", cfg.Ingest.Sources[1].Topic, "defaults to the first stage topic")
+}
+
+func TestIngestValidationNamesTheField(t *testing.T) {
+	t.Parallel()
+	_, err := Parse([]byte(`
+kafka: {brokers: ["127.0.0.1:9092"]}
+store: {driver: sqlite, path: /tmp/x.db}
+ingest:
+  max_body: 12 parsecs
+`), exampleEnv)
+	require.ErrorContains(t, err, "is not a size")
+	_, err = Parse([]byte(`
+kafka: {brokers: ["127.0.0.1:9092"]}
+store: {driver: sqlite, path: /tmp/x.db}
+ingest:
+  listen: 127.0.0.1:8088
+  sources:
+    - {name: hs, crm: hubspot, secret: x}
+    - {name: hs, crm: zoho}
+    - {name: sf, crm: salesforce}
+    - {name: pd, crm: pipedrive, secret: p}
+    - {name: cl, crm: close, secret: not-hex}
+    - {name: at, crm: attio, secret: s, bogus: 1}
+`), exampleEnv)
+	require.ErrorContains(t, err, "ingest.sources[5].bogus: unknown key")
+	_, err = Parse([]byte(`
+kafka: {brokers: ["127.0.0.1:9092"]}
+store: {driver: sqlite, path: /tmp/x.db}
+ingest:
+  listen: 127.0.0.1:8088
+  sources:
+    - {name: hs, crm: hubspot, secret: x}
+    - {name: hs, crm: zoho}
+    - {name: sf, crm: salesforce}
+    - {name: pd, crm: pipedrive, secret: p}
+    - {name: cl, crm: close, secret: not-hex}
+`), exampleEnv)
+	for _, want := range []string{
+		"ingest.sources[0].public_url: required for hubspot",
+		`ingest.sources[1].name: "hs" is already the name of sources[0]`,
+		`ingest.sources[1].crm: must be one of`,
+		"ingest.sources[2].organization_ids: required for salesforce",
+		"ingest.sources[3].username: required for pipedrive",
+		"ingest.sources[4].secret: must be Close's signature_key, hex-encoded",
+	} {
+		require.ErrorContains(t, err, want)
+	}
+	require.NotContains(t, err.Error(), "not-hex", "a secret is never echoed")
 }
 
 func TestExampleNeedsItsSecretsFromTheEnvironment(t *testing.T) {

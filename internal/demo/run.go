@@ -62,10 +62,12 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	wctx, stopWorker := context.WithCancel(ctx)
 	defer stopWorker()
 	adminAddr := make(chan string, 1)
+	ingestAddr := make(chan string, 1)
 	workerDone := make(chan error, 1)
 	go func() {
 		workerDone <- worker.Run(wctx, cfg, log, worker.Options{
-			Listening: func(a string) { adminAddr <- a },
+			Listening:       func(a string) { adminAddr <- a },
+			IngestListening: func(a string) { ingestAddr <- a },
 			Uploader: uploader.Options{
 				PollInterval: 100 * time.Millisecond, StatusPollInterval: 300 * time.Millisecond,
 				LeaseSweepInterval: time.Second, BackoffBase: 500 * time.Millisecond, BackoffMax: 2 * time.Second,
@@ -79,6 +81,13 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		return Result{}, fmt.Errorf("worker did not start: %w", err)
 	case <-ctx.Done():
 		return Result{}, ctx.Err()
+	}
+
+	var webhooks *webhookClient
+	select {
+	case a := <-ingestAddr:
+		webhooks = &webhookClient{base: "http://" + a, sources: cfg.Ingest.Sources}
+	default: // ingest not configured
 	}
 
 	now := time.Now().UTC()
@@ -96,7 +105,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	defer st.Close()
 
 	for _, phase := range [][]Message{first, later} {
-		if err := publish(dctx, w, phase); err != nil {
+		if err := publish(dctx, w, webhooks, phase); err != nil {
 			return Result{}, err
 		}
 		if err := waitConsumed(dctx, client, cfg.Kafka.GroupID, cfg.Kafka.GroupID+"-identities"); err != nil {
@@ -123,6 +132,9 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 
 	out := opts.Out
 	fmt.Fprintf(out, "\nclosedloop demo: %d identity captures and stage changes (4 CRM formats) through the real worker\n", len(first)+len(later))
+	if webhooks != nil {
+		fmt.Fprintf(out, "(%d of them as signed webhooks through the ingest endpoint)\n", webhooks.sent)
+	}
 	if err := report.Render(out, res.Report, "table"); err != nil {
 		return res, err
 	}
@@ -158,8 +170,17 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	return res, nil
 }
 
-func publish(ctx context.Context, w *kafka.Writer, msgs []Message) error {
+func publish(ctx context.Context, w *kafka.Writer, webhooks *webhookClient, msgs []Message) error {
 	for _, m := range msgs {
+		if webhooks != nil {
+			sent, err := webhooks.post(ctx, m)
+			if err != nil {
+				return err
+			}
+			if sent {
+				continue
+			}
+		}
 		km := m.Message
 		km.Topic = m.Topic
 		if err := w.WriteMessages(ctx, km); err != nil {

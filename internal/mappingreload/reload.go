@@ -38,6 +38,9 @@ type Config struct {
 	Signals <-chan os.Signal
 	// Debounce is the quiet time after a file event before loading; DefaultDebounce when 0.
 	Debounce time.Duration
+	// OnChange, when set, is called (on the reloader's goroutine) with each newly active
+	// mapping, after it became Current.
+	OnChange func(*crm.Mapping)
 }
 
 // Reloader holds the active mapping and replaces it when the config changes. Current is
@@ -166,6 +169,9 @@ func (r *Reloader) reload(why string) {
 	r.current.Store(m)
 	r.log.Info("mapping reloaded", zap.String("trigger", why),
 		zap.String("old_version", old.Version()), zap.String("new_version", m.Version()))
+	if r.cfg.OnChange != nil {
+		r.cfg.OnChange(m)
+	}
 }
 
 // flatten lists the leaves of an error tree built with errors.Join, so each problem is

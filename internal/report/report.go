@@ -55,6 +55,9 @@ type Counts struct {
 	PartialBy map[string]int `json:"partial_by_request,omitempty"`
 	// WithIdentifier counts created conversions that had a usable identifier.
 	WithIdentifier int `json:"with_identifier"`
+	// Enriching counts, of Awaiting, the conversions waiting for the CRM's API
+	// (awaiting_enrichment).
+	Enriching int `json:"enriching,omitempty"`
 }
 
 // MatchRate is conversions with a usable identifier over conversions created.
@@ -86,6 +89,7 @@ func (c *Counts) add(o Counts) {
 	c.Skipped += o.Skipped
 	c.Unmatched += o.Unmatched
 	c.Awaiting += o.Awaiting
+	c.Enriching += o.Enriching
 	c.Pending += o.Pending
 	c.InRetry += o.InRetry
 	c.Failed += o.Failed
@@ -280,6 +284,10 @@ func tally(c *Counts, rc store.ReportCount) {
 		c.Unmatched += n
 	case store.StateAwaitingIdentity:
 		c.Awaiting += n
+	case store.StateAwaitingEnrichment:
+		// Waiting for the CRM's API (internal/enrich): counted as waiting, and apart.
+		c.Awaiting += n
+		c.Enriching += n
 	case store.StateFailed:
 		c.Failed += n
 	case store.StateHeld:

@@ -22,11 +22,13 @@ import (
 
 // DestinationStatus is one destination's health as the uploader sees it.
 type DestinationStatus struct {
-	Name     string
-	Platform string
-	Paused   bool
-	Reason   string // why it is paused
-	Since    time.Time
+	Name           string
+	Platform       string
+	Paused         bool
+	Reason         string // why it is paused
+	Since          time.Time
+	APIVersion     string // "" when the API has none to choose
+	VersionWarning string // the version sunsets soon
 	// Held describes each conversion action whose rows are held (refused by the platform)
 	// while the rest of the destination flows.
 	Held []string

@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,7 @@ import (
 	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/internal/admin"
 	"github.com/closedloop/closedloop/internal/config"
+	"github.com/closedloop/closedloop/internal/ingest"
 	"github.com/closedloop/closedloop/internal/mappingreload"
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/internal/statuspage"
@@ -45,6 +47,11 @@ type Options struct {
 	Listening func(addr string)
 	// Uploader overrides dispatcher timings (tests and the demo shorten them).
 	Uploader uploader.Options
+	// CRMHTTPClient, when set, is the HTTP client of every CRM connection (tests).
+	CRMHTTPClient *http.Client
+	// IngestListening is called with the webhook server's bound address once it is
+	// bound (only when ingest.listen is set).
+	IngestListening func(addr string)
 }
 
 // Run runs the worker until ctx is cancelled or a component fails for good.
@@ -70,6 +77,23 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 			Load:    mappingreload.FileLoader(cfg.Path, cfg.Targets()),
 			Initial: initial,
 			Signals: opts.Signals,
+			OnChange: func(m *crm.Mapping) {
+				// Rows held for a conversion action the platform refused go out at once
+				// under the fixed one.
+				for _, r := range m.Rules() {
+					for _, d := range r.Destinations {
+						n, err := st.RetargetHeld(ctx, r.Name, d.Destination, d.Conversion, time.Now())
+						switch {
+						case err != nil:
+							log.Error("retargeting held rows after the mapping change failed; they wait for their hold probe",
+								zap.String("rule", r.Name), zap.String("destination", d.Destination), zap.Error(err))
+						case n > 0:
+							log.Info("held rows retargeted to the fixed conversion action", zap.String("rule", r.Name),
+								zap.String("destination", d.Destination), zap.String("conversion", d.Conversion), zap.Int("rows", n))
+						}
+					}
+				}
+			},
 		}, log.Named("mappings"))
 		if err != nil {
 			return err
@@ -79,6 +103,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		mapping = func() *crm.Mapping { return initial }
 	}
 	log.Info("stage mapping active", zap.String("version", initial.Version()), zap.Int("rules", len(cfg.Mappings)))
+	for _, w := range cfg.Warnings(time.Now()) {
+		log.Warn("an API version sunsets soon; set a newer one before it does", zap.String("warning", w))
+	}
 
 	deps := consumer.Deps{
 		Store:      st,
@@ -86,6 +113,13 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		Normalizer: pii.Normalizer{DefaultRegion: cfg.PII.DefaultRegion},
 		Metrics:    consumer.NewMetrics(reg), // one set, shared by every consumer of this process
 		Log:        log.Named("consumer"),
+	}
+	enricher, err := newEnricher(cfg, st, mapping, reg, log, opts.CRMHTTPClient)
+	if err != nil {
+		return err
+	}
+	if enricher != nil {
+		deps.Enriches = cfg.CRMs.Enriches
 	}
 	cons, err := consumer.New(cfg.Kafka, deps)
 	if err != nil {
@@ -128,6 +162,23 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		log.Warn("uploader disabled: conversions stay in the outbox")
 	}
 
+	// The webhook front (ingest.listen set): verified CRM webhooks onto the stage topics.
+	var webhooks *ingest.Server
+	if cfg.Ingest.Listen != "" {
+		webhooks, err = ingest.New(cfg.Ingest, ingest.Kafka{Brokers: cfg.Kafka.Brokers, ClientID: cfg.Kafka.ClientID}, reg, log.Named("ingest"))
+		if err != nil {
+			return err
+		}
+		iaddr, err := webhooks.Listen()
+		if err != nil {
+			_ = webhooks.Close()
+			return err
+		}
+		if opts.IngestListening != nil {
+			opts.IngestListening(iaddr)
+		}
+	}
+
 	srv := admin.New(reg, log.Named("admin"))
 	srv.AddCheck("migrations", func(ctx context.Context) error {
 		v, dirty, err := st.MigrationVersion(ctx)
@@ -150,6 +201,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	srv.Handle("GET /{$}", statuspage.Handler(&status{st: st, mapping: mapping, dispatchers: dispatchers}, time.Now, log.Named("status")))
 	addr, err := srv.Start(cfg.Admin.Listen)
 	if err != nil {
+		if webhooks != nil {
+			_ = webhooks.Close()
+		}
 		return err
 	}
 	if opts.Listening != nil {
@@ -178,6 +232,12 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		g.Go(func() error { return reloader.Run(gctx) })
 	}
 	g.Go(func() error { return watchOldest(gctx, st, oldest, log) })
+	if enricher != nil {
+		g.Go(func() error { return enricher.Run(gctx) })
+	}
+	if webhooks != nil {
+		g.Go(func() error { return webhooks.Serve(gctx, cfg.Admin.ShutdownTimeout) })
+	}
 
 	err = g.Wait()
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Admin.ShutdownTimeout)
@@ -269,7 +329,11 @@ func (s *status) Destinations() []statuspage.DestinationStatus {
 	out := make([]statuspage.DestinationStatus, 0, len(s.dispatchers))
 	for _, d := range s.dispatchers {
 		st := d.Status()
-		ds := statuspage.DestinationStatus{Name: st.Name, Platform: st.Platform, Paused: st.Paused, Reason: st.Reason, Since: st.Since}
+		ds := statuspage.DestinationStatus{Name: st.Name, Platform: st.Platform, Paused: st.Paused, Reason: st.Reason, Since: st.Since,
+			APIVersion: st.APIVersion}
+		if spec, ok := platforms.Lookup(st.Platform); ok {
+			ds.VersionWarning, _ = spec.VersionWarning(st.APIVersion, time.Now(), config.SunsetWarnFor)
+		}
 		for _, h := range st.Held {
 			ds.Held = append(ds.Held, h.Conversion+": "+h.Reason+" — "+h.Detail)
 		}

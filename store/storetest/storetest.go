@@ -52,11 +52,18 @@ func Run(t *testing.T, open Opener) {
 		{"ClaimConcurrent", testClaimConcurrent},
 		{"RecordOutcomes", testRecordOutcomes},
 		{"ReleaseExpiredLeases", testReleaseExpiredLeases},
+		{"HeldRows", testHeldRows},
+		{"RateBucket", testRateBucket},
 		{"SentForPolling", testSentForPolling},
 		{"ListAndCount", testListAndCount},
 		{"ReportCounts", testReportCounts},
 		{"StageCounts", testStageCounts},
 		{"StatusPageCounts", testStatusPageCounts},
+		{"ClaimEnrichment", testClaimEnrichment},
+		{"ClaimEnrichmentConcurrent", testClaimEnrichmentConcurrent},
+		{"CompleteEnrichment", testCompleteEnrichment},
+		{"FetchCache", testFetchCache},
+		{"ConnectionStates", testConnectionStates},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -21,10 +21,6 @@ const (
 	ScopeAdWords     = "https://www.googleapis.com/auth/adwords"
 )
 
-// freshFor is how long after a refresh a 401 means the credentials themselves are bad
-// rather than the access token having expired.
-const freshFor = time.Minute
-
 // tokens caches one access token obtained with a refresh token. Safe for concurrent use.
 type tokens struct {
 	conf    oauth2.Config
@@ -33,9 +29,11 @@ type tokens struct {
 	log     *zap.Logger
 	now     func() time.Time
 
-	mu        sync.Mutex
-	tok       *oauth2.Token
-	fetchedAt time.Time
+	mu  sync.Mutex
+	tok *oauth2.Token
+	// refused: the last token was refused (401); fresh: the cached token was fetched
+	// after such a refusal, so a 401 on it means the credentials themselves are bad.
+	refused, fresh bool
 }
 
 func newTokens(cfg *Settings, scope string, client *http.Client, log *zap.Logger) *tokens {
@@ -67,18 +65,20 @@ func (t *tokens) AccessToken(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", classifyTokenError(err)
 	}
-	t.tok, t.fetchedAt = tok, t.now()
+	t.tok, t.fresh, t.refused = tok, t.refused, false
 	t.log.Debug("oauth access token refreshed", zap.Time("expiry", tok.Expiry))
 	return tok.AccessToken, nil
 }
 
 // Invalidate drops the cached token after the API answered 401. It reports whether the
-// token had just been refreshed, in which case refreshing again will not help.
+// token had been obtained after an earlier refusal, in which case refreshing again will
+// not help: only a 401 on a freshly obtained token means bad credentials. A routine
+// expiry (or a token revoked early) costs one refresh and one resend, never a pause.
 func (t *tokens) Invalidate() (wasFresh bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	wasFresh = t.tok != nil && t.now().Sub(t.fetchedAt) < freshFor
-	t.tok = nil
+	wasFresh = t.tok != nil && t.fresh
+	t.tok, t.fresh, t.refused = nil, false, true
 	return wasFresh
 }
 

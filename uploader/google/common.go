@@ -208,6 +208,15 @@ func classifyHTTP(resp *http.Response, p parsed, setupReasons map[string]bool) e
 	if ra == 0 {
 		ra = p.retryDelay
 	}
+	// A setup error is a setup error whatever status carries it (some front ends answer
+	// auth failures with a 5xx).
+	if p.status.Status == "PERMISSION_DENIED" || p.status.Status == "UNAUTHENTICATED" || setupReasons[p.reason] {
+		return &uploader.Error{Class: uploader.ClassSetup, Reason: p.reason, Detail: p.detail()}
+	}
+	if p.status.Code == 0 && resp.StatusCode/100 == 4 {
+		// Not a Google error body at all (a proxy's page): nothing here names a bad row.
+		return &uploader.Error{Class: uploader.ClassUnknown, Reason: "HTTP_" + strconv.Itoa(resp.StatusCode), Detail: "answered without a Google error body"}
+	}
 	switch code := resp.StatusCode; {
 	case code == http.StatusTooManyRequests:
 		return &uploader.Error{Class: uploader.ClassTransient, Reason: p.reason, Detail: p.detail(), RetryAfter: ra}

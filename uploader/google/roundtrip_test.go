@@ -166,7 +166,7 @@ func TestGoogleFaults(t *testing.T) {
 			require.Equal(t, 3*time.Second, te.RetryAfter)
 			require.Equal(t, "RESOURCE_EXHAUSTED", te.Reason)
 		}},
-		{"expired token window right after a refresh is setup", sandbox.Faults{ExpiredToken: true}, func(t *testing.T, err error) {
+		{"refused token: refreshed once, then a refused fresh token is setup", sandbox.Faults{ExpiredToken: true}, func(t *testing.T, err error) {
 			var se *uploader.Error
 			require.True(t, errors.As(err, &se), "%v", err)
 			require.Equal(t, uploader.ClassSetup, se.Class, "%v", err)
@@ -182,6 +182,11 @@ func TestGoogleFaults(t *testing.T) {
 				google.NewAdsAPI(baseConfig("google_ads", e.url), nil, zaptest.NewLogger(t)),
 			} {
 				_, err := send(t, p, rows(t))
+				var re *uploader.Error
+				if errors.As(err, &re) && re.Refreshed {
+					// What the dispatcher does: resend once, at once, with a fresh token.
+					_, err = send(t, p, rows(t))
+				}
 				tc.check(t, err)
 			}
 		})

@@ -129,6 +129,12 @@ func (s *Server) googleFault(w http.ResponseWriter, fl fault, f Faults, domain s
 		w.Header().Set("Retry-After", f.retryAfter())
 		googleStatus(w, http.StatusTooManyRequests, "RESOURCE_EXHAUSTED", "Quota exceeded. Retry later.", domain, "RESOURCE_EXHAUSTED", nil)
 		return true
+	case faultUnknown:
+		googleStatus(w, http.StatusBadRequest, "FAILED_PRECONDITION", "The service is not ready for this account yet.", domain, "SERVICE_NOT_READY", nil)
+		return true
+	case faultSetupIn5xx:
+		googleStatus(w, http.StatusInternalServerError, "PERMISSION_DENIED", "The caller does not have permission.", domain, "PERMISSION_DENIED", nil)
+		return true
 	}
 	return false
 }

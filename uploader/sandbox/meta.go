@@ -71,6 +71,12 @@ func (s *Server) handleMeta(w http.ResponseWriter, r *http.Request, version, dat
 		w.Header().Set("Retry-After", f.retryAfter())
 		s.metaError(w, http.StatusTooManyRequests, "OAuthException", 4, 0, "Application request limit reached", true)
 		return
+	case faultUnknown:
+		s.metaError(w, http.StatusBadRequest, "OAuthException", 2388099, 0, "The dataset is temporarily not ready to receive events. Try again later.", false)
+		return
+	case faultSetupIn5xx:
+		s.metaError(w, http.StatusInternalServerError, "OAuthException", 190, 0, "Error validating access token: The session has been invalidated.", false)
+		return
 	}
 	if !digits.MatchString(dataset) {
 		s.refused(Meta, 0)

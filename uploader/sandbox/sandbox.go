@@ -74,6 +74,13 @@ type Faults struct {
 	ShareTimeout      float64 `json:"share_timeout,omitempty"`       // processed, answered after TimeoutDelayMS
 	TimeoutDelayMS    int     `json:"timeout_delay_ms,omitempty"`    // default 30000
 	ShareBatchReject  float64 `json:"share_batch_reject,omitempty"`  // valid requests rejected whole, naming no row
+	// ShareUnknownError answers valid requests with an error the uploaders do not list
+	// (Meta 400 code 2388099 "not ready yet", Google 400 reason SERVICE_NOT_READY, TikTok
+	// code 41999): a request-level answer that names no row.
+	ShareUnknownError float64 `json:"share_unknown_error,omitempty"`
+	// ShareSetupIn5xx answers valid requests with an auth error inside an HTTP 500 (Meta
+	// OAuthException 190, Google PERMISSION_DENIED, TikTok 40001).
+	ShareSetupIn5xx float64 `json:"share_setup_in_5xx,omitempty"`
 
 	// RejectMarker: rows whose event name / conversion action ID equals it are invalid
 	// (default DefaultRejectMarker). RejectKeys: rows whose dedup key value (transactionId,
@@ -298,7 +305,22 @@ const (
 	fault5xx
 	fault429
 	faultTimeout
+	faultUnknown
+	faultSetupIn5xx
 )
+
+// RevokeTokens makes every Google access token issued so far expire now, as a routine
+// expiry does: the client's cached token is refused (401) and a refresh fixes it.
+func (s *Server) RevokeTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	for tok, exp := range s.tokens {
+		if exp.After(now) {
+			s.tokens[tok] = now
+		}
+	}
+}
 
 // draw decides the random fault for one request on platform p.
 func (s *Server) draw(p string) (fault, Faults) {
@@ -325,6 +347,12 @@ func (s *Server) draw(p string) (fault, Faults) {
 	case x < f.Share5xx+f.Share429+f.ShareTimeout:
 		s.counts[p].Faulted++
 		return faultTimeout, f
+	case x < f.Share5xx+f.Share429+f.ShareTimeout+f.ShareUnknownError:
+		s.counts[p].Faulted++
+		return faultUnknown, f
+	case x < f.Share5xx+f.Share429+f.ShareTimeout+f.ShareUnknownError+f.ShareSetupIn5xx:
+		s.counts[p].Faulted++
+		return faultSetupIn5xx, f
 	}
 	return noFault, f
 }

@@ -41,6 +41,12 @@ func (s *Server) handleTikTok(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", f.retryAfter())
 		s.tiktokAnswer(w, http.StatusOK, 40100, "Too many requests. Please retry in some time.")
 		return
+	case faultUnknown:
+		s.tiktokAnswer(w, http.StatusOK, 41999, "The event set is not ready.")
+		return
+	case faultSetupIn5xx:
+		s.tiktokAnswer(w, http.StatusInternalServerError, 40001, "No permission to operate the event set.")
+		return
 	}
 	_, body, err := readJSON(r)
 	if err != nil {

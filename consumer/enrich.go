@@ -1,0 +1,23 @@
+package consumer
+
+import (
+	"github.com/closedloop/closedloop/crm"
+	"github.com/closedloop/closedloop/store"
+)
+
+// routeEnrichment moves a planned conversion whose stage change lacked its value (the
+// value rule's field is missing) or any usable identifier to awaiting_enrichment when a CRM
+// connection enriches its source (enriches reports which): the enricher fetches the deal
+// and its contacts from the CRM's API. Retractions never wait: they name the conversion
+// they take back. Only deals and opportunities are enriched.
+func routeEnrichment(c *store.Conversion, pl crm.Planned, enriches func(source string) bool) {
+	if enriches == nil || pl.Retract || !enriches(c.Source) {
+		return
+	}
+	if c.ObjectType != crm.ObjectDeal && c.ObjectType != crm.ObjectOpportunity {
+		return
+	}
+	if pl.ValueReason == crm.ValueReasonFieldMissing || c.State == store.StateAwaitingIdentity {
+		c.State, c.Reason = store.StateAwaitingEnrichment, store.ReasonEnrichmentPending
+	}
+}
