@@ -183,11 +183,12 @@ var setupCodes = map[string]bool{
 //     with a fresh one (transient, Refreshed); a fresh or fixed token refused is setup.
 //   - 422 listing "Index: N, ERROR :: ..." lines: those rows are rejected (documented
 //     validation errors), the others were not created with them and are retried.
-//     A 422 or 400 naming no index: the dispatcher bisects.
+//     A 422 or 400 in LinkedIn's error shape naming no index: the dispatcher bisects; one
+//     without that shape is unknown.
 //   - 429, 5xx: transient (Retry-After honoured). Anything else: unknown.
 func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store.Conversion) ([]uploader.RowResult, error) {
 	var e errorBody
-	_ = json.Unmarshal(body, &e)
+	shaped := json.Unmarshal(body, &e) == nil && (e.Status != 0 || e.Message != "" || e.Code != "")
 	ra := retryAfter(resp.Header)
 	status := resp.StatusCode
 	reason := e.Code
@@ -209,6 +210,8 @@ func (p *Platform) ParseResponse(resp *http.Response, body []byte, batch []store
 			return nil, &uploader.Error{Class: uploader.ClassSetup, Reason: reason, Detail: "LinkedIn refused the access token (a fresh or the configured one): " + detail}
 		}
 		return nil, &uploader.Error{Class: uploader.ClassTransient, Reason: "token_expired", Detail: "access token refused; refreshing", Refreshed: true}
+	case (status == http.StatusUnprocessableEntity || status == http.StatusBadRequest) && !shaped:
+		return nil, &uploader.Error{Class: uploader.ClassUnknown, Reason: reason, Detail: fmt.Sprintf("HTTP %d without a LinkedIn error body", status)}
 	case status == http.StatusUnprocessableEntity:
 		if rows := indexed(e.Message, len(batch)); rows != nil {
 			return rows, nil

@@ -109,6 +109,8 @@ func (s *Server) handleMicrosoft(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case contains(f.TooRecentGoals, name):
 			fail(i, "OfflineConversionGoalTooRecent", "ConversionName", "The offline conversion goal was created less than two hours before the import.")
+		case name == f.marker() || f.rejectsKey(click):
+			fail(i, "OfflineConversionMSClickIdInvalid", "MicrosoftClickId", "The MSClickId field is invalid (sandbox reject marker).")
 		case len(s.opts.MicrosoftGoals) > 0 && !contains(s.opts.MicrosoftGoals, name):
 			fail(i, "OfflineConversionNameInvalid", "ConversionName", "The provided offline conversion name does not match any existing goal.")
 		case at.After(now):
@@ -117,8 +119,6 @@ func (s *Server) handleMicrosoft(w http.ResponseWriter, r *http.Request) {
 			fail(i, "OfflineConversionTimeOutOfWindow", "ConversionTime", "The conversion time is outside the allowed lookback window.")
 		case click == "" && str(oc["HashedEmailAddress"]) == "" && str(oc["HashedPhoneNumber"]) == "":
 			fail(i, "OfflineConversionMSClickIdNullOrEmpty", "MicrosoftClickId", "The MSClickId field is null or empty.")
-		case name == f.marker() || f.rejectsKey(click):
-			fail(i, "OfflineConversionMSClickIdInvalid", "MicrosoftClickId", "The MSClickId field is invalid (sandbox reject marker).")
 		default:
 			// "Duplicate offline conversions with the same MicrosoftClickId and ConversionTime
 			// will be ignored"; a click may convert once per goal and time. Without a click the
