@@ -26,6 +26,8 @@ type Target struct {
 	Check func(name string) error
 	// Retracts says the platform can take a conversion back.
 	Retracts bool
+	// API names the platform's API in messages ("the Meta Conversions API"); "" = Platform.
+	API string
 }
 
 // retractSuffix is appended to a rule's name to key its retraction rows. Rule names cannot
