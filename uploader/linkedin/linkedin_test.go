@@ -268,3 +268,23 @@ func TestSandboxAnswers(t *testing.T) {
 		require.Equal(t, uploader.ClassBatchRejected, e.Class)
 	})
 }
+
+// FuzzParseResponse: any answer gives one result per row or a classified error, never a
+// panic.
+func FuzzParseResponse(f *testing.F) {
+	f.Add(200, `{"elements":[{"status":201},{"status":400}]}`)
+	f.Add(422, `{"status":422,"message":"Index: 1, ERROR :: /user :: x\n"}`)
+	f.Add(426, `{"status":426,"code":"NONEXISTENT_VERSION"}`)
+	f.Add(400, `<html>`)
+	f.Fuzz(func(t *testing.T, status int, body string) {
+		p := linkedin.New(config("http://unused"), nil, zaptest.NewLogger(t))
+		batch := rows(t)
+		resp := &http.Response{StatusCode: status, Header: http.Header{}}
+		res, err := p.ParseResponse(resp, []byte(body), batch)
+		if err != nil {
+			require.Nil(t, res)
+			return
+		}
+		require.Len(t, res, len(batch))
+	})
+}

@@ -334,3 +334,23 @@ func TestFaults(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseResponse: any answer gives one result per row or a classified error, never a
+// panic; a fault body this package cannot read never rejects a row.
+func FuzzParseResponse(f *testing.F) {
+	f.Add(200, `{"PartialErrors":[{"Index":1,"ErrorCode":"OfflineConversionNameInvalid"}]}`)
+	f.Add(401, fault(105, "InvalidCredentials"))
+	f.Add(500, `{"Type":"ApiFaultDetail","BatchErrors":[{"Index":-1}]}`)
+	f.Add(400, `not json`)
+	f.Fuzz(func(t *testing.T, status int, body string) {
+		p := microsoft.New(config("http://unused"), nil, zaptest.NewLogger(t))
+		batch := rows(t)
+		resp := &http.Response{StatusCode: status, Header: http.Header{}}
+		res, err := p.ParseResponse(resp, []byte(body), batch)
+		if err != nil {
+			require.Nil(t, res)
+			return
+		}
+		require.Len(t, res, len(batch))
+	})
+}
