@@ -61,6 +61,10 @@ type RuleDestination struct {
 	// id (digits), the Meta or TikTok event name, the Microsoft goal name, the LinkedIn
 	// conversion rule id (digits).
 	Conversion string `yaml:"conversion"`
+	// ConversionName is the conversion's name where the platform looks names up
+	// (`conversion: {name: "Closed Won (CRM)"}`, see conversion_name.go); compiling resolves
+	// it into Conversion.
+	ConversionName string `yaml:"-"`
 	// Value, when set, replaces the rule's value rule for this destination as a whole
 	// (it is not merged field by field).
 	Value *ValueRule `yaml:"value,omitempty"`

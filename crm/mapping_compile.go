@@ -26,6 +26,12 @@ type Target struct {
 	Check func(name string) error
 	// Retracts says the platform can take a conversion back.
 	Retracts bool
+	// ResolvesNames says the platform looks conversions up by name (`conversion: {name}`).
+	ResolvesNames bool
+	// Resolve returns the id of the conversion called name; it may call the platform, and
+	// CompileMappings calls it once per destination and name. Nil compiles offline: a name
+	// is only checked to be allowed, and stays unresolved.
+	Resolve func(name string) (id string, err error)
 	// API names the platform's API in messages ("the Meta Conversions API"); "" = Platform.
 	API string
 }
@@ -81,6 +87,7 @@ type compiledDest struct {
 	target     Target
 	conversion string
 	value      *ValueRule // the rule's or the destination's own; nil = no value
+	convName   string     // the name the mapping gave, resolved into conversion; "" = given as id
 }
 
 // CompileMappings validates rules against the configured destinations (name → target)
@@ -90,8 +97,10 @@ func CompileMappings(rules []MappingRule, destinations map[string]Target) (*Mapp
 	var errs []error
 	seen := make(map[string]int, len(rules))
 	m := &Mapping{rules: make([]compiledRule, 0, len(rules))}
+	names := map[[2]string]resolved{}
 	for i, r := range rules {
-		v := ruleValidator{index: i, rule: r.Name}
+		r.Destinations = append([]RuleDestination(nil), r.Destinations...) // names resolve into the copy
+		v := ruleValidator{index: i, rule: r.Name, names: names}
 		v.name(r.Name, seen)
 		v.match(r.Match)
 		v.value("value", r.Value)
@@ -104,7 +113,7 @@ func CompileMappings(rules []MappingRule, destinations map[string]Target) (*Mapp
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	version, err := mappingVersion(rules)
+	version, err := mappingVersion(m.Rules())
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +159,7 @@ func (m *Mapping) Rules() []MappingRule {
 type ruleValidator struct {
 	index int
 	rule  string
+	names map[[2]string]resolved // conversion names resolved in this compile
 	errs  []error
 }
 
@@ -305,13 +315,16 @@ func (v *ruleValidator) destinations(r MappingRule, platforms map[string]Target)
 		} else {
 			seen[d.Destination] = i
 		}
-		v.conversion(field+".conversion", d.Conversion, target)
+		v.resolveConversion(field+".conversion", &r.Destinations[i], target, v.names)
+		if d = r.Destinations[i]; d.ConversionName == "" || d.Conversion != "" {
+			v.conversion(field+".conversion", d.Conversion, target)
+		}
 		v.value(field+".value", d.Value)
 		value := r.Value
 		if d.Value != nil {
 			value = d.Value
 		}
-		out = append(out, compiledDest{name: d.Destination, platform: target.Platform, target: target, conversion: d.Conversion, value: value})
+		out = append(out, compiledDest{name: d.Destination, platform: target.Platform, target: target, conversion: d.Conversion, value: value, convName: d.ConversionName})
 	}
 	return out
 }

@@ -22,7 +22,7 @@ func (m *Mapping) Summary() string {
 		}
 		fmt.Fprintf(&b, "  value:      %s\n", r.rule.Value.summary())
 		for _, d := range r.dests {
-			fmt.Fprintf(&b, "  -> %s (%s): %s", d.name, d.platform, conversionSummary(d.target, d.conversion))
+			fmt.Fprintf(&b, "  -> %s (%s): %s", d.name, d.platform, conversionSummary(d.target, d.conversion)+namedSummary(d.convName, d.conversion))
 			if d.value != r.rule.Value {
 				fmt.Fprintf(&b, ", value %s", d.value.summary())
 			}

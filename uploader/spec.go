@@ -35,6 +35,9 @@ type Spec struct {
 	// CheckConversion validates a mapping's conversion name for this platform; nil accepts
 	// any name without surrounding spaces or control characters.
 	CheckConversion func(name string) error
+	// ResolvesNames says a mapping may name a conversion by its name (`conversion: {name}`):
+	// the platform implements NameResolver.
+	ResolvesNames bool
 	// Usable is the one decision whether a joined identity carries an identifier this
 	// platform can match on: it lets a conversion leave awaiting_identity (the join) and
 	// the platform's Check refuses rows without one (the dispatcher).

@@ -50,7 +50,7 @@ func newMappingsCheckCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, err := cfg.CompileMappings()
+			m, err := cfg.CompileMappingsResolving(cmd.Context(), zap.NewNop()) // names are looked up
 			if err != nil {
 				return err
 			}

@@ -65,7 +65,8 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	}
 	defer st.Close()
 
-	initial, err := cfg.CompileMappings()
+	targets := cfg.ResolvingTargets(ctx, log.Named("mappings")) // conversion names resolve at start and on each reload
+	initial, err := crm.CompileMappings(cfg.Mappings, targets)
 	if err != nil {
 		return err
 	}
@@ -74,7 +75,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	if cfg.Path != "" {
 		reloader, err = mappingreload.New(mappingreload.Config{
 			Path:    cfg.Path,
-			Load:    mappingreload.FileLoader(cfg.Path, cfg.Targets()),
+			Load:    mappingreload.FileLoader(cfg.Path, targets),
 			Initial: initial,
 			Signals: opts.Signals,
 			OnChange: func(m *crm.Mapping) {

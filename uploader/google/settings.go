@@ -55,6 +55,7 @@ func AdsSpec() uploader.Spec {
 		// not announced: none is set until Google announces them.
 		Versions:        adsVersions,
 		Retracts:        true,
+		ResolvesNames:   true,
 		ConversionNoun:  "conversion action",
 		CheckConversion: checkActionID,
 		Usable:          Usable,

@@ -307,6 +307,8 @@ func dmValidate(req map[string]any, f Faults) (string, []violation) {
 			bad("INVALID_DESTINATION", p+".productDestinationId", "conversion action not found")
 		} else if !digits.MatchString(pid) {
 			bad("INVALID_DESTINATION", p+".productDestinationId", "must be the numeric conversion action ID")
+		} else if msg := f.Lookup.destinationProblem(str(field(obj(field(dm, "operatingAccount", "operating_account")), "accountId", "account_id")), pid, f.marker()); msg != "" {
+			bad("INVALID_DESTINATION", p+".productDestinationId", msg)
 		}
 		if ref := str(dm["reference"]); ref != "" {
 			refs[ref] = true

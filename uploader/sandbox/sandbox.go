@@ -99,6 +99,9 @@ type Faults struct {
 	// UNAUTHENTICATED, Meta OAuthException 190/463, TikTok code 40105, Microsoft 109
 	// AuthenticationTokenExpired, LinkedIn 401 EXPIRED_ACCESS_TOKEN.
 	ExpiredToken bool `json:"expired_token,omitempty"`
+
+	// Lookup shapes the read-only lookups (see LookupFaults); it applies whatever Platforms says.
+	Lookup LookupFaults `json:"lookup,omitempty"`
 }
 
 // KeyCount is what happened to one dedup key.
@@ -271,6 +274,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.handleAds(w, r, parts[0], parts[2])
 		case len(parts) == 3 && parts[2] == "events":
 			s.handleMeta(w, r, parts[0], parts[1])
+		case len(parts) == 4 && parts[1] == "customers" && parts[3] == "googleAds:search":
+			s.handleAdsSearch(w, r, parts[0], parts[2])
+		case len(parts) == 2 && r.Method == http.MethodGet:
+			s.handleMetaDataset(w, r, parts[0], parts[1])
 		default:
 			http.NotFound(w, r)
 		}
@@ -333,7 +340,7 @@ func (s *Server) draw(p string) (fault, Faults) {
 			in = in || q == p
 		}
 		if !in {
-			return noFault, Faults{RejectMarker: f.RejectMarker, RejectKeys: f.RejectKeys, AsyncRejectKeys: f.AsyncRejectKeys, TooRecentGoals: f.TooRecentGoals}
+			return noFault, Faults{RejectMarker: f.RejectMarker, RejectKeys: f.RejectKeys, AsyncRejectKeys: f.AsyncRejectKeys, TooRecentGoals: f.TooRecentGoals, Lookup: f.Lookup}
 		}
 	}
 	x := s.rng.Float64()

@@ -65,7 +65,7 @@ func (s *Server) handleTikTok(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	srcID := str(req["event_source_id"])
-	if !digits.MatchString(srcID) {
+	if !digits.MatchString(srcID) || f.Lookup.unknownDataset(srcID) {
 		invalid("event_source_id: Not a valid event set ID")
 		return
 	}
