@@ -32,6 +32,8 @@ type Target struct {
 	// CompileMappings calls it once per destination and name. Nil compiles offline: a name
 	// is only checked to be allowed, and stays unresolved.
 	Resolve func(name string) (id string, err error)
+	// API names the platform's API in messages ("the Meta Conversions API"); "" = Platform.
+	API string
 }
 
 // retractSuffix is appended to a rule's name to key its retraction rows. Rule names cannot

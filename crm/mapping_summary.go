@@ -27,6 +27,13 @@ func (m *Mapping) Summary() string {
 				fmt.Fprintf(&b, ", value %s", d.value.summary())
 			}
 			b.WriteString("\n")
+			if r.rule.RetractOn != nil && !d.target.Retracts {
+				api := d.target.API
+				if api == "" {
+					api = d.platform
+				}
+				fmt.Fprintf(&b, "     ! retract_on has no effect on %s: %s has no retraction (its retraction rows end skipped, retraction_unsupported)\n", d.name, api)
+			}
 		}
 	}
 	return b.String()

@@ -68,7 +68,7 @@ func TestDestinationConfigValidate(t *testing.T) {
 			[]string{"destinations.x.batch_size: must be between 1 and 1000 for meta, got 1001"}},
 		{"click window over 90 days", google + ", click_window: 2184h}",
 			[]string{"destinations.x.click_window: must be between"}},
-		{"unknown platform", "{platform: myspace}", []string{`unknown platform "myspace" (want one of google, google_ads, meta, tiktok`}},
+		{"unknown platform", "{platform: myspace}", []string{`unknown platform "myspace" (want one of google, google_ads, linkedin, meta, microsoft, tiktok`}},
 		{"a key of another platform", google + ", test_event_code: TEST1}",
 			[]string{"destinations.x.test_event_code: unknown key for platform google (line 1)"}},
 		{"secret on the wrong platform is not echoed", "{platform: tiktok, event_source_id: '7', access_token: t, refresh_token: rt-secret}",

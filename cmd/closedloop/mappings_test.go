@@ -42,6 +42,7 @@ func TestMappingsCheckPrintsSummary(t *testing.T) {
 	require.Contains(t, out, "  value:      amount x 0.3, currency from currency else USD\n")
 	require.Contains(t, out, "  -> google-main (google): conversion action 987654321\n")
 	require.Contains(t, out, "  -> meta-crm (meta): event \"Purchase\", value amount, currency from currency\n")
+	require.Contains(t, out, "     ! retract_on has no effect on meta-crm: the Meta Conversions API has no retraction", "never silently")
 }
 
 func TestMappingsCheckReportsEveryError(t *testing.T) {

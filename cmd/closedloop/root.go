@@ -17,7 +17,7 @@ func newRootCmd() *cobra.Command {
 		Short: "Upload CRM stage changes as deduplicated offline conversions to ad platforms",
 		Long: `closedloop reads CRM stage changes and identity captures from Kafka, joins each
 conversion to the click IDs and hashed identifiers stored for the lead, and uploads it once,
-valued and deduplicated, to Google, Meta and TikTok.`,
+valued and deduplicated, to Google, Meta, TikTok, Microsoft Advertising and LinkedIn.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

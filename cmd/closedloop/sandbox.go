@@ -18,10 +18,11 @@ func newSandboxCmd() *cobra.Command {
 	var statusDelay time.Duration
 	cmd := &cobra.Command{
 		Use:   "sandbox [--listen 127.0.0.1:8089] [--faults JSON] [--seed N]",
-		Short: "Run the local platform sandbox (Google, Meta, TikTok endpoints with faults and dedup counts)",
+		Short: "Run the local platform sandbox (Google, Meta, TikTok, Microsoft, LinkedIn endpoints with faults and dedup counts)",
 		Long: `sandbox serves emulations of the Google Data Manager and Ads APIs (with an OAuth token
-endpoint at /token), the Meta Conversions API and the TikTok Events API. Point a destination's
-base_url (and, for Google, token_url = <url>/token) at it. GET /sandbox/counts shows what was
+endpoint at /token), the Meta Conversions API, the TikTok Events API, Microsoft Advertising
+OfflineConversions/Apply and the LinkedIn Conversions API. Point a destination's base_url (and,
+for Google, Microsoft and a LinkedIn refresh token, token_url = <url>/token) at it. GET /sandbox/counts shows what was
 received and what took effect per dedup key; POST /sandbox/faults changes the faults, e.g.
   curl -d '{"share_5xx":0.1,"share_429":0.1,"retry_after_seconds":2}' http://127.0.0.1:8089/sandbox/faults`,
 		Args: cobra.NoArgs,

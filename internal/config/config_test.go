@@ -22,6 +22,10 @@ func exampleEnv(name string) (string, bool) {
 		"META_ACCESS_TOKEN":          "EAAB-token",
 		"TIKTOK_EVENT_SOURCE_ID":     "7123456789012345678",
 		"TIKTOK_ACCESS_TOKEN":        "tt-token",
+		"MICROSOFT_DEVELOPER_TOKEN":  "ms-dev-token",
+		"MICROSOFT_CLIENT_ID":        "ms-client",
+		"MICROSOFT_REFRESH_TOKEN":    "ms-refresh",
+		"LINKEDIN_ACCESS_TOKEN":      "li-token",
 		"HUBSPOT_CLIENT_SECRET":      "hs-secret",
 		"PIPEDRIVE_WEBHOOK_PASSWORD": "pd-password",
 		"CLOSE_SIGNATURE_KEY":        "00112233445566778899aabbccddeeff",
@@ -43,7 +47,7 @@ func TestExampleLoadsAndValidates(t *testing.T) {
 	require.Equal(t, "postgres", cfg.Store.Driver)
 	require.Equal(t, "postgres://closedloop@127.0.0.1:5432/closedloop", cfg.Store.DSN)
 	require.Equal(t, "s3cret", cfg.Destinations["google-main"].Settings.(*google.Settings).ClientSecret)
-	require.Len(t, cfg.Destinations, 4)
+	require.Len(t, cfg.Destinations, 6)
 	require.Len(t, cfg.Mappings, 2)
 	require.Equal(t, 30*time.Second, cfg.Uploader.StatusPollInterval)
 	require.Equal(t, 1000, cfg.Uploader.StatusPollLimit)

@@ -139,9 +139,9 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		return res, err
 	}
 	fmt.Fprintf(out, "\nSandbox (what the platforms took, by dedup key):\n")
-	for _, p := range []string{"google", "meta", "tiktok"} {
+	for _, p := range []string{"google", "meta", "tiktok", "microsoft", "linkedin"} {
 		c := res.Sandbox[p]
-		fmt.Fprintf(out, "  %-7s requests %3d  events received %3d  took effect %3d  duplicates dropped %d\n", p, c.Requests, c.Received, c.AcceptedUnique, c.Duplicates)
+		fmt.Fprintf(out, "  %-9s requests %3d  events received %3d  took effect %3d  duplicates dropped %d\n", p, c.Requests, c.Received, c.AcceptedUnique, c.Duplicates)
 	}
 	fmt.Fprintf(out, "Dead-letter topic: %d message(s) (the malformed one)\n", res.DeadLetters)
 	if len(res.Mismatches) == 0 {

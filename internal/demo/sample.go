@@ -47,6 +47,9 @@ var SampleTruth = []Truth{
 	{Destination: "google-ads", Conversion: "987654321", Created: 9, Accepted: 6, Skipped: 2, Awaiting: 1},
 	{Destination: "meta-crm", Conversion: "Purchase", Created: 9, Accepted: 5, Expired: 1, Skipped: 2, Awaiting: 1},
 	{Destination: "tiktok-crm", Conversion: "CompletePayment", Created: 9, Accepted: 6, Skipped: 2, Awaiting: 1},
+	// Microsoft (90-day window) and LinkedIn (90 days) take H; both match on the hashed email.
+	{Destination: "microsoft-crm", Conversion: "Closed Won", Created: 9, Accepted: 6, Skipped: 2, Awaiting: 1},
+	{Destination: "linkedin-crm", Conversion: "123456", Created: 9, Accepted: 6, Skipped: 2, Awaiting: 1},
 }
 
 // SampleDeadLetters is how many messages of the sample go to the dead-letter topic.
@@ -123,8 +126,9 @@ func Sample(now time.Time) (first, later []Message) {
 	first = []Message{
 		// Identities captured at lead time.
 		identityMsg(capture{Subject: subject("relay", "deal", "D-1001"), CapturedAt: rfc(captured),
-			ClickIDs: clicks("gclid", "Cj0KCQiA-demoA", "fbclid", "IwAR-demoA", "ttclid", "E.C.P.demoA"),
-			Email:    "Ada.Lovelace@example.com", Phone: "(415) 555-0101", FirstName: "Ada", Country: "US",
+			ClickIDs: clicks("gclid", "Cj0KCQiA-demoA", "fbclid", "IwAR-demoA", "ttclid", "E.C.P.demoA",
+				"msclkid", "d3m0a0000000000000000000000000aa", "li_fat_id", "d3m0a000-0000-4000-8000-0000000000aa"),
+			Email: "Ada.Lovelace@example.com", Phone: "(415) 555-0101", FirstName: "Ada", Country: "US",
 			IP: "203.0.113.10", UserAgent: "Mozilla/5.0 (demo)", Consent: granted}),
 		identityMsg(capture{Subject: subject("relay", "deal", "D-1002"), CapturedAt: rfc(captured),
 			ClickIDs: clicks("gclid", "Cj0KCQiA-demoB"), Email: "grace.hopper@example.com", Consent: granted}),

@@ -13,7 +13,9 @@ import (
 	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/linkedin"
 	"github.com/closedloop/closedloop/uploader/meta"
+	"github.com/closedloop/closedloop/uploader/microsoft"
 	"github.com/closedloop/closedloop/uploader/tiktok"
 )
 
@@ -23,6 +25,8 @@ var All = []uploader.Spec{
 	google.AdsSpec(),
 	meta.Spec(),
 	tiktok.Spec(),
+	microsoft.Spec(),
+	linkedin.Spec(),
 }
 
 // Lookup returns the platform named name.
@@ -56,7 +60,7 @@ func Target(name string) crm.Target {
 	if !ok {
 		return crm.Target{Platform: name}
 	}
-	return crm.Target{Platform: s.Name, Noun: s.ConversionNoun, Check: s.CheckConversion, Retracts: s.Retracts, ResolvesNames: s.ResolvesNames}
+	return crm.Target{Platform: s.Name, Noun: s.ConversionNoun, Check: s.CheckConversion, Retracts: s.Retracts, ResolvesNames: s.ResolvesNames, API: s.API}
 }
 
 // Targets describes each destination (name → platform) for the stage mappings.

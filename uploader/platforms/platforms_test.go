@@ -23,6 +23,8 @@ func TestNew(t *testing.T) {
 		{"google-ads", "google_ads", 2000, false, true},
 		{"meta-main", "meta", 1000, false, false},
 		{"tiktok", "tiktok", 1000, false, false},
+		{"microsoft-crm", "microsoft", 1000, false, false},
+		{"linkedin-crm", "linkedin", 5000, false, false},
 	}
 	for _, tc := range cases {
 		p, err := platforms.New(tc.name, uploader.DestinationConfig{Platform: tc.platform}, zaptest.NewLogger(t))
@@ -68,5 +70,5 @@ func TestRegistry(t *testing.T) {
 			require.True(t, s.Versions[0].Sunset.IsZero() || s.Versions[0].Sunset.After(time.Now()), "%s: the default version is not sunset", s.Name)
 		}
 	}
-	require.Equal(t, []string{"google", "google_ads", "meta", "tiktok"}, platforms.Names())
+	require.Equal(t, []string{"google", "google_ads", "linkedin", "meta", "microsoft", "tiktok"}, platforms.Names())
 }

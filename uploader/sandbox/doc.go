@@ -8,6 +8,9 @@
 //	POST /{v}/customers/{cid}:uploadConversionAdjustments
 //	POST /{v}/{dataset_id}/events                    Meta Conversions API
 //	POST /open_api/v1.3/event/track/                 TikTok Events API
+//	POST /CampaignManagement/v13/OfflineConversions/Apply  Microsoft Advertising (PartialErrors per row)
+//	POST /rest/conversionEvents                      LinkedIn Conversions API (BATCH_CREATE)
+//	POST /common/oauth2/v2.0/token, /oauth/v2/accessToken  the same token endpoint as /token
 //	GET  /sandbox/counts   POST /sandbox/reset   GET|POST /sandbox/faults
 //
 // Each endpoint checks auth the way the platform does, validates the body against the

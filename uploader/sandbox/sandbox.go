@@ -25,6 +25,8 @@ const (
 	GoogleAds = "google_ads"
 	Meta      = "meta"
 	TikTok    = "tiktok"
+	Microsoft = "microsoft"
+	LinkedIn  = "linkedin"
 )
 
 // DefaultRejectMarker is the event name (Meta event_name, TikTok event, Google conversion
@@ -47,6 +49,12 @@ type Options struct {
 	MetaAccessToken   string // when set, the only accepted Meta token
 	TikTokAccessToken string // when set, the only accepted TikTok token
 
+	MicrosoftDeveloperToken string   // when set, the only accepted Microsoft DeveloperToken
+	MicrosoftGoals          []string // when set, the only offline conversion goal names that exist
+	// LinkedInAccessToken, when set, is also accepted as a LinkedIn token besides those the
+	// token endpoint issued (a LinkedIn app without programmatic refresh uses a fixed one).
+	LinkedInAccessToken string
+
 	// StatusDelay is how long a Data Manager request reports PROCESSING.
 	StatusDelay time.Duration
 
@@ -55,7 +63,8 @@ type Options struct {
 
 // Faults are injected failures. Shares are probabilities in [0,1] drawn per request.
 type Faults struct {
-	// Platforms limits the faults to these platforms (google, google_ads, meta, tiktok);
+	// Platforms limits the faults to these platforms (google, google_ads, meta, tiktok,
+	// microsoft, linkedin);
 	// empty means all.
 	Platforms []string `json:"platforms,omitempty"`
 
@@ -82,8 +91,13 @@ type Faults struct {
 	// (PROCESSING_ERROR_REASON_INVALID_EVENT) in requestStatus.
 	AsyncRejectKeys []string `json:"async_reject_keys,omitempty"`
 
+	// TooRecentGoals: Microsoft answers rows of these offline conversion goals with
+	// OfflineConversionGoalTooRecent (created less than two hours ago).
+	TooRecentGoals []string `json:"too_recent_goals,omitempty"`
+
 	// ExpiredToken answers every API call as if the access token had expired: Google 401
-	// UNAUTHENTICATED, Meta OAuthException 190/463, TikTok code 40105.
+	// UNAUTHENTICATED, Meta OAuthException 190/463, TikTok code 40105, Microsoft 109
+	// AuthenticationTokenExpired, LinkedIn 401 EXPIRED_ACCESS_TOKEN.
 	ExpiredToken bool `json:"expired_token,omitempty"`
 
 	// Lookup shapes the read-only lookups (see LookupFaults); it applies whatever Platforms says.
@@ -147,6 +161,8 @@ func New(opts Options, log *zap.Logger) *Server {
 			GoogleAds: schema.MustLoad(schema.GoogleAds),
 			Meta:      schema.MustLoad(schema.Meta),
 			TikTok:    schema.MustLoad(schema.TikTok),
+			Microsoft: schema.MustLoad(schema.Microsoft),
+			LinkedIn:  schema.MustLoad(schema.LinkedIn),
 		},
 		rng:    rand.New(rand.NewPCG(uint64(opts.Seed), 0x5eed)),
 		faults: opts.Faults,
@@ -158,7 +174,7 @@ func New(opts Options, log *zap.Logger) *Server {
 func (s *Server) resetLocked() {
 	s.tokens = map[string]time.Time{}
 	s.counts = map[string]*Counts{}
-	for _, p := range []string{Google, GoogleAds, Meta, TikTok} {
+	for _, p := range []string{Google, GoogleAds, Meta, TikTok, Microsoft, LinkedIn} {
 		s.counts[p] = &Counts{Keys: map[string]*KeyCount{}}
 	}
 	s.dmReqs = map[string]*dmRequestState{}
@@ -232,8 +248,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
 	switch {
-	case path == "/token":
-		s.handleToken(w, r)
+	case path == "/token", path == "/common/oauth2/v2.0/token", path == "/oauth/v2/accessToken":
+		s.handleToken(w, r) // Google's, the Microsoft identity platform's and LinkedIn's paths
+	case path == "/CampaignManagement/v13/OfflineConversions/Apply":
+		s.handleMicrosoft(w, r)
+	case path == "/rest/conversionEvents":
+		s.handleLinkedIn(w, r)
 	case path == "/sandbox/counts":
 		writeJSON(w, http.StatusOK, s.Counts())
 	case path == "/sandbox/reset" && r.Method == http.MethodPost:
@@ -320,7 +340,7 @@ func (s *Server) draw(p string) (fault, Faults) {
 			in = in || q == p
 		}
 		if !in {
-			return noFault, Faults{RejectMarker: f.RejectMarker, RejectKeys: f.RejectKeys, AsyncRejectKeys: f.AsyncRejectKeys, Lookup: f.Lookup}
+			return noFault, Faults{RejectMarker: f.RejectMarker, RejectKeys: f.RejectKeys, AsyncRejectKeys: f.AsyncRejectKeys, TooRecentGoals: f.TooRecentGoals, Lookup: f.Lookup}
 		}
 	}
 	x := s.rng.Float64()

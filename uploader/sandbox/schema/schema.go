@@ -29,6 +29,8 @@ const (
 	GoogleAds         = "google_ads_upload"
 	Meta              = "meta_capi"
 	TikTok            = "tiktok_events"
+	Microsoft         = "microsoft_offline_conversions"
+	LinkedIn          = "linkedin_conversions"
 )
 
 // Field is one field of a message as the facts describe it.
@@ -292,6 +294,9 @@ func (s *Schema) typeProblem(t string, f Field, path string, v any, out *[]Viola
 			}
 			if f.Format == "unix_seconds" && (i < 0 || i > 1e11) {
 				return "must be Unix seconds, got " + n.String()
+			}
+			if f.Format == "unix_millis" && (i < 1e12 || i >= 1e13) {
+				return "must be Unix milliseconds (13 digits), got " + n.String()
 			}
 			return ""
 		case string:

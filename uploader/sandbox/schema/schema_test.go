@@ -15,7 +15,7 @@ import (
 // The embedded facts are a copy of the repository's testdata/schemas; keep them equal.
 func TestFactsMatchTestdata(t *testing.T) {
 	t.Parallel()
-	for _, name := range []string{schema.GoogleDataManager, schema.GoogleAds, schema.Meta, schema.TikTok} {
+	for _, name := range []string{schema.GoogleDataManager, schema.GoogleAds, schema.Meta, schema.TikTok, schema.Microsoft, schema.LinkedIn} {
 		embedded, err := os.ReadFile(filepath.Join("facts", name+".json"))
 		require.NoError(t, err)
 		repo, err := os.ReadFile(filepath.Join("..", "..", "..", "testdata", "schemas", name+".json"))
@@ -51,6 +51,13 @@ func TestViolations(t *testing.T) {
 		{"tiktok single string for a list", schema.TikTok, `{"event_source":"crm","event_source_id":"1","data":[{"event":"x","event_time":1,"user":{"email":"` + hash + `"}}]}`, ""},
 		{"tiktok event_source enum", schema.TikTok, `{"event_source":"server","event_source_id":"1","data":[{"event":"x","event_time":1}]}`, "must be one of"},
 		{"ads customerId lives in the path", schema.GoogleAds, `{"conversions":[{"orderId":"o"}],"partialFailure":true}`, ""},
+		{"microsoft valid", schema.Microsoft, `{"OfflineConversions":[{"ConversionName":"Closed Won","ConversionTime":"2026-10-14T13:02:11Z","HashedEmailAddress":"` + hash + `"}]}`, ""},
+		{"microsoft time without zone", schema.Microsoft, `{"OfflineConversions":[{"ConversionName":"x","ConversionTime":"2026-10-14T13:02:11"}]}`, "RFC 3339"},
+		{"microsoft name required", schema.Microsoft, `{"OfflineConversions":[{"ConversionTime":"2026-10-14T13:02:11Z"}]}`, "ConversionName: required"},
+		{"linkedin valid", schema.LinkedIn, `{"elements":[{"conversion":"urn:lla:llaPartnerConversion:1","conversionHappenedAt":1791982931000,"conversionValue":{"currencyCode":"EUR","amount":"1.0"},"user":{"userIds":[{"idType":"SHA256_EMAIL","idValue":"` + hash + `"}]}}]}`, ""},
+		{"linkedin seconds for millis", schema.LinkedIn, `{"elements":[{"conversion":"c","conversionHappenedAt":1791982931,"user":{"userIds":[]}}]}`, "milliseconds"},
+		{"linkedin amount as number", schema.LinkedIn, `{"elements":[{"conversion":"c","conversionHappenedAt":1791982931000,"conversionValue":{"currencyCode":"EUR","amount":1},"user":{"userIds":[]}}]}`, "must be a string"},
+		{"linkedin id type", schema.LinkedIn, `{"elements":[{"conversion":"c","conversionHappenedAt":1791982931000,"user":{"userIds":[{"idType":"EMAIL","idValue":"x"}]}}]}`, "must be one of"},
 		{"ads consent enum", schema.GoogleAds, `{"conversions":[{"consent":{"adUserData":"CONSENT_GRANTED"}}],"partialFailure":true}`, "must be one of"},
 	}
 	for _, tc := range cases {
