@@ -190,8 +190,8 @@ func (d thinData) closeWebhook(i int, at time.Time) kafka.Message {
 			"id": fmt.Sprintf("ev_e2e%04d", i), "action": "updated", "object_type": "opportunity",
 			"object_id": d.closeOpp(i), "lead_id": d.closeLead(i), "date_created": ts, "date_updated": ts,
 			"organization_id": "orga_e2e", "user_id": "user_e2e",
-			"changed_fields":  []string{"date_updated", "status_id", "status_label", "status_type"},
-			"previous_data":   map[string]any{"status_type": "active", "status_id": "stat_active", "status_label": "Active"},
+			"changed_fields": []string{"date_updated", "status_id", "status_label", "status_type"},
+			"previous_data":  map[string]any{"status_type": "active", "status_id": "stat_active", "status_label": "Active"},
 			"data": map[string]any{
 				"id": d.closeOpp(i), "lead_id": d.closeLead(i), "contact_id": d.closeFirst(i),
 				"status_type": "won", "status_id": "stat_won", "status_label": "Won",
