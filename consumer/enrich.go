@@ -21,3 +21,12 @@ func routeEnrichment(c *store.Conversion, pl crm.Planned, enriches func(source s
 		c.State, c.Reason = store.StateAwaitingEnrichment, store.ReasonEnrichmentPending
 	}
 }
+
+// RowRouted is Row followed by the pipeline's enrichment routing: a row that would wait for
+// the CRM's API (enriches says which sources a connection enriches; nil = none) comes back
+// in state awaiting_enrichment. `mappings explain` uses it to say what enrichment supplies.
+func RowRouted(sc crm.StageChange, pl crm.Planned, ids map[string]store.Identity, replay bool, enriches func(source string) bool) store.Conversion {
+	row := Row(sc, pl, ids, replay)
+	routeEnrichment(&row, pl, enriches)
+	return row
+}

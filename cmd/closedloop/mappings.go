@@ -66,6 +66,7 @@ func newMappingsCheckCmd() *cobra.Command {
 func newMappingsExplainCmd() *cobra.Command {
 	var (
 		path, payloadPath, format, identitiesPath, nowFlag string
+		withEnrich                                         bool
 	)
 	cmd := &cobra.Command{
 		Use:   "explain --config FILE --payload FILE",
@@ -73,7 +74,13 @@ func newMappingsExplainCmd() *cobra.Command {
 		Long: `explain decodes a CRM payload, plans the conversions the mappings ask for, joins them to the
 identities in --identities (JSON lines of identity captures, optional), checks each against its
 platform's rules at --now, and prints the request body the uploader would send. Nothing is
-written anywhere and nothing is sent; credentials in the config are never used or printed.`,
+written anywhere and nothing is sent; credentials in the config are never used or printed.
+
+A conversion the worker would leave awaiting_enrichment (a CRM connection under crms: enriches
+its source, and the payload lacks the value field or any identifier) says so, with the fields
+the CRM's API would supply. With --enrich, explain reads the deal and its contacts from that
+connection (its base_url: the CRM, or the CRM emulator of 'closedloop demo'), with its token,
+reads only, and shows what was fetched (contacts hashed) and the resulting request bodies.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !slices.Contains(crm.Formats, format) {
@@ -105,7 +112,7 @@ written anywhere and nothing is sent; credentials in the config are never used o
 			}
 			out, err := explain(cmd.Context(), explainInput{
 				cfg: cfg, format: format, payload: payload, captures: captures, now: now,
-				normalizer: n, newPlatform: platforms.New, warn: cmd.ErrOrStderr(),
+				normalizer: n, newPlatform: platforms.New, warn: cmd.ErrOrStderr(), enrich: withEnrich,
 			})
 			if err != nil {
 				return err
@@ -121,6 +128,7 @@ written anywhere and nothing is sent; credentials in the config are never used o
 	cmd.Flags().StringVar(&format, "format", crm.FormatCanonical, "payload format: "+strings.Join(crm.Formats, "|"))
 	cmd.Flags().StringVar(&identitiesPath, "identities", "", "identity captures to join, one JSON object per line")
 	cmd.Flags().StringVar(&nowFlag, "now", "", "the clock for age windows, RFC 3339 (default: now)")
+	cmd.Flags().BoolVar(&withEnrich, "enrich", false, "fetch what a thin stage change lacks from its CRM connection (reads only)")
 	_ = cmd.MarkFlagRequired("config")
 	_ = cmd.MarkFlagRequired("payload")
 	return cmd
@@ -177,6 +185,8 @@ type explainConversion struct {
 	Currency    string          `json:"currency"`
 	OccurredAt  time.Time       `json:"occurred_at"`
 	Request     *explainRequest `json:"request,omitempty"`
+	// Enrichment is set when the worker would fetch from a CRM connection first.
+	Enrichment *explainEnrichment `json:"enrichment,omitempty"`
 }
 
 type explainRequest struct {
@@ -201,6 +211,7 @@ type explainInput struct {
 	normalizer  pii.Normalizer
 	newPlatform platformFactory
 	warn        io.Writer // decode problems of single events go here
+	enrich      bool      // fetch from the CRM connections what thin stage changes lack
 }
 
 // explain runs the pipeline on one payload without a store or network: decode, plan, join,
@@ -246,6 +257,9 @@ func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
 		if len(planned) == 0 {
 			continue
 		}
+		var fetched *explainFetched // sc's enrichment, fetched once for all its rows
+		var enrichedSC crm.StageChange
+		var enrichedIDs map[string]store.Identity
 		for _, p := range planned {
 			p := p
 			dest, ok := in.cfg.Destinations[p.Destination]
@@ -260,7 +274,26 @@ func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
 				}
 				platformsByDest[p.Destination] = platform
 			}
-			row := consumer.Row(sc, p, bySubject, false)
+			row := consumer.RowRouted(sc, p, bySubject, false, in.cfg.CRMs.Enriches)
+			var enr *explainEnrichment
+			if row.State == store.StateAwaitingEnrichment {
+				enr = enrichmentFor(in.cfg.CRMs, sc, p, row)
+				if in.enrich {
+					if fetched == nil {
+						var captures []store.IdentityCapture
+						fetched, enrichedSC, captures, err = enrichedChange(ctx, in.cfg.CRMs, sc, in.normalizer, in.now)
+						if err != nil {
+							return nil, err
+						}
+						enrichedIDs = bySubjectKey(append(append([]store.IdentityCapture{}, in.captures...), captures...))
+					}
+					enr.Fetched = fetched
+					if fetched.Found {
+						p = replanned(mapping, enrichedSC, p)
+						row = consumer.Row(enrichedSC, p, enrichedIDs, false)
+					}
+				}
+			}
 			ec := explainConversion{
 				Rule: p.Rule, Destination: p.Destination, Platform: p.Platform, Key: p.Key,
 				RetractsKey: p.RetractsKey, Currency: p.Currency, OccurredAt: p.OccurredAt.UTC(),
@@ -269,7 +302,15 @@ func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
 			if p.Value != nil {
 				ec.Value = json.RawMessage(p.Value.String())
 			}
-			ec.State, ec.Reason, ec.Request, err = explainRow(ctx, platform, &row, p, in.now)
+			ec.Enrichment = enr
+			switch {
+			case enr != nil && enr.Fetched != nil && !enr.Fetched.Found:
+				ec.State, ec.Reason = store.StateUnmatched, store.ReasonCRMRecordNotFound
+			case row.State == store.StateAwaitingEnrichment:
+				ec.State, ec.Reason = store.StateAwaitingEnrichment, reasonEnrichmentPending
+			default:
+				ec.State, ec.Reason, ec.Request, err = explainRow(ctx, platform, &row, p, in.now)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("destinations.%s: rule %s: %w", p.Destination, p.Rule, err)
 			}

@@ -147,6 +147,20 @@ func (s *Server) MaxReads(crm, kind string) (most, objects int) {
 	return most, objects
 }
 
+// TotalReads is how many times crm returned objects of kind, all ids together.
+func (s *Server) TotalReads(crm, kind string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prefix := crm + "/" + kind + "/"
+	n := 0
+	for k, c := range s.reads {
+		if strings.HasPrefix(k, prefix) {
+			n += c
+		}
+	}
+	return n
+}
+
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // begin counts the request, checks auth and applies the next fault; false means the

@@ -10,6 +10,8 @@ import (
 	_ "embed"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/closedloop/closedloop/internal/config"
+	"github.com/closedloop/closedloop/internal/crmsandbox"
 	"github.com/closedloop/closedloop/internal/devbroker"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 )
@@ -37,6 +40,9 @@ type Env struct {
 	broker  *devbroker.Broker
 	sandbox *sandbox.Server
 	sbURL   string
+	crm     *crmsandbox.Server // the CRM emulator the enricher reads
+	crmSrv  *http.Server
+	crmURL  string
 	cfg     *config.Config
 	cfgPath string
 }
@@ -61,10 +67,22 @@ func Start(ctx context.Context, log *zap.Logger) (*Env, error) {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	e.sbURL = addr
+	e.crm = crmsandbox.New()
+	SeedCRM(e.crm)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.Close()
+		return nil, fmt.Errorf("crm emulator: %w", err)
+	}
+	e.crmSrv = &http.Server{Handler: e.crm, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = e.crmSrv.Serve(ln) }()
+	e.crmURL = "http://" + ln.Addr().String()
 	vars := map[string]string{
-		"DEMO_BROKER":  e.broker.Addrs()[0],
-		"DEMO_SANDBOX": e.sbURL,
-		"DEMO_DB":      filepath.Join(dir, "closedloop.db"),
+		"DEMO_BROKER":        e.broker.Addrs()[0],
+		"DEMO_SANDBOX":       e.sbURL,
+		"DEMO_DB":            filepath.Join(dir, "closedloop.db"),
+		"DEMO_CRM":           e.crmURL,
+		"DEMO_HUBSPOT_TOKEN": crmsandbox.HubSpotToken,
 	}
 	lookup := func(k string) (string, bool) { v, ok := vars[k]; return v, ok }
 	if _, err := config.Parse([]byte(demoYAML), lookup); err != nil {
@@ -102,6 +120,12 @@ func (e *Env) SandboxURL() string { return e.sbURL }
 // Sandbox is the running platform sandbox.
 func (e *Env) Sandbox() *sandbox.Server { return e.sandbox }
 
+// CRM is the running CRM emulator (HubSpot, Pipedrive, Close APIs) the enricher reads.
+func (e *Env) CRM() *crmsandbox.Server { return e.crm }
+
+// CRMURL is the CRM emulator's base URL.
+func (e *Env) CRMURL() string { return e.crmURL }
+
 // PrintHowTo returns a callback for worker.Options.Listening that tells a person how to
 // publish more messages and where the admin endpoints are.
 func (e *Env) PrintHowTo(w io.Writer) func(addr string) {
@@ -111,6 +135,7 @@ func (e *Env) PrintHowTo(w io.Writer) func(addr string) {
 closedloop is running on embedded defaults (nothing leaves this machine).
   status page   http://%[1]s/        metrics http://%[1]s/metrics   ready http://%[1]s/readyz
   sandbox       %[2]s/sandbox/counts  (what the "platforms" accepted, per dedup key)
+  CRM emulator  %[9]s  (HubSpot, Pipedrive, Close APIs the enricher reads)
   config        %[3]s  (edit the mappings: they reload live)
 Publish more with kcat:
   echo '{"source":"relay","object_type":"deal","object_id":"D-2001","stage":"won","status":"won","occurred_at":"%[5]s","amount":990,"currency":"USD","email":"buyer@example.com"}' \
@@ -119,7 +144,7 @@ Publish more with kcat:
   kcat -P -b %[4]s -t %[7]s FILE.jsonl       # identity captures, one JSON per line
   kcat -C -b %[4]s -t %[8]s -J -e            # the dead letters, with their reasons
 Stop with Ctrl-C.
-`, addr, e.sbURL, e.cfgPath, b, time.Now().UTC().Add(-time.Hour).Format(time.RFC3339), StageTopic, IdentityTopic, DeadLetterTopic)
+`, addr, e.sbURL, e.cfgPath, b, time.Now().UTC().Add(-time.Hour).Format(time.RFC3339), StageTopic, IdentityTopic, DeadLetterTopic, e.crmURL)
 	}
 }
 
@@ -128,6 +153,11 @@ func (e *Env) Close() {
 	if e.sandbox != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = e.sandbox.Shutdown(ctx)
+		cancel()
+	}
+	if e.crmSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = e.crmSrv.Shutdown(ctx)
 		cancel()
 	}
 	if e.broker != nil {

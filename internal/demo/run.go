@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/closedloop/closedloop/internal/crmsandbox"
 	"github.com/closedloop/closedloop/internal/report"
 	"github.com/closedloop/closedloop/internal/worker"
 	"github.com/closedloop/closedloop/store"
@@ -42,6 +44,9 @@ type Result struct {
 	Sandbox     map[string]sandbox.Counts
 	DeadLetters int
 	Mismatches  []string // differences from SampleTruth and from the sandbox; empty is success
+	// Enriched are lead K's conversions (the thin HubSpot deal), one per destination.
+	Enriched    []store.Conversion
+	CRMRequests int // HubSpot API requests the CRM emulator answered
 }
 
 // Run starts the embedded environment and the real worker, publishes the sample, waits for
@@ -129,6 +134,12 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		return res, err
 	}
 	res.Mismatches = check(res)
+	res.Enriched, err = enrichedThinDeal(ctx, st)
+	if err != nil {
+		return res, err
+	}
+	res.Mismatches = append(res.Mismatches, checkEnriched(res.Enriched)...)
+	res.CRMRequests = env.CRM().Requests(crmsandbox.HubSpot)
 
 	out := opts.Out
 	fmt.Fprintf(out, "\nclosedloop demo: %d identity captures and stage changes (4 CRM formats) through the real worker\n", len(first)+len(later))
@@ -144,6 +155,14 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		fmt.Fprintf(out, "  %-9s requests %3d  events received %3d  took effect %3d  duplicates dropped %d\n", p, c.Requests, c.Received, c.AcceptedUnique, c.Duplicates)
 	}
 	fmt.Fprintf(out, "Dead-letter topic: %d message(s) (the malformed one)\n", res.DeadLetters)
+	fmt.Fprintf(out, "Thin HubSpot deal %s: enriched from the CRM emulator (%d HubSpot API requests),\n", ThinDealID, res.CRMRequests)
+	for _, c := range res.Enriched {
+		v := "no value"
+		if c.Value != nil {
+			v = fmt.Sprintf("%g %s", *c.Value, c.Currency)
+		}
+		fmt.Fprintf(out, "  %-10s %-16s %-8s value %s\n", c.Destination, c.ConversionName, c.State, v)
+	}
 	if len(res.Mismatches) == 0 {
 		fmt.Fprintln(out, "\nEvery count matches the sample's known truth and the sandbox's own counts.")
 	} else {
@@ -276,14 +295,14 @@ func countTopic(ctx context.Context, c *kafka.Client, topic string) (int, error)
 	return n, nil
 }
 
-// waitSettled waits until no conversion is ready, in flight or sent (awaiting identity and
-// terminal states are settled).
+// waitSettled waits until no conversion is awaiting enrichment, ready, in flight or sent
+// (awaiting identity and terminal states are settled).
 func waitSettled(ctx context.Context, st *store.Store) error {
 	for {
 		byDest, err := st.CountByState(ctx)
 		busy := 0
 		for _, states := range byDest {
-			busy += states[store.StateReady] + states[store.StateInFlight] + states[store.StateSent]
+			busy += states[store.StateReady] + states[store.StateInFlight] + states[store.StateSent] + states[store.StateAwaitingEnrichment]
 		}
 		if err == nil && busy == 0 {
 			return nil
@@ -294,6 +313,45 @@ func waitSettled(ctx context.Context, st *store.Store) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// enrichedThinDeal returns lead K's conversions, by destination.
+func enrichedThinDeal(ctx context.Context, st *store.Store) ([]store.Conversion, error) {
+	all, err := st.ListConversions(ctx, store.ListFilter{})
+	if err != nil {
+		return nil, err
+	}
+	var out []store.Conversion
+	for _, c := range all {
+		if c.Source == "hubspot" && c.ObjectID == ThinDealID {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Destination < out[j].Destination })
+	return out, nil
+}
+
+// checkEnriched says how lead K's conversions differ from what enrichment must give them:
+// accepted on every closed-won destination with the CRM's amount and currency.
+func checkEnriched(convs []store.Conversion) []string {
+	var out []string
+	const want = 5 // closed-won goes to google-ads, meta, tiktok, microsoft and linkedin
+	if len(convs) != want {
+		out = append(out, fmt.Sprintf("thin HubSpot deal %s: %d conversions, want %d", ThinDealID, len(convs), want))
+	}
+	for _, c := range convs {
+		switch {
+		case c.State != store.StateAccepted:
+			out = append(out, fmt.Sprintf("thin HubSpot deal %s on %s: %s (%s), want accepted", ThinDealID, c.Destination, c.State, c.Reason))
+		case c.Value == nil || *c.Value != ThinDealAmount || c.Currency != ThinDealCurrency:
+			got := "none"
+			if c.Value != nil {
+				got = fmt.Sprintf("%g", *c.Value)
+			}
+			out = append(out, fmt.Sprintf("thin HubSpot deal %s on %s: value %s %s, want %g %s", ThinDealID, c.Destination, got, c.Currency, ThinDealAmount, ThinDealCurrency))
+		}
+	}
+	return out
 }
 
 // check compares the report with SampleTruth and with the sandbox.

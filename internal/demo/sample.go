@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/closedloop/closedloop/internal/crmsandbox"
 )
 
 // The sample: ten leads whose fate is known. All email addresses are on example.com and
@@ -22,6 +24,8 @@ import (
 //	H     canonical   won 10 days ago                               → Meta expired (7-day window); others accepted
 //	I     canonical   won, no identity ever captured                → awaiting identity
 //	J     garbage     not JSON                                      → dead-letter topic
+//	K     hubspot     thin deal webhook: closedwon, no amount, no contact → enriched from the
+//	                  CRM emulator (amount, currency, contact email, gclid) → accepted everywhere
 //
 // The HubSpot batch also carries a contact lifecycle change no rule matches (counted) and
 // a deal.creation event (ignored).
@@ -43,13 +47,13 @@ type Truth struct {
 // SampleTruth is the known outcome of the sample.
 var SampleTruth = []Truth{
 	{Destination: "google-ads", Conversion: "111111111", Created: 1, Accepted: 1},
-	// A B D E F G H I, plus B's retraction.
-	{Destination: "google-ads", Conversion: "987654321", Created: 9, Accepted: 6, Skipped: 2, Awaiting: 1},
-	{Destination: "meta-crm", Conversion: "Purchase", Created: 9, Accepted: 5, Expired: 1, Skipped: 2, Awaiting: 1},
-	{Destination: "tiktok-crm", Conversion: "CompletePayment", Created: 9, Accepted: 6, Skipped: 2, Awaiting: 1},
+	// A B D E F G H I K, plus B's retraction.
+	{Destination: "google-ads", Conversion: "987654321", Created: 10, Accepted: 7, Skipped: 2, Awaiting: 1},
+	{Destination: "meta-crm", Conversion: "Purchase", Created: 10, Accepted: 6, Expired: 1, Skipped: 2, Awaiting: 1},
+	{Destination: "tiktok-crm", Conversion: "CompletePayment", Created: 10, Accepted: 7, Skipped: 2, Awaiting: 1},
 	// Microsoft (90-day window) and LinkedIn (90 days) take H; both match on the hashed email.
-	{Destination: "microsoft-crm", Conversion: "Closed Won", Created: 9, Accepted: 6, Skipped: 2, Awaiting: 1},
-	{Destination: "linkedin-crm", Conversion: "123456", Created: 9, Accepted: 6, Skipped: 2, Awaiting: 1},
+	{Destination: "microsoft-crm", Conversion: "Closed Won", Created: 10, Accepted: 7, Skipped: 2, Awaiting: 1},
+	{Destination: "linkedin-crm", Conversion: "123456", Created: 10, Accepted: 7, Skipped: 2, Awaiting: 1},
 }
 
 // SampleDeadLetters is how many messages of the sample go to the dead-letter topic.
@@ -157,7 +161,8 @@ func Sample(now time.Time) (first, later []Message) {
 		canonical("D-1006", "won", won, 4000, "USD"), // its identity arrives later
 		canonical("D-1007", "won", won, 2500, "USD"),
 		canonical("D-1008", "won", now.Add(-10*day), 7000, "USD"),
-		canonical("D-1009", "won", won, 900, "USD"), // no identity, ever
+		canonical("D-1009", "won", won, 900, "USD"),               // no identity, ever
+		stageMsg("hubspot", "hubspot:62515", hubspotThinWon(won)), // K: enriched from the CRM
 		stageMsg("canonical", "relay:deal:broken", []byte(`{"source":"relay","object_type":"deal",`)),
 	}
 	later = []Message{
@@ -181,6 +186,32 @@ func hubspotBatch(at time.Time) []byte {
 		{"eventId": 5003, "subscriptionId": 505, "portalId": 62515, "appId": 1160452, "occurredAt": ms + 2,
 			"subscriptionType": "deal.creation", "attemptNumber": 0, "objectId": 9005, "changeSource": "CRM_UI"},
 	})
+}
+
+// Lead K: a thin HubSpot deal webhook and what the CRM emulator holds for it.
+const (
+	ThinDealID       = "9101"
+	ThinDealAmount   = 6400.0
+	ThinDealCurrency = "EUR"
+)
+
+func hubspotThinWon(at time.Time) []byte {
+	return mustJSON([]map[string]any{
+		{"eventId": 5101, "subscriptionId": 501, "portalId": 62515, "appId": 1160452, "occurredAt": at.UnixMilli(),
+			"subscriptionType": "deal.propertyChange", "attemptNumber": 0, "objectId": 9101,
+			"changeSource": "CRM_UI", "propertyName": "dealstage", "propertyValue": "closedwon"},
+	})
+}
+
+// SeedCRM fills the CRM emulator with the HubSpot deals of the sample: K (thin, enriched)
+// and C (whose identity is captured, so it is fetched only if its stage change is consumed
+// before its identity).
+func SeedCRM(sb *crmsandbox.Server) {
+	sb.AddDeal(crmsandbox.HubSpot, crmsandbox.Deal{ID: ThinDealID, Amount: "6400", Currency: "eur", ContactIDs: []string{"601"}})
+	sb.AddContact(crmsandbox.HubSpot, crmsandbox.Contact{ID: "601", Emails: []string{"kay.thin@example.com"},
+		ClickIDs: map[string]string{"gclid": "Cj0KCQiA-demoK"}})
+	sb.AddDeal(crmsandbox.HubSpot, crmsandbox.Deal{ID: "9001", Currency: "USD", ContactIDs: []string{"602"}})
+	sb.AddContact(crmsandbox.HubSpot, crmsandbox.Contact{ID: "602", Emails: []string{"katherine@example.com"}})
 }
 
 func salesforceCDC(at time.Time) []byte {

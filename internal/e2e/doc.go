@@ -10,6 +10,13 @@
 // every invalid one is rejected with the sandbox's reason, nothing is left in flight or
 // leased, and every destination paused for the token failure and resumed after it.
 //
+// The enrichment proof (issue 14, TestThinWebhooksEnrichedUnderFaults): native HubSpot deal
+// webhooks without amount or contacts, Pipedrive and Close stage changes without contact data,
+// enriched from the CRM emulator (internal/crmsandbox) while it injects 429s, 5xx and a window
+// of 401s, the worker stopped and restarted mid-run. Every conversion ends accepted once with
+// the deal's value and its contact's hashed email (as the platform saw it, through a recording
+// proxy), and the emulator's counters show a second stage change fetches nothing.
+//
 // Run it alone with `scripts/with-services.sh go test -race -count=1 ./internal/e2e/`;
 // `make test` runs it with everything else.
 package e2e

@@ -52,6 +52,10 @@ type Config struct {
 	Log          *zap.Logger
 	// Now is the clock of the expiry forecast (default time.Now).
 	Now func() time.Time
+	// Enriches, when set, reports whether a CRM connection enriches a source: a replayed
+	// thin stage change then waits in awaiting_enrichment as it does when consumed, never a
+	// valueless ready row (the enricher's fetch cache keeps a replay from refetching).
+	Enriches func(source string) bool
 }
 
 // Replayer runs replays. It holds no state between runs and is safe for concurrent use.
@@ -135,6 +139,7 @@ func (r *Replayer) newRun(opts Options, formats map[string]string, sum *Summary)
 		SkipDeadLetters: true, // the originals were dead-lettered when first consumed
 		Replay:          true,
 		Destinations:    opts.Destinations,
+		Enriches:        r.cfg.Enriches,
 		Log:             r.log.Named("pipeline"),
 	})
 	if err != nil {
@@ -424,5 +429,14 @@ func NewFromConfig(cfg *config.Config, st Store, log *zap.Logger) (*Replayer, er
 		Store:      st,
 		Platforms:  plats,
 		Log:        log,
+		Enriches:   enriches(cfg),
 	})
+}
+
+// enriches is the config's enrichment routing; nil when no CRM connection is configured.
+func enriches(cfg *config.Config) func(string) bool {
+	if len(cfg.CRMs.Connections) == 0 {
+		return nil
+	}
+	return cfg.CRMs.Enriches
 }
