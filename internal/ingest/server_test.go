@@ -93,11 +93,20 @@ func endOffsets(t *testing.T, brokers []string, topic string) int64 {
 	require.NoError(t, err)
 	var n int64
 	for _, p := range ps {
-		pc, err := kafka.DialLeader(ctx, "tcp", brokers[0], topic, p.ID)
-		require.NoError(t, err)
-		last, err := pc.ReadLastOffset()
-		pc.Close()
-		require.NoError(t, err)
+		// A topic created moments ago may not have its leader elected yet ("Not Leader
+		// For Partition"): ask again until it answers.
+		var last int64
+		var lastErr error
+		require.Eventually(t, func() bool {
+			pc, err := kafka.DialLeader(ctx, "tcp", brokers[0], topic, p.ID)
+			if err != nil {
+				lastErr = err
+				return false
+			}
+			last, lastErr = pc.ReadLastOffset()
+			pc.Close()
+			return lastErr == nil
+		}, 20*time.Second, 50*time.Millisecond, "end offset of %s/%d: %v", topic, p.ID, lastErr)
 		n += last
 	}
 	return n
