@@ -18,6 +18,7 @@ type Metrics struct {
 	lag            *prometheus.GaugeVec     // topic, partition
 	batchSeconds   *prometheus.HistogramVec // topic
 	identitiesSeen prometheus.Counter
+	dropped        *prometheus.CounterVec // field
 }
 
 // Outcomes of a stage change (closedloop_stage_changes_total{outcome}).
@@ -62,6 +63,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "closedloop_identity_captures_total",
 			Help: "Valid identity captures stored.",
 		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "closedloop_identifiers_dropped_total",
+			Help: "Emails and phones of stage changes that could not be normalized (a phone that is not a valid number, ...), per payload field: dropped, never hashed or sent; the stage change was kept.",
+		}, []string{"field"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "closedloop_consumer_lag",
 			Help: "Messages between the last processed offset and the partition's high watermark.",
@@ -73,7 +78,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"topic"}),
 	}
 	reg.MustRegister(m.consumed, m.deadLettered, m.stageChanges, m.conversions, m.released,
-		m.expired, m.identitiesSeen, m.lag, m.batchSeconds)
+		m.expired, m.identitiesSeen, m.lag, m.batchSeconds, m.dropped)
 	return m
 }
 
@@ -98,6 +103,12 @@ func (m *Metrics) addStageChanges(source, outcome string, n int) {
 func (m *Metrics) addConversions(destination, state string, n int) {
 	if m != nil && n > 0 {
 		m.conversions.WithLabelValues(destination, state).Add(float64(n))
+	}
+}
+
+func (m *Metrics) addDropped(field string, n int) {
+	if m != nil && n > 0 {
+		m.dropped.WithLabelValues(field).Add(float64(n))
 	}
 }
 

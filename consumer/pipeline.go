@@ -184,6 +184,7 @@ type prepared struct {
 	ignoredBy                          map[string]int // format → ignored events
 	matchedBy                          map[string]int
 	unmatchedBy                        map[string]int
+	droppedBy                          map[string]int // payload field → identifiers dropped
 }
 
 // change is one decoded stage change with the conversions it plans.
@@ -265,6 +266,7 @@ func (p *Pipeline) skipCounted(ctx context.Context, prep *prepared) error {
 	prep.dead = f.dead
 	prep.batch.StageCounts = f.batch.StageCounts
 	prep.sources, prep.ignoredBy, prep.matchedBy, prep.unmatchedBy = f.sources, f.ignoredBy, f.matchedBy, f.unmatchedBy
+	prep.droppedBy = f.droppedBy
 	prep.stats.DeadLettered, prep.stats.StageChanges, prep.stats.Ignored = f.stats.DeadLettered, f.stats.StageChanges, f.stats.Ignored
 	prep.stats.Matched, prep.stats.Unmatched = f.stats.Matched, f.stats.Unmatched
 	return nil
@@ -416,6 +418,7 @@ func (p *Pipeline) decodeBatch(msgs []kafka.Message, mapping *crm.Mapping) *prep
 		ignoredBy:   map[string]int{},
 		matchedBy:   map[string]int{},
 		unmatchedBy: map[string]int{},
+		droppedBy:   map[string]int{},
 	}
 	prep.stats.Messages = len(msgs)
 	if mapping != nil {
@@ -453,6 +456,7 @@ func (p *Pipeline) decodeBatch(msgs []kafka.Message, mapping *crm.Mapping) *prep
 			prep.ignoredBy[format] += dec.Ignored
 		}
 		for _, d := range dec.Dropped {
+			prep.droppedBy[d.Field]++
 			p.log.Debug("identifier dropped", zap.String("topic", m.Topic), zap.Int("partition", m.Partition),
 				zap.Int64("offset", m.Offset), zap.String("field", d.Field), zap.String("reason", d.Reason))
 		}
@@ -670,6 +674,9 @@ func (p *Pipeline) record(prep *prepared) {
 	}
 	for f, n := range prep.ignoredBy {
 		m.addStageChanges(f, OutcomeIgnored, n)
+	}
+	for f, n := range prep.droppedBy {
+		m.addDropped(f, n)
 	}
 	if len(prep.created) == 0 {
 		return

@@ -306,6 +306,11 @@ func email(raw string) (*forms, error) {
 }
 
 // phone parses to E.164 (+ and digits), DefaultRegion for numbers without country code.
+// Only a valid number (libphonenumber's IsValidNumber: a real number range of its country,
+// not merely a possible length) is kept; anything else is an error, so it is never hashed
+// and sent as someone else's number. A number written with the "00" international prefix
+// ("00 81 3-9307-0896") that the region's own rules do not read as a valid number (JP
+// dials abroad with 010, so there it would be a national number) is read as international.
 func (n Normalizer) phone(raw string) (*forms, error) {
 	s := strings.TrimSpace(raw)
 	if s == "" {
@@ -321,22 +326,33 @@ func (n Normalizer) phone(raw string) (*forms, error) {
 	}
 	// "(+1)2133734253": a country code in parentheses is still a country code.
 	s = strings.TrimLeft(s, "( ")
-	num, err := phonenumbers.Parse(compactPhone(s), region)
-	reason := "not a valid phone number"
-	if region != "ZZ" {
-		reason += " for region " + region
-	} else {
-		reason += " (no country code and no default region)"
+	compact := compactPhone(s)
+	num, ok := parseValid(compact, region)
+	if !ok && strings.HasPrefix(compact, "00") && !strings.HasPrefix(compact, "000") {
+		num, ok = parseValid("+"+compact[2:], region)
 	}
-	if err != nil {
-		return nil, &Error{Field: Phone, Reason: reason}
-	}
-	if phonenumbers.IsPossibleNumberWithReason(num) != phonenumbers.IS_POSSIBLE ||
-		phonenumbers.GetRegionCodeForCountryCode(int(num.GetCountryCode())) == "ZZ" {
+	if !ok {
+		reason := "not a valid phone number"
+		if region != "ZZ" {
+			reason += " for region " + region
+		} else {
+			reason += " (no country code and no default region)"
+		}
 		return nil, &Error{Field: Phone, Reason: reason}
 	}
 	e164 := phonenumbers.Format(num, phonenumbers.E164)
 	return &forms{base: e164, phoneDigits: strings.TrimPrefix(e164, "+")}, nil
+}
+
+// parseValid parses s under region and reports whether it is a valid number of a known
+// country.
+func parseValid(s, region string) (*phonenumbers.PhoneNumber, bool) {
+	num, err := phonenumbers.Parse(s, region)
+	if err != nil || phonenumbers.GetRegionCodeForCountryCode(int(num.GetCountryCode())) == "ZZ" ||
+		!phonenumbers.IsValidNumber(num) {
+		return nil, false
+	}
+	return num, true
 }
 
 // compactPhone drops the spaces, dashes, dots, slashes and parentheses of a number written

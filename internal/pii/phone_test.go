@@ -15,10 +15,10 @@ import (
 func TestCompactPhoneParsesLikeTheOriginal(t *testing.T) {
 	t.Parallel()
 	// What phone() keeps of a parse: the E.164 number, or a refusal (it refuses a parse
-	// error and an impossible number alike, with the same message).
+	// error and an invalid number alike, with the same message).
 	outcome := func(s, region string) string {
 		num, err := phonenumbers.Parse(s, region)
-		if err != nil || phonenumbers.IsPossibleNumberWithReason(num) != phonenumbers.IS_POSSIBLE ||
+		if err != nil || !phonenumbers.IsValidNumber(num) ||
 			phonenumbers.GetRegionCodeForCountryCode(int(num.GetCountryCode())) == "ZZ" {
 			return "refused"
 		}
@@ -51,6 +51,49 @@ func TestCompactPhoneParsesLikeTheOriginal(t *testing.T) {
 	}
 	require.Equal(t, "+16505551212", compactPhone("+1 (650) 555-1212"))
 	require.Equal(t, "650 555 1212 x12", compactPhone("650 555 1212 x12"), "a possible extension is left to the parser")
+}
+
+// TestPhoneValidity: only a valid number is hashed; the "00" international prefix is read
+// as international where the region's own reading is not a valid number; refusals name
+// the field, never the value.
+func TestPhoneValidity(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, region, raw string
+		want              string // E.164; "" = refused
+	}{
+		{"00 prefix under JP (which dials abroad with 010)", "JP", "00 81 3-9307-0896", "+81393070896"},
+		{"010 prefix under JP", "JP", "010 81 3-9307-0896", "+81393070896"},
+		{"national JP number", "JP", "03-9307-0896", "+81393070896"},
+		{"00 prefix under DE (its own prefix)", "DE", "00 44 20 7946 0958", "+442079460958"},
+		{"00 prefix under US (which dials abroad with 011)", "US", "0044 20 7946 0958", "+442079460958"},
+		{"00 prefix with no default region", "", "0033 1 23 45 67 89", "+33123456789"},
+		{"US number", "US", "(415) 200-1234", "+14152001234"},
+		{"possible length, no real range (US area code 099)", "US", "(099) 555-1212", ""},
+		{"unassigned country code", "US", "+999 1234 5678", ""},
+		{"too short", "GB", "020 7946", ""},
+		{"000 is no international prefix", "JP", "000 81 3-9307-0896", ""},
+		{"00 form that is valid nowhere", "JP", "00 81 12", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			n := Normalizer{DefaultRegion: tt.region}
+			got, err := n.Normalize(Google, Phone, tt.raw)
+			if tt.want == "" {
+				var pe *Error
+				require.ErrorAs(t, err, &pe)
+				require.Equal(t, Phone, pe.Field)
+				require.NotContains(t, err.Error(), compactPhone(tt.raw))
+				s := Set{}
+				require.Error(t, n.Add(s, Phone, tt.raw))
+				require.Empty(t, s, "a refused number is never hashed")
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.want, got)
+		})
+	}
 }
 
 func BenchmarkPhone(b *testing.B) {

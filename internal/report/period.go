@@ -47,3 +47,32 @@ func ParseTime(s string) (time.Time, error) {
 	}
 	return time.Time{}, fmt.Errorf("%q is not an RFC 3339 time or a YYYY-MM-DD date", s)
 }
+
+// FormatPeriod prints a period's length for people: whole days as "7 days" or "1 day",
+// otherwise days, hours and minutes as "7d 1h", "36h" as "1d 12h", "90m" as "1h 30m";
+// seconds are rounded away (a period under a minute prints as "0m").
+func FormatPeriod(d time.Duration) string {
+	if d < 0 {
+		return "-" + FormatPeriod(-d)
+	}
+	d = d.Round(time.Minute)
+	const day = 24 * time.Hour
+	if d == day {
+		return "1 day"
+	}
+	if d > day && d%day == 0 {
+		return strconv.FormatInt(int64(d/day), 10) + " days"
+	}
+	days, hours, mins := d/day, (d%day)/time.Hour, (d%time.Hour)/time.Minute
+	var parts []string
+	if days > 0 {
+		parts = append(parts, strconv.FormatInt(int64(days), 10)+"d")
+	}
+	if hours > 0 {
+		parts = append(parts, strconv.FormatInt(int64(hours), 10)+"h")
+	}
+	if mins > 0 || len(parts) == 0 {
+		parts = append(parts, strconv.FormatInt(int64(mins), 10)+"m")
+	}
+	return strings.Join(parts, " ")
+}

@@ -37,8 +37,7 @@ func row(c Counts) []int {
 
 func renderTable(w io.Writer, r Report) error {
 	var b strings.Builder
-	days := r.Until.Sub(r.Since).Hours() / 24
-	fmt.Fprintf(&b, "Reconciliation %s .. %s (%s days, UTC)\n", r.Since.UTC().Format("2006-01-02 15:04"), r.Until.UTC().Format("2006-01-02 15:04"), strconv.FormatFloat(days, 'f', -1, 64))
+	fmt.Fprintf(&b, "Reconciliation %s .. %s (%s, UTC)\n", r.Since.UTC().Format("2006-01-02 15:04"), r.Until.UTC().Format("2006-01-02 15:04"), FormatPeriod(r.Until.Sub(r.Since)))
 	fmt.Fprintf(&b, "CRM stage changes: %d seen, %d matched no rule\n", r.StageTotal, r.StageNoRule)
 	if len(r.Conversions) == 0 {
 		b.WriteString("\nNo conversions in this period or the one before.\n")
@@ -56,6 +55,14 @@ func renderTable(w io.Writer, r Report) error {
 		writeRow(&b, "total", c.Total)
 		fmt.Fprintf(&b, "match rate    %s\n", rateLine(c.MatchRate, c.PreviousMatchRate, c.Previous.Created, c.MatchRateFlag))
 		fmt.Fprintf(&b, "accepted rate %s\n", rateLine(c.AcceptedRate, c.PreviousAcceptedRate, c.Previous.Created, c.AcceptedRateFlag))
+		fmt.Fprintf(&b, "%-6s%7s%7s%7s%7s   share of made carrying each identifier\n", "ids", "click", "email", "phone", "lead")
+		for _, d := range c.Days {
+			writeShares(&b, d.Day.Format("01-02"), d.IdentifierShare)
+		}
+		writeShares(&b, "total", c.IdentifierShare)
+		if c.Previous.Created > 0 {
+			writeShares(&b, "prev", c.PreviousIdentifierShare)
+		}
 		fmt.Fprintf(&b, "weekly volume %.0f", c.WeeklyVolume)
 		if c.SparseFlag {
 			fmt.Fprintf(&b, "  ! under %d/week: optimize on an upstream stage", r.Sparse)
@@ -76,6 +83,14 @@ func renderTable(w io.Writer, r Report) error {
 	b.WriteString("\nmatch = stage changes matched; made = conversions created; queue = waiting\nto upload; retry = waiting after a transient error; ! = needs a look\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func writeShares(b *strings.Builder, label string, s IdentifierShares) {
+	fmt.Fprintf(b, "%-6s", label)
+	for _, x := range []float64{s.ClickID, s.Email, s.Phone, s.LeadID} {
+		fmt.Fprintf(b, "%6.0f%%", x*100)
+	}
+	b.WriteByte('\n')
 }
 
 func writeRow(b *strings.Builder, label string, c Counts) {
@@ -125,7 +140,8 @@ func reasons(by map[string]int) string {
 // conversion (day "total") carrying the rates and flags.
 func renderCSV(w io.Writer, r Report) error {
 	cw := csv.NewWriter(w)
-	head := []string{"destination", "platform", "conversion", "day", "matched", "created", "accepted", "sent", "rejected", "expired", "skipped", "unmatched", "awaiting", "queued", "in_retry", "failed", "with_identifier", "rejected_by_reason", "match_rate", "previous_match_rate", "match_rate_flag", "accepted_rate", "previous_accepted_rate", "accepted_rate_flag", "weekly_volume", "sparse_flag"}
+	head := []string{"destination", "platform", "conversion", "day", "matched", "created", "accepted", "sent", "rejected", "expired", "skipped", "unmatched", "awaiting", "queued", "in_retry", "failed", "with_identifier", "rejected_by_reason", "match_rate", "previous_match_rate", "match_rate_flag", "accepted_rate", "previous_accepted_rate", "accepted_rate_flag", "weekly_volume", "sparse_flag",
+		"with_click_id", "with_email", "with_phone", "with_lead_id", "click_id_share", "email_share", "phone_share", "lead_id_share"}
 	if err := cw.Write(head); err != nil {
 		return err
 	}
@@ -133,6 +149,7 @@ func renderCSV(w io.Writer, r Report) error {
 		for _, d := range c.Days {
 			rec := append([]string{c.Destination, c.Platform, c.Conversion, d.Day.Format(time.DateOnly)}, ints(d.Counts)...)
 			rec = append(rec, reasons(d.RejectedBy), "", "", "", "", "", "", "", "")
+			rec = append(rec, kindCells(d.Counts, d.IdentifierShare)...)
 			if err := cw.Write(rec); err != nil {
 				return err
 			}
@@ -142,6 +159,7 @@ func renderCSV(w io.Writer, r Report) error {
 			f(c.MatchRate), f(c.PreviousMatchRate), strconv.FormatBool(c.MatchRateFlag),
 			f(c.AcceptedRate), f(c.PreviousAcceptedRate), strconv.FormatBool(c.AcceptedRateFlag),
 			strconv.FormatFloat(c.WeeklyVolume, 'f', 1, 64), strconv.FormatBool(c.SparseFlag))
+		rec = append(rec, kindCells(c.Total, c.IdentifierShare)...)
 		if err := cw.Write(rec); err != nil {
 			return err
 		}
@@ -156,6 +174,13 @@ func ints(c Counts) []string {
 		out = append(out, strconv.Itoa(n))
 	}
 	return append(out, strconv.Itoa(c.WithIdentifier))
+}
+
+// kindCells are the identifier-kind columns of a CSV line: counts, then shares.
+func kindCells(c Counts, s IdentifierShares) []string {
+	k := c.Identifiers
+	return []string{strconv.Itoa(k.ClickID), strconv.Itoa(k.Email), strconv.Itoa(k.Phone), strconv.Itoa(k.LeadID),
+		f(s.ClickID), f(s.Email), f(s.Phone), f(s.LeadID)}
 }
 
 func f(x float64) string { return strconv.FormatFloat(x, 'f', 4, 64) }

@@ -20,6 +20,7 @@ import (
 type Source interface {
 	ReportCounts(ctx context.Context, since, until time.Time) ([]store.ReportCount, error)
 	StageCounts(ctx context.Context, since, until time.Time) ([]store.StageCount, error)
+	IdentifierCounts(ctx context.Context, since, until time.Time) ([]store.IdentifierCount, error)
 }
 
 // Options says which period to report and what to flag.
@@ -58,6 +59,32 @@ type Counts struct {
 	// Enriching counts, of Awaiting, the conversions waiting for the CRM's API
 	// (awaiting_enrichment).
 	Enriching int `json:"enriching,omitempty"`
+	// Identifiers counts created conversions by the kinds of identifier their upload
+	// carries (one conversion may carry several): the match quality behind MatchRate.
+	Identifiers IdentifierKinds `json:"identifiers"`
+}
+
+// IdentifierKinds counts conversions carrying each kind of identifier.
+type IdentifierKinds struct {
+	ClickID int `json:"click_id"`
+	Email   int `json:"email"`
+	Phone   int `json:"phone"`
+	LeadID  int `json:"lead_id"`
+}
+
+// IdentifierShares are IdentifierKinds over conversions created (0 when none was).
+type IdentifierShares struct {
+	ClickID float64 `json:"click_id"`
+	Email   float64 `json:"email"`
+	Phone   float64 `json:"phone"`
+	LeadID  float64 `json:"lead_id"`
+}
+
+// Shares is the share of created conversions carrying each identifier kind.
+func (c Counts) Shares() IdentifierShares {
+	k := c.Identifiers
+	return IdentifierShares{ClickID: ratio(k.ClickID, c.Created), Email: ratio(k.Email, c.Created),
+		Phone: ratio(k.Phone, c.Created), LeadID: ratio(k.LeadID, c.Created)}
 }
 
 // MatchRate is conversions with a usable identifier over conversions created.
@@ -98,12 +125,18 @@ func (c *Counts) add(o Counts) {
 	c.Partial += o.Partial
 	c.PartialBy = addBy(c.PartialBy, o.PartialBy)
 	c.WithIdentifier += o.WithIdentifier
+	c.Identifiers.ClickID += o.Identifiers.ClickID
+	c.Identifiers.Email += o.Identifiers.Email
+	c.Identifiers.Phone += o.Identifiers.Phone
+	c.Identifiers.LeadID += o.Identifiers.LeadID
 }
 
 // Day is one day of one conversion on one destination.
 type Day struct {
 	Day time.Time `json:"day"`
 	Counts
+	// IdentifierShare is the day's match quality: Counts.Shares.
+	IdentifierShare IdentifierShares `json:"identifier_share"`
 }
 
 // Conversion is one conversion (action or event) on one destination over the period.
@@ -115,10 +148,14 @@ type Conversion struct {
 	Total       Counts `json:"total"`
 	Previous    Counts `json:"previous"` // the period of the same length just before
 
-	MatchRate            float64 `json:"match_rate"`
-	PreviousMatchRate    float64 `json:"previous_match_rate"`
-	AcceptedRate         float64 `json:"accepted_rate"`
-	PreviousAcceptedRate float64 `json:"previous_accepted_rate"`
+	MatchRate float64 `json:"match_rate"`
+	// IdentifierShare is the period's match quality (Total.Shares); PreviousIdentifierShare
+	// the previous period's, so a moved match rate shows which identifier moved it.
+	IdentifierShare         IdentifierShares `json:"identifier_share"`
+	PreviousIdentifierShare IdentifierShares `json:"previous_identifier_share"`
+	PreviousMatchRate       float64          `json:"previous_match_rate"`
+	AcceptedRate            float64          `json:"accepted_rate"`
+	PreviousAcceptedRate    float64          `json:"previous_accepted_rate"`
 	// MatchRateFlag / AcceptedRateFlag are set when the rate moved more than the threshold.
 	MatchRateFlag    bool    `json:"match_rate_flag"`
 	AcceptedRateFlag bool    `json:"accepted_rate_flag"`
@@ -159,6 +196,14 @@ func Build(ctx context.Context, src Source, opt Options) (Report, error) {
 	if err != nil {
 		return Report{}, fmt.Errorf("report: stage counts: %w", err)
 	}
+	curIDs, err := src.IdentifierCounts(ctx, opt.Since, opt.Until)
+	if err != nil {
+		return Report{}, fmt.Errorf("report: identifier counts: %w", err)
+	}
+	prevIDs, err := src.IdentifierCounts(ctx, prevSince, opt.Since)
+	if err != nil {
+		return Report{}, fmt.Errorf("report: previous identifier counts: %w", err)
+	}
 
 	rep := Report{Since: opt.Since, Until: opt.Until, Threshold: opt.RateChangeThreshold, Sparse: opt.SparseWeeklyVolume}
 	// Stage changes matched per rule and day; a cell's matched count sums the rules that
@@ -198,6 +243,12 @@ func Build(ctx context.Context, src Source, opt Options) (Report, error) {
 			c.Matched += matched[rd]
 		}
 	}
+	for _, ic := range curIDs {
+		k := cellKey{ic.Destination, ic.Platform, ic.ConversionName}
+		if c := days[k][dayOf(ic.Day)]; c != nil { // the same conversions ReportCounts counted
+			kinds(c, ic)
+		}
+	}
 	previous := map[cellKey]*Counts{}
 	for _, rc := range prev {
 		k := cellKey{rc.Destination, rc.Platform, rc.ConversionName}
@@ -209,12 +260,17 @@ func Build(ctx context.Context, src Source, opt Options) (Report, error) {
 			days[k] = map[time.Time]*Counts{}
 		}
 	}
+	for _, ic := range prevIDs {
+		if p := previous[cellKey{ic.Destination, ic.Platform, ic.ConversionName}]; p != nil {
+			kinds(p, ic)
+		}
+	}
 
 	weeks := length.Hours() / (24 * 7)
 	for k, byDay := range days {
 		conv := Conversion{Destination: k.dest, Platform: k.platform, Conversion: k.conv}
 		for d, c := range byDay {
-			conv.Days = append(conv.Days, Day{Day: d, Counts: *c})
+			conv.Days = append(conv.Days, Day{Day: d, Counts: *c, IdentifierShare: c.Shares()})
 			conv.Total.add(*c)
 		}
 		sort.Slice(conv.Days, func(i, j int) bool { return conv.Days[i].Day.Before(conv.Days[j].Day) })
@@ -222,6 +278,7 @@ func Build(ctx context.Context, src Source, opt Options) (Report, error) {
 			conv.Previous = *p
 		}
 		conv.MatchRate, conv.PreviousMatchRate = conv.Total.MatchRate(), conv.Previous.MatchRate()
+		conv.IdentifierShare, conv.PreviousIdentifierShare = conv.Total.Shares(), conv.Previous.Shares()
 		conv.AcceptedRate, conv.PreviousAcceptedRate = conv.Total.AcceptedRate(), conv.Previous.AcceptedRate()
 		if conv.Previous.Created > 0 {
 			conv.MatchRateFlag = moved(conv.MatchRate, conv.PreviousMatchRate, opt.RateChangeThreshold)
@@ -256,6 +313,14 @@ func moved(now, before, threshold float64) bool {
 func dayOf(t time.Time) time.Time {
 	t = t.UTC()
 	return time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
+}
+
+// kinds adds one grouped identifier count to c.
+func kinds(c *Counts, ic store.IdentifierCount) {
+	c.Identifiers.ClickID += ic.WithClickID
+	c.Identifiers.Email += ic.WithEmail
+	c.Identifiers.Phone += ic.WithPhone
+	c.Identifiers.LeadID += ic.WithLeadID
 }
 
 // tally adds one grouped store count to c.

@@ -18,6 +18,17 @@ import (
 type counts struct {
 	conv   []store.ReportCount
 	stages []store.StageCount
+	ids    []store.IdentifierCount
+}
+
+func (c counts) IdentifierCounts(_ context.Context, since, until time.Time) ([]store.IdentifierCount, error) {
+	var out []store.IdentifierCount
+	for _, r := range c.ids {
+		if !r.Day.Before(since) && r.Day.Before(until) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 func (c counts) ReportCounts(_ context.Context, since, until time.Time) ([]store.ReportCount, error) {
@@ -68,6 +79,12 @@ func fixture() counts {
 			{Day: day1, Source: "hubspot", Rule: "won-rule", Count: 10},
 			{Day: day2, Source: "hubspot", Rule: "won-rule", Count: 6},
 			{Day: day2, Source: "hubspot", Rule: "", Count: 5},
+		},
+		ids: []store.IdentifierCount{
+			{Day: day1, Destination: "g", Platform: "google", ConversionName: "won", Count: 10, WithClickID: 9, WithEmail: 5, WithPhone: 2},
+			{Day: day2, Destination: "g", Platform: "google", ConversionName: "won", Count: 6, WithClickID: 3, WithEmail: 6, WithLeadID: 1},
+			{Day: prev, Destination: "g", Platform: "google", ConversionName: "won", Count: 10, WithClickID: 10},
+			{Day: prev, Destination: "g", Platform: "google", ConversionName: "sql", Count: 4, WithEmail: 4},
 		},
 	}
 }
@@ -190,4 +207,79 @@ func TestParseSince(t *testing.T) {
 		_, err := ParseSince(bad, until)
 		require.Error(t, err, bad)
 	}
+}
+
+// TestBuildMatchQuality: per conversion and day, the share of conversions created that
+// carry each identifier kind, and the previous period's, so a moved match rate shows
+// which identifier moved it; the same numbers in table, json and csv.
+func TestBuildMatchQuality(t *testing.T) {
+	t.Parallel()
+	r := build(t)
+	won := r.Conversions[1]
+	require.Equal(t, "won", won.Conversion)
+	require.Equal(t, IdentifierKinds{ClickID: 12, Email: 11, Phone: 2, LeadID: 1}, won.Total.Identifiers)
+	require.InDelta(t, 12.0/16, won.IdentifierShare.ClickID, 1e-9)
+	require.InDelta(t, 11.0/16, won.IdentifierShare.Email, 1e-9)
+	require.InDelta(t, 1.0, won.PreviousIdentifierShare.ClickID, 1e-9)
+	require.Len(t, won.Days, 2)
+	require.Equal(t, IdentifierShares{ClickID: 0.9, Email: 0.5, Phone: 0.2}, won.Days[0].IdentifierShare)
+	require.InDelta(t, 0.5, won.Days[1].IdentifierShare.ClickID, 1e-9)
+	require.InDelta(t, 1.0/6, won.Days[1].IdentifierShare.LeadID, 1e-9)
+
+	var table bytes.Buffer
+	require.NoError(t, Render(&table, r, "table"))
+	require.Contains(t, table.String(), "ids     click  email  phone   lead")
+	require.Contains(t, table.String(), "11-20     90%    50%    20%     0%\n")
+	require.Contains(t, table.String(), "prev     100%     0%     0%     0%\n")
+
+	var js bytes.Buffer
+	require.NoError(t, Render(&js, r, "json"))
+	var back Report
+	require.NoError(t, json.Unmarshal(js.Bytes(), &back))
+	require.Equal(t, won.Days[0].IdentifierShare, back.Conversions[1].Days[0].IdentifierShare)
+	require.Equal(t, won.Total.Identifiers, back.Conversions[1].Total.Identifiers)
+
+	var cs bytes.Buffer
+	require.NoError(t, Render(&cs, r, "csv"))
+	recs, err := csv.NewReader(&cs).ReadAll()
+	require.NoError(t, err)
+	col := map[string]int{}
+	for i, h := range recs[0] {
+		col[h] = i
+	}
+	var day1Row []string
+	for _, rec := range recs[1:] {
+		if rec[col["conversion"]] == "won" && rec[col["day"]] == "2026-11-20" {
+			day1Row = rec
+		}
+	}
+	require.NotNil(t, day1Row)
+	require.Equal(t, "9", day1Row[col["with_click_id"]])
+	require.Equal(t, "0.9000", day1Row[col["click_id_share"]])
+	require.Equal(t, "0.2000", day1Row[col["phone_share"]])
+}
+
+func TestFormatPeriod(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{7 * 24 * time.Hour, "7 days"},
+		{24 * time.Hour, "1 day"},
+		{7*24*time.Hour + time.Hour, "7d 1h"},
+		{36 * time.Hour, "1d 12h"},
+		{90 * time.Minute, "1h 30m"},
+		{2*24*time.Hour + 5*time.Minute, "2d 5m"},
+		{7*24*time.Hour + 20*time.Second, "7 days"},
+		{12 * time.Second, "0m"},
+	} {
+		require.Equal(t, tt.want, FormatPeriod(tt.d), tt.d.String())
+	}
+	var buf bytes.Buffer
+	r := build(t)
+	r.Until = r.Since.Add(7*24*time.Hour + time.Hour)
+	require.NoError(t, Render(&buf, r, "table"))
+	require.Contains(t, buf.String(), "(7d 1h, UTC)")
+	require.NotContains(t, buf.String(), "7.04")
 }

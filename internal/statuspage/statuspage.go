@@ -41,6 +41,7 @@ type Source interface {
 	MappingVersion() string
 	HourlyCounts(ctx context.Context, since, until time.Time) ([]store.HourCount, error)
 	TopRejections(ctx context.Context, since, until time.Time, limit int) ([]store.Rejection, error)
+	IdentifierCounts(ctx context.Context, since, until time.Time) ([]store.IdentifierCount, error)
 }
 
 //go:embed page.html.tmpl
@@ -85,6 +86,9 @@ type destView struct {
 	DestinationStatus
 	Accepted, Rejected, Expired int
 	Bars                        []bar
+	// Match quality of the conversions made in the window: how many, and how many carry
+	// each identifier kind.
+	Made, ClickID, Email, Phone, LeadID int
 }
 
 type view struct {
@@ -102,6 +106,10 @@ func build(ctx context.Context, src Source, since, until time.Time) (view, error
 		return view{}, err
 	}
 	rej, err := src.TopRejections(ctx, since, until, 10)
+	if err != nil {
+		return view{}, err
+	}
+	ids, err := src.IdentifierCounts(ctx, since, until)
 	if err != nil {
 		return view{}, err
 	}
@@ -134,6 +142,15 @@ func build(ctx context.Context, src Source, since, until time.Time) (view, error
 		case store.StateExpired:
 			b.Expired += h.Count
 			dv.Expired += h.Count
+		}
+	}
+	for _, ic := range ids {
+		if dv := byDest[ic.Destination]; dv != nil {
+			dv.Made += ic.Count
+			dv.ClickID += ic.WithClickID
+			dv.Email += ic.WithEmail
+			dv.Phone += ic.WithPhone
+			dv.LeadID += ic.WithLeadID
 		}
 	}
 	for _, dv := range byDest {

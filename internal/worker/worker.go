@@ -349,6 +349,10 @@ func (s *status) HourlyCounts(ctx context.Context, since, until time.Time) ([]st
 	return s.st.HourlyCounts(ctx, since, until)
 }
 
+func (s *status) IdentifierCounts(ctx context.Context, since, until time.Time) ([]store.IdentifierCount, error) {
+	return s.st.IdentifierCounts(ctx, since, until)
+}
+
 func (s *status) TopRejections(ctx context.Context, since, until time.Time, limit int) ([]store.Rejection, error) {
 	return s.st.TopRejections(ctx, since, until, limit)
 }

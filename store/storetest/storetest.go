@@ -67,6 +67,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConsumedOffsets", testConsumedOffsets},
 		{"ConsumedOffsetsInvalid", testConsumedOffsetsInvalid},
 		{"ConsumedOffsetsConcurrent", testConsumedOffsetsConcurrent},
+		{"IdentifierCounts", testIdentifierCounts},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
