@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
@@ -25,8 +24,6 @@ func TestTokensInvalidate(t *testing.T) {
 	defer srv.Close()
 	cfg := &Settings{ClientID: "c", ClientSecret: "s", RefreshToken: "r", TokenURL: srv.URL}
 	tk := newTokens(cfg, ScopeDataManager, srv.Client(), zaptest.NewLogger(t))
-	clock := time.Now()
-	tk.now = func() time.Time { return clock }
 
 	a, err := tk.AccessToken(context.Background())
 	require.NoError(t, err)

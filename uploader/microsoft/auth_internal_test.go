@@ -16,7 +16,7 @@ import (
 	"github.com/closedloop/closedloop/uploader/sandbox"
 )
 
-// A 401 on a token cached for a while is a retry with a fresh token, not a pause.
+// A 401 on a cached token is a retry with a fresh token, not a pause.
 func TestExpiredCachedTokenIsRefreshed(t *testing.T) {
 	t.Parallel()
 	sb := sandbox.New(sandbox.Options{}, zaptest.NewLogger(t))
@@ -38,17 +38,17 @@ func TestExpiredCachedTokenIsRefreshed(t *testing.T) {
 		return err
 	}
 	require.NoError(t, send())
-	first := p.tokens.tok.AccessToken
-	p.tokens.mu.Lock()
-	p.tokens.fetchedAt = time.Now().Add(-30 * time.Minute)
-	p.tokens.mu.Unlock()
+	first, err := p.tokens.AccessToken(context.Background())
+	require.NoError(t, err)
 	sb.SetFaults(sandbox.Faults{ExpiredToken: true})
-	err := send()
+	err = send()
 	var e *uploader.Error
 	require.True(t, errors.As(err, &e), "%v", err)
 	require.Equal(t, uploader.ClassTransient, e.Class)
 	require.True(t, e.Refreshed, "the dispatcher resends once at once")
 	sb.SetFaults(sandbox.Faults{})
 	require.NoError(t, send(), "the resend fetches a fresh token")
-	require.NotEqual(t, first, p.tokens.tok.AccessToken)
+	now, err := p.tokens.AccessToken(context.Background())
+	require.NoError(t, err)
+	require.NotEqual(t, first, now)
 }

@@ -95,7 +95,9 @@ func TestConformance(t *testing.T) {
 			{Name: "row 0 a code this package does not list", Status: 200, Body: partial(0, "OfflineConversionSomethingNew"), Want: uploader.ClassUnknown},
 			{Name: "index outside the batch", Status: 200, Body: partial(7, "OfflineConversionMSClickIdInvalid"), Want: uploader.ClassUnknown},
 			{Name: "too many rows", Status: 200, Body: partial(0, "OfflineConversionBatchSizeExceedsLimit"), Want: uploader.ClassBatchRejected},
-			{Name: "bad credentials (fresh token)", Status: 401, Body: fault(105, "InvalidCredentials"), Want: uploader.ClassSetup},
+			// A refusal of a cached token is refreshed and resent first (Refreshed); a refusal
+			// of the token fetched after it is setup (TestAuth).
+			{Name: "credentials refused on a cached token", Status: 401, Body: fault(105, "InvalidCredentials"), Want: uploader.ClassTransient},
 			{Name: "not authorized for the account", Status: 400, Body: fault(106, "UserIsNotAuthorized"), Want: uploader.ClassSetup},
 			{Name: "setup inside a 5xx", Status: 500, Body: fault(106, "UserIsNotAuthorized"), Want: uploader.ClassSetup},
 			{Name: "internal error", Status: 500, Body: fault(0, "InternalError"), Want: uploader.ClassTransient},
@@ -278,7 +280,10 @@ func TestAuth(t *testing.T) {
 		_, err = send(t, h.p, rows(t))
 		var e *uploader.Error
 		require.True(t, errors.As(err, &e), "%v", err)
-		// The token was fetched moments ago, so it counts as fresh: setup, not a loop.
+		require.True(t, e.Refreshed, "the cached token's refusal is refreshed and resent: %v", err)
+		_, err = send(t, h.p, rows(t)) // what the dispatcher does: resend once with a fresh token
+		require.True(t, errors.As(err, &e), "%v", err)
+		// The fresh token is refused too: setup, not a loop.
 		require.Equal(t, uploader.ClassSetup, e.Class, "%v", err)
 		require.Equal(t, "AuthenticationTokenExpired", e.Reason)
 	})
@@ -296,6 +301,9 @@ func TestAuth(t *testing.T) {
 		h := setup(t, sandbox.Options{MicrosoftDeveloperToken: "the-right-one"})
 		_, err := send(t, h.p, rows(t))
 		var e *uploader.Error
+		if errors.As(err, &e) && e.Refreshed {
+			_, err = send(t, h.p, rows(t)) // resent once with a fresh token
+		}
 		require.True(t, errors.As(err, &e), "%v", err)
 		require.Equal(t, uploader.ClassSetup, e.Class, "a fresh token refused: the credentials are wrong")
 		require.Equal(t, "InvalidCredentials", e.Reason)
