@@ -3,11 +3,14 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 )
 
@@ -258,6 +261,9 @@ func (s *Store) insertConversions(ctx context.Context, q querier, batch []convAr
 		object_id, subject_keys, conversion_name, occurred_at, value, currency, identity, with_identifier, state,
 		reason, detail, attempts, next_attempt_at, platform_ref, replay, created_at, updated_at`
 	if s.pg {
+		if copiedKeys, copied, err := s.copyNewConversions(ctx, q, batch); err != nil || copied {
+			return copiedKeys, err
+		}
 		n := len(batch)
 		var (
 			key, kind, retracts, dest, plat, rule, mver = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -315,6 +321,81 @@ func (s *Store) insertConversions(ctx context.Context, q querier, batch []convAr
 		}
 	}
 	return created, nil
+}
+
+// conversionCols are the columns a new conversion row is written with, in insert order.
+var conversionCols = []string{"key", "kind", "retracts_key", "destination", "platform", "rule", "mapping_version",
+	"source", "object_type", "object_id", "subject_keys", "conversion_name", "occurred_at", "value", "currency",
+	"identity", "with_identifier", "state", "reason", "detail", "attempts", "next_attempt_at", "platform_ref",
+	"replay", "created_at", "updated_at"}
+
+// copyNewConversions is insertConversions' fast path on PostgreSQL: it finds which keys of
+// batch are stored already (one index probe each, whatever the planner's statistics of a
+// freshly filled table say) and COPYs the others in, under a savepoint. COPY costs the
+// server a fraction of an INSERT .. ON CONFLICT from arrays, and the client streams it in
+// small chunks instead of building one message of every row's columns. When a concurrent
+// writer stored one of the keys meanwhile (a rebalance: two workers on one partition), the
+// COPY fails on the primary key, the savepoint is rolled back and copied is false: the
+// caller inserts the batch with ON CONFLICT DO NOTHING instead.
+func (s *Store) copyNewConversions(ctx context.Context, q querier, batch []convArgs) (created map[string]bool, copied bool, err error) {
+	c, ok := q.(copier)
+	if !ok {
+		return nil, false, nil
+	}
+	keys := make([]string, len(batch))
+	for i, a := range batch {
+		keys[i] = a.c.Key
+	}
+	r, err := q.query(ctx, `SELECT c.key FROM unnest($1::text[]) AS k(key)
+		CROSS JOIN LATERAL (SELECT key FROM conversions WHERE key = k.key LIMIT 1) AS c`, keys)
+	if err != nil {
+		return nil, false, err
+	}
+	stored, err := collect(r, func(r rows) (string, error) { var k string; return k, r.Scan(&k) })
+	if err != nil {
+		return nil, false, err
+	}
+	exists := make(map[string]bool, len(stored))
+	for _, k := range stored {
+		exists[k] = true
+	}
+	created = make(map[string]bool, len(batch)-len(stored))
+	rows := make([][]any, 0, len(batch)-len(stored))
+	for _, a := range batch {
+		cv := a.c
+		if exists[cv.Key] {
+			continue
+		}
+		created[cv.Key] = true
+		var value any
+		if cv.Value != nil {
+			value = *cv.Value
+		}
+		rows = append(rows, []any{cv.Key, cv.Kind, cv.RetractsKey, cv.Destination, cv.Platform, cv.Rule, cv.MappingVersion,
+			cv.Source, cv.ObjectType, cv.ObjectID, a.subjects, cv.ConversionName, utcMicro(cv.OccurredAt), value, cv.Currency,
+			a.identity, a.withID, string(cv.State), cv.Reason, cv.Detail, int32(cv.Attempts), utcMicro(cv.NextAttemptAt), cv.PlatformRef,
+			cv.Replay, utcMicro(cv.CreatedAt), utcMicro(cv.UpdatedAt)})
+	}
+	if len(rows) == 0 {
+		return created, true, nil
+	}
+	if _, err := q.exec(ctx, "SAVEPOINT copy_conversions"); err != nil {
+		return nil, false, err
+	}
+	if _, err := c.copyFrom(ctx, "conversions", conversionCols, rows); err != nil {
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != pgerrcode.UniqueViolation {
+			return nil, false, err
+		}
+		if _, err := q.exec(ctx, "ROLLBACK TO SAVEPOINT copy_conversions"); err != nil {
+			return nil, false, err
+		}
+		return nil, false, nil
+	}
+	if _, err := q.exec(ctx, "RELEASE SAVEPOINT copy_conversions"); err != nil {
+		return nil, false, err
+	}
+	return created, true, nil
 }
 
 // placeholders is "$from, ..., $(from+n-1)".

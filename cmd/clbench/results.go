@@ -87,6 +87,8 @@ type Results struct {
 	Replay  ReplayResult `json:"replay"`
 
 	Ingest IngestResult `json:"ingest"`
+
+	CatchUp CatchUpResult `json:"catch_up"`
 }
 
 // IngestResult is the webhook run: closedloop ingest under vegeta beside a raw kafka-go

@@ -27,6 +27,9 @@ type options struct {
 	Out, MD, Bin, WorkDir  string
 	Pprof                  string
 	Only                   string
+	WorkerPprof            bool
+	WorkerLog              string
+	CatchMax               int
 	Timeout                time.Duration
 	Brokers                []string
 	AdminDSN               string
@@ -113,6 +116,7 @@ func run(ctx context.Context, o options) error {
 		{"replay", e.replay},
 		{"uploads", e.uploads},
 		{"ingest webhooks", e.ingestWebhooks},
+		{"catch-up, both topics backlogged", e.catchUp},
 	}
 	for _, s := range steps {
 		if o.Only != "" && s.name != "produce" && s.name != "warm-up" && !strings.Contains(s.name, o.Only) {
@@ -205,8 +209,8 @@ func (e *env) produce(ctx context.Context) error {
 // the previous step filled while the next one is timed) and checkpoints. Without it, a
 // raw COPY timed right after a million-row ingestion could share the cores with
 // autovacuum, and its rate varied by a third from run to run.
-func (e *env) settle(ctx context.Context) error {
-	for _, dsn := range []string{e.dsn, e.upDSN} {
+func (e *env) settle(ctx context.Context, more ...string) error {
+	for _, dsn := range append([]string{e.dsn, e.upDSN}, more...) {
 		conn, err := pgx.Connect(ctx, dsn)
 		if err != nil {
 			return err
@@ -230,6 +234,10 @@ func (e *env) settle(ctx context.Context) error {
 func (e *env) config(name string, c bench.WorkerConfig) (string, error) {
 	c.Brokers = e.o.Brokers
 	c.Source = "bench"
+	c.Pprof = e.o.WorkerPprof
+	if c.LogLevel == "" {
+		c.LogLevel = e.o.WorkerLog
+	}
 	if c.DeadLetterTopic == "" {
 		c.DeadLetterTopic = e.topics.dlq
 	}
@@ -427,41 +435,33 @@ func copyBatches(ctx context.Context, conn *pgx.Conn, table string, cols []strin
 // rawOutboxInsert copies N rows shaped like real outbox rows (the identity snapshot and
 // subject keys of a real row) into a copy of the conversions table with its indexes.
 func (e *env) rawOutboxInsert(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, e.dsn)
+	r, err := rawOutboxCopy(ctx, e.dsn, e.ds, e.o.N, []string{bench.DestGoogle})
 	if err != nil {
 		return err
 	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE TABLE raw_conversions (LIKE conversions INCLUDING ALL)"); err != nil {
-		return err
-	}
-	var identity, subjects, version string
-	var occurred time.Time
-	if err := conn.QueryRow(ctx, "SELECT identity::text, subject_keys::text, mapping_version, occurred_at FROM conversions LIMIT 1").Scan(&identity, &subjects, &version, &occurred); err != nil {
-		return fmt.Errorf("sample outbox row: %w", err)
-	}
-	cols := []string{"key", "kind", "destination", "platform", "rule", "mapping_version", "source", "object_type", "object_id",
-		"subject_keys", "conversion_name", "occurred_at", "value", "currency", "identity", "with_identifier", "state", "next_attempt_at", "created_at", "updated_at"}
-	now := time.Now()
-	start := time.Now()
-	err = copyBatches(ctx, conn, "raw_conversions", cols, e.o.N, func(i int) []any {
-		return []any{"raw" + e.ds.Key(i, bench.DestGoogle)[3:], "conversion", bench.DestGoogle, "google", bench.Rule, version, "bench", "deal", e.ds.DealID(i),
-			subjects, "987654321", occurred, float64(100 + i%5000), "USD", identity, true, "ready", now, now, now}
-	})
-	if err != nil {
-		return err
-	}
-	e.res.RawInsert = rate(e.o.N, time.Since(start))
-	logf("raw outbox insert %d in %.1fs: %.0f/s", e.o.N, e.res.RawInsert.Seconds, e.res.RawInsert.PerSecond)
-	_, err = conn.Exec(ctx, "DROP TABLE raw_conversions")
-	return err
+	e.res.RawInsert = r
+	logf("raw outbox insert %d in %.1fs: %.0f/s", e.o.N, r.Seconds, r.PerSecond)
+	return nil
 }
 
 // rawIdentityInsert copies N identities and their 2 clicks each, shaped like stored ones.
 func (e *env) rawIdentityInsert(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, e.dsn)
+	r, err := rawIdentityCopy(ctx, e.dsn, e.ds, e.o.N)
 	if err != nil {
 		return err
+	}
+	e.res.RawIdentityInsert = r
+	logf("raw identity insert %d in %.1fs: %.0f/s", e.o.N, r.Seconds, r.PerSecond)
+	return nil
+}
+
+// rawIdentityCopy copies the identities of subjects 0..n-1 of ds and their 2 clicks each,
+// shaped like dsn's first stored identity, into copies of the tables with their indexes,
+// one transaction per 1,000 captures (as the identity consumer writes them).
+func rawIdentityCopy(ctx context.Context, dsn string, ds bench.Dataset, n int) (Rate, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return Rate{}, err
 	}
 	defer conn.Close(ctx)
 	for _, q := range []string{
@@ -469,48 +469,45 @@ func (e *env) rawIdentityInsert(ctx context.Context) error {
 		"CREATE TABLE raw_clicks (LIKE clicks INCLUDING ALL)",
 	} {
 		if _, err := conn.Exec(ctx, q); err != nil {
-			return err
+			return Rate{}, err
 		}
 	}
+	defer conn.Exec(context.WithoutCancel(ctx), "DROP TABLE raw_identities, raw_clicks")
 	var identifiers, stamps, consentData, consentPers string
 	var consentAt time.Time
 	if err := conn.QueryRow(ctx, "SELECT identifiers::text, stamps::text, consent_ad_user_data, consent_ad_personalization, consent_captured_at FROM identities LIMIT 1").
 		Scan(&identifiers, &stamps, &consentData, &consentPers, &consentAt); err != nil {
-		return fmt.Errorf("sample identity row: %w", err)
+		return Rate{}, fmt.Errorf("sample identity row: %w", err)
 	}
 	now := time.Now()
 	start := time.Now()
-	// One transaction per 1000 captures, as the identity consumer writes them.
 	const size = 1000
-	for lo := 0; lo < e.o.N; lo += size {
-		hi := min(lo+size, e.o.N)
+	for lo := 0; lo < n; lo += size {
+		hi := min(lo+size, n)
 		tx, err := conn.Begin(ctx)
 		if err != nil {
-			return err
+			return Rate{}, err
 		}
 		ids := make([][]any, 0, hi-lo)
 		clicks := make([][]any, 0, 2*(hi-lo))
 		for i := lo; i < hi; i++ {
-			sk := "bench:contact:" + e.ds.ContactID(i)
+			sk := ds.Source + ":contact:" + ds.ContactID(i)
 			ids = append(ids, []any{sk, identifiers, stamps, consentData, consentPers, consentAt, now})
-			clicks = append(clicks, []any{sk, "gclid", "Cj0KCQbench" + e.ds.Prefix + fmt.Sprint(i), consentAt}, []any{sk, "ttclid", "E.C.P.bench" + e.ds.Prefix + fmt.Sprint(i), consentAt})
+			clicks = append(clicks, []any{sk, "gclid", "Cj0KCQbench" + ds.Prefix + fmt.Sprint(i), consentAt}, []any{sk, "ttclid", "E.C.P.bench" + ds.Prefix + fmt.Sprint(i), consentAt})
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"raw_identities"}, []string{"subject_key", "identifiers", "stamps", "consent_ad_user_data", "consent_ad_personalization", "consent_captured_at", "updated_at"}, pgx.CopyFromRows(ids)); err != nil {
 			_ = tx.Rollback(ctx)
-			return err
+			return Rate{}, err
 		}
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"raw_clicks"}, []string{"subject_key", "type", "id", "clicked_at"}, pgx.CopyFromRows(clicks)); err != nil {
 			_ = tx.Rollback(ctx)
-			return err
+			return Rate{}, err
 		}
 		if err := tx.Commit(ctx); err != nil {
-			return err
+			return Rate{}, err
 		}
 	}
-	e.res.RawIdentityInsert = rate(e.o.N, time.Since(start))
-	logf("raw identity insert %d in %.1fs: %.0f/s", e.o.N, e.res.RawIdentityInsert.Seconds, e.res.RawIdentityInsert.PerSecond)
-	_, err = conn.Exec(ctx, "DROP TABLE raw_identities, raw_clicks")
-	return err
+	return rate(n, time.Since(start)), nil
 }
 
 // replay replays the whole main stage topic (all already processed) with `closedloop replay`.

@@ -83,6 +83,7 @@ type WorkerConfig struct {
 	PollInterval time.Duration // uploader.poll_interval; 0 = 200ms
 	Timeout      time.Duration // per upload request; 0 = 10s
 	LogLevel     string        // default info
+	Pprof        bool          // admin.pprof: serve /debug/pprof/ (block and mutex sampling on)
 }
 
 func durStr(d, def time.Duration) string {
@@ -127,9 +128,13 @@ func WriteConfig(path string, c WorkerConfig) error {
 	if c.MaxConns > 0 {
 		storeCfg["max_conns"] = c.MaxConns
 	}
+	admin := map[string]any{"listen": "127.0.0.1:0", "shutdown_timeout": "20s"}
+	if c.Pprof {
+		admin["pprof"] = true
+	}
 	cfg := map[string]any{
 		"log":   map[string]any{"level": c.LogLevel, "format": "json"},
-		"admin": map[string]any{"listen": "127.0.0.1:0", "shutdown_timeout": "20s"},
+		"admin": admin,
 		"pii":   map[string]any{"default_region": "US"},
 		"kafka": kafkaCfg,
 		"store": storeCfg,
@@ -286,6 +291,28 @@ func (w *Worker) Stop(timeout time.Duration) error {
 		w.Kill()
 		return fmt.Errorf("worker %d did not stop within %s after SIGTERM; killed", w.PID(), timeout)
 	}
+}
+
+// CPU is the user and system CPU time the process has used so far (from /proc; 0 when it
+// cannot be read).
+func (w *Worker) CPU() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", w.PID()))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) start after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks
 }
 
 // PeakRSS reads the process's peak resident set (VmHWM) in bytes from /proc; the process

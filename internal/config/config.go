@@ -63,6 +63,9 @@ type LogConfig struct {
 type AdminConfig struct {
 	Listen          string        `yaml:"listen"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Pprof serves Go's runtime profiles at /debug/pprof/ (CPU, heap, goroutines, and
+	// block and mutex contention sampled while it is on): for diagnosing a slow worker.
+	Pprof bool `yaml:"pprof"`
 }
 
 // PIIConfig holds normalization settings.

@@ -181,6 +181,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	}
 
 	srv := admin.New(reg, log.Named("admin"))
+	if cfg.Admin.Pprof {
+		srv.ServeProfiles()
+	}
 	srv.AddCheck("migrations", func(ctx context.Context) error {
 		v, dirty, err := st.MigrationVersion(ctx)
 		switch {
