@@ -10,6 +10,9 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/closedloop/closedloop/internal/bench"
+	"github.com/closedloop/closedloop/uploader/sandbox"
+
+	"go.uber.org/zap"
 )
 
 // The catch-up case is a day of downtime: both topics hold a backlog when the workers
@@ -52,19 +55,37 @@ func (p catchPlan) stage(m int) kafka.Message {
 
 // CatchUpResult is the catch-up case: one run per instance count, and the raw ceilings.
 type CatchUpResult struct {
-	Identities   int            `json:"identities"`
-	Messages     int            `json:"stage_messages"`
-	Duplicates   int            `json:"duplicates"`
-	Garbage      int            `json:"garbage"`
-	Destinations int            `json:"destinations"`
-	Partitions   int            `json:"partitions"`
-	RawRead      Rate           `json:"raw_kafka_read"`
-	RawInsert    Rate           `json:"raw_outbox_insert"` // rows, not stage changes
-	Ceiling      float64        `json:"ceiling_per_second"`
-	RawIdentity  Rate           `json:"raw_identity_insert"`
-	Runs         []CatchUpRun   `json:"runs"`
-	Check        map[string]int `json:"check,omitempty"`
+	Identities   int          `json:"identities"`
+	Messages     int          `json:"stage_messages"`
+	Duplicates   int          `json:"duplicates"`
+	Garbage      int          `json:"garbage"`
+	Destinations int          `json:"destinations"`
+	Partitions   int          `json:"partitions"`
+	RawRead      Rate         `json:"raw_kafka_read"`
+	RawInsert    Rate         `json:"raw_outbox_insert"` // rows, not stage changes
+	Ceiling      float64      `json:"ceiling_per_second"`
+	RawIdentity  Rate         `json:"raw_identity_insert"`
+	Runs         []CatchUpRun `json:"runs"`
+	// Quota is one upload window per instance count with every destination's
+	// rate_per_second set: the requests the sandbox received per second.
+	Quota []QuotaRun `json:"quota"`
 }
+
+// QuotaRun is k instances uploading the caught-up outbox for a while, every destination
+// limited to Limit requests per second (a cluster-wide quota): what the sandbox saw.
+type QuotaRun struct {
+	Instances int                `json:"instances"`
+	Limit     float64            `json:"limit_per_second"`
+	Seconds   float64            `json:"seconds"`
+	PerSecond map[string]float64 `json:"requests_per_second"` // by platform
+}
+
+// quotaLimit and quotaWindow pace the quota check: a few requests a second per
+// destination, counted over a window long enough for the bucket's burst not to matter.
+const (
+	quotaLimit  = 1
+	quotaWindow = 20 * time.Second
+)
 
 // CatchUpRun is one catch-up with some instances in one consumer group.
 type CatchUpRun struct {
@@ -78,6 +99,9 @@ type CatchUpRun struct {
 	Rows          int     `json:"rows"`
 	Ready         int     `json:"ready"`
 	DeadLetters   int64   `json:"dead_letters"`
+	// Released counts rows written awaiting identity and released by a later join: each
+	// such row is written twice.
+	Released int `json:"released_after_waiting"`
 }
 
 func (e *env) catchTopics() (ids, stages string) {
@@ -240,13 +264,16 @@ func (e *env) catchRun(ctx context.Context, plan catchPlan, k int) (CatchUpRun, 
 		return run, dsn, err
 	}
 	run.Rows, run.Ready = ob.Rows, ob.ByState["ready"]
+	if run.Released, err = bench.CountRows(ctx, dsn, "updated_at > created_at"); err != nil {
+		return run, dsn, err
+	}
 	lag, err := bench.GroupLag(ctx, e.o.Brokers, "clbench-none", []string{dlq})
 	if err != nil {
 		return run, dsn, err
 	}
 	run.DeadLetters = lag.End
-	logf("catch-up, %d instance(s): identities %.0f/s (%.1fs), stage changes %.0f/s (%.1fs), %.2f cores, peak RSS %d MiB; outbox %v, dead letters %d",
-		k, run.Identities.PerSecond, run.Identities.Seconds, run.Stages.PerSecond, run.Stages.Seconds, run.CPU, peak>>20, ob.ByState, run.DeadLetters)
+	logf("catch-up, %d instance(s): identities %.0f/s (%.1fs), stage changes %.0f/s (%.1fs), %.2f cores, peak RSS %d MiB; outbox %v, dead letters %d; %d rows released after waiting",
+		k, run.Identities.PerSecond, run.Identities.Seconds, run.Stages.PerSecond, run.Stages.Seconds, run.CPU, peak>>20, ob.ByState, run.DeadLetters, run.Released)
 	want := 3 * plan.n
 	if run.Rows != want || run.Ready != want {
 		return run, dsn, fmt.Errorf("outbox %v: want %d rows, all ready (duplicates collapsed, every deal joined)", ob.ByState, want)
@@ -254,7 +281,77 @@ func (e *env) catchRun(ctx context.Context, plan catchPlan, k int) (CatchUpRun, 
 	if run.DeadLetters != int64(plan.garbage) {
 		return run, dsn, fmt.Errorf("%d dead letters, want %d (one per garbage message)", run.DeadLetters, plan.garbage)
 	}
+	q, err := e.quotaRun(ctx, dsn, group, k)
+	if err != nil {
+		return run, dsn, fmt.Errorf("quota: %w", err)
+	}
+	e.res.CatchUp.Quota = append(e.res.CatchUp.Quota, q)
 	return run, dsn, nil
+}
+
+// quotaRun starts k uploading workers on the caught-up outbox of dsn, every destination
+// limited to quotaLimit requests per second, and counts the sandbox's requests over
+// quotaWindow once every worker is up.
+func (e *env) quotaRun(ctx context.Context, dsn, group string, k int) (QuotaRun, error) {
+	q := QuotaRun{Instances: k, Limit: quotaLimit, PerSecond: map[string]float64{}}
+	sb := sandbox.New(sandbox.Options{Seed: 1}, zap.NewNop())
+	url, err := sb.Start("127.0.0.1:0")
+	if err != nil {
+		return q, err
+	}
+	defer sb.Shutdown(context.WithoutCancel(ctx))
+	ids, stages := e.catchTopics()
+	cfg, err := e.config(fmt.Sprintf("catch%d-upload", k), bench.WorkerConfig{
+		Group: group, StageTopic: stages, IdentityTopic: ids, DeadLetterTopic: e.topics.dlq, DSN: dsn,
+		Upload: true, SandboxURL: url, RatePerSecond: quotaLimit,
+	})
+	if err != nil {
+		return q, err
+	}
+	var workers []*bench.Worker
+	defer func() {
+		for _, w := range workers {
+			_ = w.Stop(30 * time.Second)
+		}
+	}()
+	for i := 0; i < k; i++ {
+		w, err := bench.StartWorker(e.bin, cfg, filepath.Join(e.dir, fmt.Sprintf("catch%d-upload-%d.log", k, i)))
+		if err != nil {
+			return q, err
+		}
+		workers = append(workers, w)
+		if _, err := w.Admin(ctx); err != nil {
+			return q, err
+		}
+	}
+	// Every worker is up; the window starts once each has had a moment to claim.
+	if err := sleepCtx(ctx, 3*time.Second); err != nil {
+		return q, err
+	}
+	before := sb.Counts()
+	start := time.Now()
+	if err := sleepCtx(ctx, quotaWindow); err != nil {
+		return q, err
+	}
+	after := sb.Counts()
+	q.Seconds = time.Since(start).Seconds()
+	for _, p := range []string{sandbox.Google, sandbox.Meta, sandbox.TikTok} {
+		q.PerSecond[p] = float64(after[p].Requests-before[p].Requests) / q.Seconds
+	}
+	logf("quota, %d instance(s), rate_per_second %d on every destination: requests/s google %.2f, meta %.2f, tiktok %.2f",
+		k, quotaLimit, q.PerSecond[sandbox.Google], q.PerSecond[sandbox.Meta], q.PerSecond[sandbox.TikTok])
+	return q, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // catchCeiling measures, in the same run, a plain group read of the stage topic, a plain

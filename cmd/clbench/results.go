@@ -155,6 +155,42 @@ func (r *Results) rows() [][4]string {
 		[4]string{fmt.Sprintf("raw kafka-go produce of the same messages, %d clients, acks=all", r.Ingest.Clients), fmt.Sprintf("%.0f/s, p50 %.1f ms, p99 %.1f ms", r.Ingest.Raw.PerSecond, r.Ingest.Raw.P50, r.Ingest.Raw.P99), "", ""},
 		[4]string{"  ingest ratio to raw produce", fmt.Sprintf("%.2f", r.Ingest.Ratio), "≥ 0.5", verdict(r.Ingest.Ratio >= 0.5)},
 	)
+	out = append(out, r.CatchUp.rows()...)
+	return out
+}
+
+// rows are the catch-up case's lines of the table.
+func (c CatchUpResult) rows() [][4]string {
+	if len(c.Runs) == 0 {
+		return nil
+	}
+	out := [][4]string{
+		{fmt.Sprintf("catch-up: raw kafka-go group read of %d stage messages (%d partitions)", c.Messages, c.Partitions), fmt.Sprintf("%.0f/s (%.1fs)", c.RawRead.PerSecond, c.RawRead.Seconds), "", ""},
+		{fmt.Sprintf("catch-up: raw Postgres COPY of %d outbox rows (%d destinations)", c.RawInsert.Count, c.Destinations), fmt.Sprintf("%.0f/s (%.1fs)", c.RawInsert.PerSecond, c.RawInsert.Seconds), "", ""},
+		{"catch-up: raw ceiling messages/(t_read+t_insert)", fmt.Sprintf("%.0f/s", c.Ceiling), "", ""},
+		{fmt.Sprintf("catch-up: raw Postgres COPY of the %d identities + clicks", c.Identities), fmt.Sprintf("%.0f/s (%.1fs)", c.RawIdentity.PerSecond, c.RawIdentity.Seconds), "", ""},
+	}
+	for _, run := range c.Runs {
+		out = append(out,
+			[4]string{fmt.Sprintf("catch-up, %d instance(s): %d stage messages (%d duplicates, %d garbage) and %d identities backlogged", run.Instances, c.Messages, c.Duplicates, c.Garbage, c.Identities),
+				fmt.Sprintf("stages %.0f/s (%.1fs), identities %.0f/s (%.1fs)", run.Stages.PerSecond, run.Stages.Seconds, run.Identities.PerSecond, run.Identities.Seconds), "", ""},
+			[4]string{"  stage changes: ratio to the raw ceiling", fmt.Sprintf("%.2f", run.StageRatio), "≥ 0.5", verdict(run.StageRatio >= 0.5)},
+			[4]string{"  identities: ratio to the raw COPY", fmt.Sprintf("%.2f", run.IdentityRatio), "≥ 0.5", verdict(run.IdentityRatio >= 0.5)},
+			[4]string{"  peak RSS (largest instance), CPU", fmt.Sprintf("%s, %.2f cores", mib(run.PeakRSS), run.CPU), "≤ 150 MiB", verdict(run.PeakRSS <= 150<<20)},
+			[4]string{"  outbox rows (all ready), released after waiting, dead letters", fmt.Sprintf("%d (%d), %d, %d", run.Rows, run.Ready, run.Released, run.DeadLetters),
+				fmt.Sprintf("%d, -, %d", 3*c.Identities, c.Garbage), verdict(run.Rows == 3*c.Identities && run.Ready == run.Rows && run.DeadLetters == int64(c.Garbage))},
+		)
+	}
+	for _, q := range c.Quota {
+		worst := 0.0
+		for _, v := range q.PerSecond {
+			worst = max(worst, v)
+		}
+		out = append(out, [4]string{
+			fmt.Sprintf("quota: %d instance(s) uploading, rate_per_second %.0f on each destination (%.0fs)", q.Instances, q.Limit, q.Seconds),
+			fmt.Sprintf("requests/s google %.2f, meta %.2f, tiktok %.2f", q.PerSecond["google"], q.PerSecond["meta"], q.PerSecond["tiktok"]),
+			fmt.Sprintf("≤ %.0f/s, whatever the instances", q.Limit), verdict(worst <= q.Limit*1.1)})
+	}
 	return out
 }
 

@@ -74,6 +74,18 @@ func ReadOutbox(ctx context.Context, dsn string) (Outbox, error) {
 	return o, err
 }
 
+// CountRows counts the conversions of dsn matching where (an SQL condition).
+func CountRows(ctx context.Context, dsn, where string) (int, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	var n int
+	err = conn.QueryRow(ctx, "SELECT count(*) FROM conversions WHERE "+where).Scan(&n)
+	return n, err
+}
+
 // Row is one conversion's key, platform and state.
 type Row struct{ Key, Destination, Platform, State, Reason string }
 

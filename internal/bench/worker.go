@@ -84,6 +84,8 @@ type WorkerConfig struct {
 	Timeout      time.Duration // per upload request; 0 = 10s
 	LogLevel     string        // default info
 	Pprof        bool          // admin.pprof: serve /debug/pprof/ (block and mutex sampling on)
+	// RatePerSecond, when set, is every destination's rate_per_second (burst 1).
+	RatePerSecond float64
 }
 
 func durStr(d, def time.Duration) string {
@@ -132,6 +134,26 @@ func WriteConfig(path string, c WorkerConfig) error {
 	if c.Pprof {
 		admin["pprof"] = true
 	}
+	platforms := map[string]any{
+		DestGoogle: map[string]any{
+			"platform": "google", "base_url": sb, "token_url": sb + "/token",
+			"customer_id": "1234567890", "client_id": "bench-client", "client_secret": "bench-secret",
+			"refresh_token": "bench-refresh", "timeout": timeout,
+		},
+		DestMeta: map[string]any{
+			"platform": "meta", "base_url": sb, "dataset_id": "123456789012345",
+			"access_token": "bench-meta-token", "timeout": timeout,
+		},
+		DestTikTok: map[string]any{
+			"platform": "tiktok", "base_url": sb, "event_source_id": "7300000000000000001",
+			"access_token": "bench-tiktok-token", "timeout": timeout,
+		},
+	}
+	if c.RatePerSecond > 0 {
+		for _, d := range platforms {
+			d.(map[string]any)["rate_per_second"] = c.RatePerSecond
+		}
+	}
 	cfg := map[string]any{
 		"log":   map[string]any{"level": c.LogLevel, "format": "json"},
 		"admin": admin,
@@ -143,21 +165,7 @@ func WriteConfig(path string, c WorkerConfig) error {
 			"poll_interval": durStr(c.PollInterval, 200*time.Millisecond),
 			"lease_for":     durStr(c.LeaseFor, 30*time.Second),
 		},
-		"destinations": map[string]any{
-			DestGoogle: map[string]any{
-				"platform": "google", "base_url": sb, "token_url": sb + "/token",
-				"customer_id": "1234567890", "client_id": "bench-client", "client_secret": "bench-secret",
-				"refresh_token": "bench-refresh", "timeout": timeout,
-			},
-			DestMeta: map[string]any{
-				"platform": "meta", "base_url": sb, "dataset_id": "123456789012345",
-				"access_token": "bench-meta-token", "timeout": timeout,
-			},
-			DestTikTok: map[string]any{
-				"platform": "tiktok", "base_url": sb, "event_source_id": "7300000000000000001",
-				"access_token": "bench-tiktok-token", "timeout": timeout,
-			},
-		},
+		"destinations": platforms,
 		"mappings": []map[string]any{{
 			"name":         Rule,
 			"match":        map[string]any{"source": c.Source, "status": "won"},
