@@ -44,7 +44,16 @@ type Config struct {
 	// sweeper marks it unmatched; SweepInterval is how often the sweeper runs.
 	AwaitingTimeout time.Duration `yaml:"awaiting_timeout"`
 	SweepInterval   time.Duration `yaml:"sweep_interval"`
+
+	// IdentitiesFirst (default true) makes the stage reader hold back, up to a second per
+	// batch, while the identity reader is several batches behind and moving, so that a
+	// backlog of captures is stored before the stage changes that join on them (see
+	// yield.go).
+	IdentitiesFirst *bool `yaml:"identities_first"`
 }
+
+// identitiesFirst reads IdentitiesFirst with its default.
+func (c Config) identitiesFirst() bool { return c.IdentitiesFirst == nil || *c.IdentitiesFirst }
 
 // StageTopic is one topic of stage changes and the format its messages are in.
 type StageTopic struct {

@@ -63,6 +63,9 @@ type Consumer struct {
 	idRdr    *kafka.Reader
 	stageUp  atomic.Bool
 	idUp     atomic.Bool
+	// idBacklog is how far behind the identity reader is; the stage reader yields to it
+	// (see yield.go). Nil without an identity topic.
+	idBacklog *identityBacklog
 	// drainTimeout bounds finishing the batch in hand once ctx is cancelled.
 	drainTimeout time.Duration
 
@@ -116,6 +119,9 @@ func New(cfg Config, deps Deps) (*Consumer, error) {
 			return nil, err
 		}
 		c.ids.writeTimeout = c.drainTimeout
+		if cfg.identitiesFirst() {
+			c.idBacklog = newIdentityBacklog(time.Now)
+		}
 		c.idRdr = c.newReader(cfg.IdentityGroupID, []string{cfg.IdentityTopic}, "kafka.identities")
 	}
 	return c, nil
@@ -320,6 +326,11 @@ func (c *Consumer) loop(ctx context.Context, r *kafka.Reader, up *atomic.Bool, w
 func (c *Consumer) fetchBatches(ctx context.Context, r *kafka.Reader, up *atomic.Bool, what string,
 	prepare func(context.Context, []kafka.Message) func(context.Context) error, queue chan<- batchWork, failed <-chan struct{}) error {
 	for {
+		if r == c.stageRdr && c.idBacklog != nil {
+			if held := c.idBacklog.yield(ctx, int64(4*c.cfg.BatchSize)); held > 0 {
+				c.deps.Metrics.addYielded(held.Seconds())
+			}
+		}
 		fetchStart := time.Now()
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
@@ -341,6 +352,9 @@ func (c *Consumer) fetchBatches(ctx context.Context, r *kafka.Reader, up *atomic
 			batch = append(batch, m)
 		}
 		cancel()
+		if r == c.idRdr {
+			c.idBacklog.note(batch)
+		}
 		fetched := time.Since(fetchStart)
 		w := batchWork{msgs: batch, fetched: fetched, fetchedAt: time.Now()}
 		w.finish = prepare(ctx, batch)

@@ -19,6 +19,7 @@ type Metrics struct {
 	batchSeconds   *prometheus.HistogramVec // topic
 	identitiesSeen prometheus.Counter
 	dropped        *prometheus.CounterVec // field
+	yielded        prometheus.Counter
 }
 
 // Outcomes of a stage change (closedloop_stage_changes_total{outcome}).
@@ -67,6 +68,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "closedloop_identifiers_dropped_total",
 			Help: "Emails and phones of stage changes that could not be normalized (a phone that is not a valid number, ...), per payload field: dropped, never hashed or sent; the stage change was kept.",
 		}, []string{"field"}),
+		yielded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "closedloop_stage_reader_yielded_seconds_total",
+			Help: "Time the stage-change reader held back while the identity reader had a backlog (identities first: stage changes then join on arrival).",
+		}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "closedloop_consumer_lag",
 			Help: "Messages between the last processed offset and the partition's high watermark.",
@@ -78,7 +83,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"topic"}),
 	}
 	reg.MustRegister(m.consumed, m.deadLettered, m.stageChanges, m.conversions, m.released,
-		m.expired, m.identitiesSeen, m.lag, m.batchSeconds, m.dropped)
+		m.expired, m.identitiesSeen, m.lag, m.batchSeconds, m.dropped, m.yielded)
 	return m
 }
 
@@ -136,6 +141,12 @@ func (m *Metrics) setLag(topic string, partition int, lag int64) {
 			lag = 0
 		}
 		m.lag.WithLabelValues(topic, strconv.Itoa(partition)).Set(float64(lag))
+	}
+}
+
+func (m *Metrics) addYielded(seconds float64) {
+	if m != nil && seconds > 0 {
+		m.yielded.Add(seconds)
 	}
 }
 
