@@ -28,7 +28,7 @@ func TestMetaThroughTheSandbox(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	bad := []string{"conv-017", "conv-018", "conv-203"}
-	sb := sandbox.New(sandbox.Options{
+	sb := platforms.NewSandbox(sandbox.Options{
 		Seed: 7, MetaAccessToken: "meta-token",
 		Faults: sandbox.Faults{Platforms: []string{sandbox.Meta}, Share5xx: 0.3, RejectKeys: bad},
 	}, zaptest.NewLogger(t))

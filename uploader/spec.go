@@ -11,6 +11,7 @@ import (
 
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/store"
+	"github.com/closedloop/closedloop/uploader/sandbox"
 )
 
 // Spec is everything the rest of closedloop knows about one platform. Each platform package
@@ -42,6 +43,10 @@ type Spec struct {
 	// platform can match on: it lets a conversion leave awaiting_identity (the join) and
 	// the platform's Check refuses rows without one (the dispatcher).
 	Usable func(id store.Identity) bool
+	// Sandbox mounts the platform's emulation on the sandbox server (uploader/sandbox): its
+	// endpoints, schema checks, error shapes and dedup; uploader/platforms.NewSandbox mounts
+	// every registered platform's.
+	Sandbox sandbox.Mount
 	// Hashes names the pii.Set key the platform reads for each identifier field it takes.
 	Hashes map[pii.Field]string
 	// NewSettings returns the zero value of the platform's own YAML section (a pointer to a

@@ -586,7 +586,7 @@ func (e *env) uploads(ctx context.Context) error {
 	if err := w.Stop(30 * time.Second); err != nil {
 		return err
 	}
-	sb := sandbox.New(sandbox.Options{Seed: 1}, zap.NewNop())
+	sb := platforms.NewSandbox(sandbox.Options{Seed: 1}, zap.NewNop())
 	url, err := sb.Start("127.0.0.1:0")
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 )
 
@@ -75,7 +76,7 @@ type destinationsSetup struct {
 
 func setupDestinations(t *testing.T, opts sandbox.Options, extraMappings string) destinationsSetup {
 	t.Helper()
-	srv := sandbox.New(opts, zap.NewNop())
+	srv := platforms.NewSandbox(opts, zap.NewNop())
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	return destinationsSetup{srv: srv, path: destinationsConfig(t, hs.URL, extraMappings)}

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/closedloop/closedloop/internal/logging"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 )
 
@@ -38,7 +39,7 @@ received and what took effect per dedup key; POST /sandbox/faults changes the fa
 				return usageError("--log-level: %v", err)
 			}
 			defer func() { _ = log.Sync() }()
-			srv := sandbox.New(opts, log.Named("sandbox"))
+			srv := platforms.NewSandbox(opts, log.Named("sandbox"))
 			url, err := srv.Start(listen)
 			if err != nil {
 				return err

@@ -22,6 +22,7 @@ import (
 	"github.com/closedloop/closedloop/internal/bench"
 	"github.com/closedloop/closedloop/internal/report"
 	"github.com/closedloop/closedloop/store"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 )
 
@@ -101,7 +102,7 @@ func TestFaults(t *testing.T) {
 	dsn, err := bench.CreateDatabase(ctx, svc.DSN, "chaos")
 	require.NoError(t, err)
 
-	sb := sandbox.New(sandbox.Options{Seed: 8}, zap.NewNop())
+	sb := platforms.NewSandbox(sandbox.Options{Seed: 8}, zap.NewNop())
 	sbURL, err := sb.Start("127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sb.Shutdown(context.Background()) })

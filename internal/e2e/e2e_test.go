@@ -21,6 +21,7 @@ import (
 	"github.com/closedloop/closedloop/internal/worker"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 )
 
@@ -148,7 +149,7 @@ func TestPipelineUnderFaults(t *testing.T) {
 		ShareTimeout: 0.05, TimeoutDelayMS: 5000, // the destinations time out after 2s
 		RejectKeys: rejectKeys,
 	}
-	sb := sandbox.New(sandbox.Options{Seed: 5, StatusDelay: 500 * time.Millisecond, Faults: faults}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	sb := platforms.NewSandbox(sandbox.Options{Seed: 5, StatusDelay: 500 * time.Millisecond, Faults: faults}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	sbURL, err := sb.Start("127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() {

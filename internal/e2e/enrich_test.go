@@ -19,6 +19,7 @@ import (
 	"github.com/closedloop/closedloop/internal/worker"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 )
 
@@ -111,7 +112,7 @@ func TestThinWebhooksEnrichedUnderFaults(t *testing.T) {
 	t.Cleanup(crmSrv.Close)
 
 	faults := sandbox.Faults{Share5xx: 0.10, Share429: 0.05, RetryAfterSeconds: 1}
-	sb := sandbox.New(sandbox.Options{Seed: 14, Faults: faults}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	sb := platforms.NewSandbox(sandbox.Options{Seed: 14, Faults: faults}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	sbURL, err := sb.Start("127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() {

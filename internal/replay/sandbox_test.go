@@ -88,7 +88,7 @@ func TestKafkaReplayThroughTheSandbox(t *testing.T) {
 	t.Parallel()
 	const partitions = 2
 	e := newKafkaEnv(t, partitions)
-	sb := sandbox.New(sandbox.Options{Seed: 1}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	sb := platforms.NewSandbox(sandbox.Options{Seed: 1}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	pointAt(e.cfg, srv.URL)

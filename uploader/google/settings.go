@@ -14,6 +14,12 @@ import (
 	"github.com/closedloop/closedloop/uploader"
 )
 
+// DataManagerName is the Data Manager platform name (a destination's `platform` key).
+const DataManagerName = "google"
+
+// AdsName is the Google Ads API platform name.
+const AdsName = "google_ads"
+
 // MaxClickWindow is the longest click-through window a Google conversion action may have.
 const MaxClickWindow = 90 * 24 * time.Hour
 
@@ -27,13 +33,14 @@ var hashes = map[pii.Field]string{
 // §1). Its path is always v1.
 func DataManagerSpec() uploader.Spec {
 	return uploader.Spec{
-		Name:            "google",
+		Name:            DataManagerName,
 		API:             "the Google Data Manager API",
 		MaxBatch:        MaxBatch,
 		DefaultBaseURL:  "https://datamanager.googleapis.com",
 		ConversionNoun:  "conversion action",
 		CheckConversion: checkActionID,
 		Usable:          Usable,
+		Sandbox:         DataManagerSandbox,
 		Hashes:          hashes,
 		NewSettings:     func() uploader.Settings { return &Settings{} },
 		New: func(name string, d uploader.DestinationConfig, log *zap.Logger) (uploader.Platform, error) {
@@ -46,7 +53,7 @@ func DataManagerSpec() uploader.Spec {
 // (platform "google_ads"; platforms.md §1, platforms-2026-12.md for the sunsets).
 func AdsSpec() uploader.Spec {
 	return uploader.Spec{
-		Name:           "google_ads",
+		Name:           AdsName,
 		API:            "the Google Ads API",
 		MaxBatch:       MaxBatch,
 		DefaultBaseURL: "https://googleads.googleapis.com",
@@ -59,6 +66,7 @@ func AdsSpec() uploader.Spec {
 		ConversionNoun:  "conversion action",
 		CheckConversion: checkActionID,
 		Usable:          Usable,
+		Sandbox:         AdsSandbox,
 		Hashes:          hashes,
 		NewSettings:     func() uploader.Settings { return &Settings{} },
 		New: func(name string, d uploader.DestinationConfig, log *zap.Logger) (uploader.Platform, error) {

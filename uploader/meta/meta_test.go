@@ -22,6 +22,7 @@ import (
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/meta"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
 )
@@ -181,7 +182,7 @@ func setup(t *testing.T, opts sandbox.Options) (*sandbox.Server, *meta.Platform)
 	t.Helper()
 	opts.Now = func() time.Time { return now }
 	opts.MetaAccessToken = "meta-test-token"
-	sb := sandbox.New(opts, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(opts, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	return sb, meta.New(config(srv.URL), zaptest.NewLogger(t))
@@ -241,7 +242,7 @@ func TestSandboxRejections(t *testing.T) {
 	})
 	t.Run("bad token", func(t *testing.T) {
 		t.Parallel()
-		sb := sandbox.New(sandbox.Options{Now: func() time.Time { return now }, MetaAccessToken: "other"}, zaptest.NewLogger(t))
+		sb := platforms.NewSandbox(sandbox.Options{Now: func() time.Time { return now }, MetaAccessToken: "other"}, zaptest.NewLogger(t))
 		srv := httptest.NewServer(sb)
 		defer srv.Close()
 		_, err := send(t, meta.New(config(srv.URL), zaptest.NewLogger(t)), rows(t))

@@ -20,6 +20,7 @@ import (
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/microsoft"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/platformtest"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
@@ -191,7 +192,7 @@ type harness struct {
 func setup(t *testing.T, opts sandbox.Options) harness {
 	t.Helper()
 	opts.Now = func() time.Time { return now }
-	sb := sandbox.New(opts, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(opts, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	return harness{sb: sb, p: microsoft.New(config(srv.URL), srv.Client(), zaptest.NewLogger(t))}

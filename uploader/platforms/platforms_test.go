@@ -60,6 +60,7 @@ func TestRegistry(t *testing.T) {
 		require.NotNil(t, s.Usable, s.Name)
 		require.NotNil(t, s.New, s.Name)
 		require.NotNil(t, s.NewSettings, s.Name)
+		require.NotNil(t, s.Sandbox, s.Name)
 		require.NotEmpty(t, s.Hashes, s.Name)
 		for i := 1; i < len(s.Versions); i++ {
 			if !s.Versions[i].Sunset.IsZero() && !s.Versions[i-1].Sunset.IsZero() {

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 )
 
@@ -33,7 +34,7 @@ type env struct {
 func setup(t *testing.T, opts sandbox.Options) env {
 	t.Helper()
 	opts.Now = func() time.Time { return now }
-	sb := sandbox.New(opts, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(opts, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	return env{sb: sb, url: srv.URL}
@@ -153,7 +154,7 @@ func TestTokenEndpoint(t *testing.T) {
 func TestMetaSevenDaysAndDedupWindow(t *testing.T) {
 	t.Parallel()
 	clock := now
-	sb := sandbox.New(sandbox.Options{Now: func() time.Time { return clock }}, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(sandbox.Options{Now: func() time.Time { return clock }}, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	defer srv.Close()
 	e := env{sb: sb, url: srv.URL}
@@ -243,7 +244,7 @@ func TestSeededFaultsAreReproducible(t *testing.T) {
 
 func TestStartAndShutdown(t *testing.T) {
 	t.Parallel()
-	sb := sandbox.New(sandbox.Options{}, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(sandbox.Options{}, zaptest.NewLogger(t))
 	u, err := sb.Start("127.0.0.1:0")
 	require.NoError(t, err)
 	resp, err := http.Get(u + "/sandbox/counts")

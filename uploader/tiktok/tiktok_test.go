@@ -21,6 +21,7 @@ import (
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
 	"github.com/closedloop/closedloop/uploader/tiktok"
@@ -140,7 +141,7 @@ func TestErrorClass(t *testing.T) {
 func setup(t *testing.T, opts sandbox.Options) (*sandbox.Server, *tiktok.Platform) {
 	t.Helper()
 	opts.TikTokAccessToken = "tiktok-test-token"
-	sb := sandbox.New(opts, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(opts, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	return sb, tiktok.New(config(srv.URL), zaptest.NewLogger(t))
