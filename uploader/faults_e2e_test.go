@@ -153,7 +153,7 @@ func TestFaultMetaAnswerItDoesNotKnowKeepsEveryRow(t *testing.T) {
 		require.Equal(t, store.StateReady, c.State, "kept for a retry, never rejected")
 		require.Equal(t, "2388099", c.Reason)
 	}
-	require.Equal(t, 1, sb.Counts()[sandbox.Meta].Faulted, "not bisected: an answer naming no row is the request's")
+	require.Equal(t, 1, sb.Counts()[meta.Name].Faulted, "not bisected: an answer naming no row is the request's")
 	require.Equal(t, 1.0, testutil.ToFloat64(r.m.Unrecognised.WithLabelValues("meta-crm", "2388099")))
 }
 
@@ -198,7 +198,7 @@ func TestFaultRoutineTokenExpiryIsRefreshedNotPaused(t *testing.T) {
 	require.NoError(t, err)
 	r.until(func(c store.Conversion) bool { return c.State == store.StateAccepted })
 	r.stop()
-	require.Equal(t, 1, sb.Counts()[sandbox.GoogleAds].Refused, "the cached token was refused once")
+	require.Equal(t, 1, sb.Counts()[google.AdsName].Refused, "the cached token was refused once")
 	require.Zero(t, testutil.ToFloat64(r.m.Paused.WithLabelValues("ads")), "never paused")
 }
 
@@ -221,7 +221,7 @@ func TestFaultSetupInsideA5xxPausesWithoutInProcessRetries(t *testing.T) {
 	r := startFaultRun(t, sb, "meta-crm", metaConfig, metaRows(t, 3))
 	require.Eventually(t, func() bool { return r.d.Status().Paused }, 10*time.Second, 5*time.Millisecond)
 	r.stop()
-	require.Equal(t, 1, sb.Counts()[sandbox.Meta].Faulted, "one request, its body read before any retry")
+	require.Equal(t, 1, sb.Counts()[meta.Name].Faulted, "one request, its body read before any retry")
 	require.Contains(t, r.d.Status().Reason, "190")
 	for _, c := range r.rows() {
 		require.Equal(t, store.StateReady, c.State)

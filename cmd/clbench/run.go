@@ -16,8 +16,11 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/closedloop/closedloop/internal/bench"
+	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/meta"
 	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
+	"github.com/closedloop/closedloop/uploader/tiktok"
 
 	"go.uber.org/zap"
 )
@@ -621,7 +624,7 @@ func (e *env) uploads(ctx context.Context) error {
 		}
 		c := sb.Counts()
 		total := 0
-		for _, p := range []string{sandbox.Google, sandbox.Meta, sandbox.TikTok} {
+		for _, p := range []string{google.DataManagerName, meta.Name, tiktok.Name} {
 			total += c[p].AcceptedUnique
 		}
 		if received == 0 && total >= want {
@@ -652,7 +655,7 @@ func (e *env) uploads(ctx context.Context) error {
 	rss, _ := w.PeakRSS()
 	c := sb.Counts()
 	e.res.Uploads = UploadResult{Rows: want, Seconds: received.Seconds(), PerSecond: float64(want) / received.Seconds(), PeakRSS: rss, Fill: map[string]Fill{}}
-	for _, p := range []string{sandbox.Google, sandbox.Meta, sandbox.TikTok} {
+	for _, p := range []string{google.DataManagerName, meta.Name, tiktok.Name} {
 		spec, _ := platforms.Lookup(p)
 		max := spec.MaxBatch
 		f := Fill{Requests: c[p].Requests, Events: c[p].Received, Max: max}

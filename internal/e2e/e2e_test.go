@@ -21,8 +21,11 @@ import (
 	"github.com/closedloop/closedloop/internal/worker"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/meta"
 	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
+	"github.com/closedloop/closedloop/uploader/tiktok"
 )
 
 // Destinations of the proof's config, one per platform, all pointing at the sandbox.
@@ -35,7 +38,7 @@ const (
 var destinations = []string{destGoogle, destMeta, destTikTok}
 
 // sandboxPlatform is the sandbox's count name of each destination's platform.
-var sandboxPlatform = map[string]string{destGoogle: sandbox.Google, destMeta: sandbox.Meta, destTikTok: sandbox.TikTok}
+var sandboxPlatform = map[string]string{destGoogle: google.DataManagerName, destMeta: meta.Name, destTikTok: tiktok.Name}
 
 // sandboxKey is the sandbox's count key of conversion key on destination: the platform's
 // dedup scope (account and conversion action, dataset and event name, event set and event)

@@ -205,7 +205,7 @@ func TestRoundTrip(t *testing.T) {
 			require.Equal(t, uploader.ClassAccepted, r.Class)
 		}
 	}
-	c := sb.Counts()[sandbox.LinkedIn]
+	c := sb.Counts()[linkedin.Name]
 	require.Equal(t, 4, c.Received)
 	require.Equal(t, 2, c.AcceptedUnique, "eventId dedups")
 	require.Equal(t, 2, c.Duplicates)

@@ -20,17 +20,18 @@ import (
 //	POST /rest/conversionEvents   one event, or BATCH_CREATE (per-element status)
 //	POST /oauth/v2/accessToken    the Server's token endpoint
 //
-// It takes tokens the token endpoint issued, or the fixed Options.LinkedInAccessToken;
+// It takes tokens the token endpoint issued, or its fixed Options.Platforms["linkedin"].AccessToken;
 // requires an active LinkedIn-Version and Rest.li 2.0.0; validates each element against
 // the schema facts, the conversion URN, the 90-day window and a user identifier; an
 // eventId counts once per conversion.
 func Sandbox(s *sandbox.Server) sandbox.Emulator {
-	return &emulator{Server: s, facts: schema.MustLoad(schema.LinkedIn)}
+	return &emulator{Server: s, facts: schema.MustLoad(schema.LinkedIn), own: s.Options().Platform(Name)}
 }
 
 type emulator struct {
 	*sandbox.Server
 	facts *schema.Schema
+	own   sandbox.PlatformOptions
 }
 
 func (s *emulator) Platform() string { return Name }
@@ -85,13 +86,13 @@ func liVersionActive(v string, now time.Time) bool {
 }
 
 // liAuth accepts a token the token endpoint issued and has not expired, else the fixed
-// Options.LinkedInAccessToken (any non-empty token when that is unset).
+// PlatformOptions.AccessToken (any non-empty token when that is unset).
 func (s *emulator) liAuth(w http.ResponseWriter, r *http.Request, f sandbox.Faults) bool {
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	s.Lock()
 	exp, issued := s.TokenLocked(tok)
 	expired := f.ExpiredToken || (issued && !s.Now().Before(exp))
-	valid := tok != "" && !expired && (issued || s.Options().LinkedInAccessToken == "" || tok == s.Options().LinkedInAccessToken)
+	valid := tok != "" && !expired && (issued || s.own.AccessToken == "" || tok == s.own.AccessToken)
 	if !valid {
 		s.CountsLocked(Name).Refused++
 	}

@@ -20,16 +20,17 @@ import (
 //	POST /{v}/{dataset_id}/events   the Conversions API (events_received, whole-request errors)
 //	GET  /{v}/{dataset_id}          the dataset read `destinations test` makes
 //
-// It accepts any non-empty token, or only Options.MetaAccessToken when set; checks the
+// It accepts any non-empty token, or only Options.Platforms["meta"].AccessToken when set; checks the
 // body against the schema facts, the 7-day event_time window, lead_id and fbc formats; and
 // deduplicates event_id + event_name per dataset for 48 hours.
 func Sandbox(s *sandbox.Server) sandbox.Emulator {
-	return &emulator{Server: s, facts: schema.MustLoad(schema.Meta)}
+	return &emulator{Server: s, facts: schema.MustLoad(schema.Meta), own: s.Options().Platform(Name)}
 }
 
 type emulator struct {
 	*sandbox.Server
 	facts    *schema.Schema
+	own      sandbox.PlatformOptions
 	metaSeen map[string]time.Time // dedup key → first effective time; under the Server's lock
 }
 
@@ -101,7 +102,7 @@ func (s *emulator) handleMeta(w http.ResponseWriter, r *http.Request, version, d
 		s.Refused(Name, 0)
 		s.metaError(w, http.StatusBadRequest, "OAuthException", 190, 463, "Error validating access token: Session has expired.", false)
 		return
-	case s.Options().MetaAccessToken != "" && token != s.Options().MetaAccessToken:
+	case s.own.AccessToken != "" && token != s.own.AccessToken:
 		s.Refused(Name, 0)
 		s.metaError(w, http.StatusBadRequest, "OAuthException", 190, 0, "Invalid OAuth access token - Cannot parse access token", false)
 		return
@@ -236,7 +237,7 @@ func (s *emulator) handleMetaDataset(w http.ResponseWriter, r *http.Request, ver
 	case f.ExpiredToken:
 		s.metaError(w, http.StatusBadRequest, "OAuthException", 190, 463, "Error validating access token: Session has expired.", false)
 		return
-	case s.Options().MetaAccessToken != "" && token != s.Options().MetaAccessToken:
+	case s.own.AccessToken != "" && token != s.own.AccessToken:
 		s.metaError(w, http.StatusBadRequest, "OAuthException", 190, 0, "Invalid OAuth access token - Cannot parse access token", false)
 		return
 	}

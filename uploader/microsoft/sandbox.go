@@ -18,17 +18,18 @@ import (
 //	POST /CampaignManagement/v13/OfflineConversions/Apply   ApplyOfflineConversions (PartialErrors per row)
 //	POST /common/oauth2/v2.0/token                           the Server's token endpoint
 //
-// It takes access tokens the token endpoint issued plus a DeveloperToken (only
-// Options.MicrosoftDeveloperToken when set) and numeric account headers; when
-// Options.MicrosoftGoals is set only those goals exist; Faults.TooRecentGoals answer
+// It takes access tokens the token endpoint issued plus a DeveloperToken (only the
+// DeveloperToken of Options.Platforms["microsoft"] when set) and numeric account headers;
+// when its Conversions are set only those goals exist; Faults.TooRecentGoals answer
 // OfflineConversionGoalTooRecent. A click converts once per goal and time.
 func Sandbox(s *sandbox.Server) sandbox.Emulator {
-	return &emulator{Server: s, facts: schema.MustLoad(schema.Microsoft)}
+	return &emulator{Server: s, facts: schema.MustLoad(schema.Microsoft), own: s.Options().Platform(Name)}
 }
 
 type emulator struct {
 	*sandbox.Server
 	facts *schema.Schema
+	own   sandbox.PlatformOptions
 }
 
 func (s *emulator) Platform() string { return Name }
@@ -87,7 +88,7 @@ func (s *emulator) msAuth(w http.ResponseWriter, r *http.Request, f sandbox.Faul
 		s.msFault(w, http.StatusUnauthorized, "AdApiFaultDetail", 109, "AuthenticationTokenExpired", "The OAuth access token has expired.")
 		return false
 	case !ok || !known || r.Header.Get("DeveloperToken") == "" ||
-		(s.Options().MicrosoftDeveloperToken != "" && r.Header.Get("DeveloperToken") != s.Options().MicrosoftDeveloperToken):
+		(s.own.DeveloperToken != "" && r.Header.Get("DeveloperToken") != s.own.DeveloperToken):
 		s.msFault(w, http.StatusUnauthorized, "AdApiFaultDetail", 105, "InvalidCredentials", "Authentication failed. Either supplied credentials are invalid or the account is inactive.")
 		return false
 	case !digits.MatchString(r.Header.Get("CustomerId")) || !digits.MatchString(r.Header.Get("CustomerAccountId")):
@@ -155,7 +156,7 @@ func (s *emulator) handleMicrosoft(w http.ResponseWriter, r *http.Request) {
 			fail(i, "OfflineConversionGoalTooRecent", "ConversionName", "The offline conversion goal was created less than two hours before the import.")
 		case name == f.Marker() || f.RejectsKey(click):
 			fail(i, "OfflineConversionMSClickIdInvalid", "MicrosoftClickId", "The MSClickId field is invalid (sandbox reject marker).")
-		case len(s.Options().MicrosoftGoals) > 0 && !contains(s.Options().MicrosoftGoals, name):
+		case len(s.own.Conversions) > 0 && !contains(s.own.Conversions, name):
 			fail(i, "OfflineConversionNameInvalid", "ConversionName", "The provided offline conversion name does not match any existing goal.")
 		case at.After(now):
 			fail(i, "FutureConversionTimeCannotBeSet", "ConversionTime", "The conversion time is set to a future date.")

@@ -19,18 +19,8 @@ import (
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
 )
 
-// Platform names used in counts and fault scopes.
-const (
-	Google    = "google"
-	GoogleAds = "google_ads"
-	Meta      = "meta"
-	TikTok    = "tiktok"
-	Microsoft = "microsoft"
-	LinkedIn  = "linkedin"
-)
-
-// DefaultRejectMarker is the event name (Meta event_name, TikTok event, Google conversion
-// action ID) whose rows the sandbox rejects when Faults.RejectMarker is empty.
+// DefaultRejectMarker is the event or conversion name whose rows the sandbox rejects when
+// Faults.RejectMarker is empty.
 const DefaultRejectMarker = "reject-me"
 
 // maxBody is the largest request body the sandbox reads.
@@ -41,31 +31,40 @@ type Options struct {
 	Seed int64            // seeds the fault draws
 	Now  func() time.Time // the platforms' clock; default time.Now
 
-	// Google OAuth. When set, the token endpoint only accepts these; any other refresh
-	// token gets invalid_grant. Empty accepts any non-empty value.
+	// The OAuth token endpoint's client. When set, the token endpoint only accepts these;
+	// any other refresh token gets invalid_grant. Empty accepts any non-empty value.
 	ClientID, ClientSecret, RefreshToken string
 	TokenTTL                             time.Duration // access token lifetime; default 1h
 
-	MetaAccessToken   string // when set, the only accepted Meta token
-	TikTokAccessToken string // when set, the only accepted TikTok token
+	// Platforms holds fixed credentials and catalogues by platform name; each platform's
+	// emulation documents which of them it reads. Absent: any non-empty credential works.
+	Platforms map[string]PlatformOptions
 
-	MicrosoftDeveloperToken string   // when set, the only accepted Microsoft DeveloperToken
-	MicrosoftGoals          []string // when set, the only offline conversion goal names that exist
-	// LinkedInAccessToken, when set, is also accepted as a LinkedIn token besides those the
-	// token endpoint issued (a LinkedIn app without programmatic refresh uses a fixed one).
-	LinkedInAccessToken string
-
-	// StatusDelay is how long a Data Manager request reports PROCESSING.
+	// StatusDelay is how long an asynchronously processed request reports it is still
+	// processing (platforms with a request status).
 	StatusDelay time.Duration
 
 	Faults Faults
 }
 
+// PlatformOptions are one platform's fixed credentials and catalogue in the sandbox.
+type PlatformOptions struct {
+	// AccessToken, when set, is the platform's fixed access token: the only one accepted,
+	// or (platforms whose tokens come from the token endpoint) accepted besides those.
+	AccessToken string
+	// DeveloperToken, when set, is the only accepted developer token.
+	DeveloperToken string
+	// Conversions, when set, are the only conversion names (goals) that exist.
+	Conversions []string
+}
+
+// Platform returns the options for platform name (zero when none are set).
+func (o Options) Platform(name string) PlatformOptions { return o.Platforms[name] }
+
 // Faults are injected failures. Shares are probabilities in [0,1] drawn per request.
 type Faults struct {
-	// Platforms limits the faults to these platforms (google, google_ads, meta, tiktok,
-	// microsoft, linkedin);
-	// empty means all.
+	// Platforms limits the faults to these platforms (names as a destination's `platform`
+	// key); empty means all.
 	Platforms []string `json:"platforms,omitempty"`
 
 	Share5xx          float64 `json:"share_5xx,omitempty"`           // 500/503 answers
@@ -75,29 +74,27 @@ type Faults struct {
 	TimeoutDelayMS    int     `json:"timeout_delay_ms,omitempty"`    // default 30000
 	ShareBatchReject  float64 `json:"share_batch_reject,omitempty"`  // valid requests rejected whole, naming no row
 	// ShareUnknownError answers valid requests with an error the uploaders do not list
-	// (Meta 400 code 2388099 "not ready yet", Google 400 reason SERVICE_NOT_READY, TikTok
-	// code 41999): a request-level answer that names no row.
+	// (each platform's own "not ready yet"): a request-level answer that names no row.
 	ShareUnknownError float64 `json:"share_unknown_error,omitempty"`
-	// ShareSetupIn5xx answers valid requests with an auth error inside an HTTP 500 (Meta
-	// OAuthException 190, Google PERMISSION_DENIED, TikTok 40001).
+	// ShareSetupIn5xx answers valid requests with an auth or permission error inside an
+	// HTTP 500, in the platform's shape.
 	ShareSetupIn5xx float64 `json:"share_setup_in_5xx,omitempty"`
 
-	// RejectMarker: rows whose event name / conversion action ID equals it are invalid
-	// (default DefaultRejectMarker). RejectKeys: rows whose dedup key value (transactionId,
-	// orderId, event_id) is listed are invalid.
+	// RejectMarker: rows whose event or conversion name equals it are invalid (default
+	// DefaultRejectMarker). RejectKeys: rows whose dedup key value (the platform's
+	// transaction, order or event id) is listed are invalid.
 	RejectMarker string   `json:"reject_marker,omitempty"`
 	RejectKeys   []string `json:"reject_keys,omitempty"`
-	// AsyncRejectKeys: Data Manager accepts these transactionIds, then reports them failed
-	// (PROCESSING_ERROR_REASON_INVALID_EVENT) in requestStatus.
+	// AsyncRejectKeys: a platform with an asynchronous request status accepts rows with
+	// these dedup key values, then reports them failed in the status.
 	AsyncRejectKeys []string `json:"async_reject_keys,omitempty"`
 
-	// TooRecentGoals: Microsoft answers rows of these offline conversion goals with
-	// OfflineConversionGoalTooRecent (created less than two hours ago).
+	// TooRecentGoals: rows of these conversion goals are answered "goal created too
+	// recently" (a transient row error) by the platforms that have one.
 	TooRecentGoals []string `json:"too_recent_goals,omitempty"`
 
-	// ExpiredToken answers every API call as if the access token had expired: Google 401
-	// UNAUTHENTICATED, Meta OAuthException 190/463, TikTok code 40105, Microsoft 109
-	// AuthenticationTokenExpired, LinkedIn 401 EXPIRED_ACCESS_TOKEN.
+	// ExpiredToken answers every API call as if the access token had expired, in each
+	// platform's shape.
 	ExpiredToken bool `json:"expired_token,omitempty"`
 
 	// Lookup shapes the read-only lookups (see LookupFaults); it applies whatever Platforms says.
@@ -119,11 +116,11 @@ type Counts struct {
 	AcceptedUnique int                  `json:"accepted_unique"` // events that took effect
 	Duplicates     int                  `json:"duplicates"`      // received but dropped by the platform's dedup
 	Rejected       int                  `json:"rejected"`        // events refused (row errors, async failures)
-	Retracted      int                  `json:"retracted"`       // Google Ads retractions applied
+	Retracted      int                  `json:"retracted"`       // retractions applied (platforms that retract)
 	Keys           map[string]*KeyCount `json:"keys"`
 }
 
-// Server emulates the platforms. It is an http.Handler; safe for concurrent use.
+// Server emulates the platforms its emulators (Mount) add. It is an http.Handler; safe for concurrent use.
 type Server struct {
 	opts Options
 	log  *zap.Logger

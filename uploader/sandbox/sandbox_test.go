@@ -16,8 +16,11 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/meta"
 	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
+	"github.com/closedloop/closedloop/uploader/tiktok"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -117,7 +120,7 @@ func TestDataManagerValidation(t *testing.T) {
 		require.Equal(t, "INVALID_ARGUMENT", body["error"].(map[string]any)["status"], tc.name)
 		require.Equal(t, tc.reason, googleReason(body), tc.name)
 	}
-	require.Zero(t, e.sb.Counts()[sandbox.Google].Received, "nothing of a rejected request is ingested")
+	require.Zero(t, e.sb.Counts()[google.DataManagerName].Received, "nothing of a rejected request is ingested")
 
 	status, _, body := e.do(t, http.MethodPost, "/v1/events:ingest", map[string]string{"Authorization": "Bearer nope"}, dmBody(dmEvent("a", "")))
 	require.Equal(t, http.StatusUnauthorized, status)
@@ -178,7 +181,7 @@ func TestMetaSevenDaysAndDedupWindow(t *testing.T) {
 	clock = clock.Add(49 * time.Hour) // past Meta's 48 h dedup window
 	status, _, _ = e.do(t, http.MethodPost, "/v25.0/123/events", h, event(now))
 	require.Equal(t, http.StatusOK, status)
-	kc := sb.Counts()[sandbox.Meta].Keys["123/Won/k1"]
+	kc := sb.Counts()[meta.Name].Keys["123/Won/k1"]
 	require.Equal(t, 3, kc.Received)
 	require.Equal(t, 2, kc.Effective, "a resend after 48h counts again, like Meta")
 }
@@ -212,7 +215,7 @@ func TestFaultsEndpointAndReset(t *testing.T) {
 	require.Equal(t, float64(1), tk["accepted_unique"])
 	require.Equal(t, float64(1), tk["faulted"])
 	e.do(t, http.MethodPost, "/sandbox/reset", nil, "")
-	require.Zero(t, e.sb.Counts()[sandbox.TikTok].Received)
+	require.Zero(t, e.sb.Counts()[tiktok.Name].Received)
 }
 
 // Same seed, same request order: the same faults.

@@ -16,16 +16,17 @@ import (
 //
 //	POST /open_api/v1.3/event/track/   the Events API (envelope code 0 or an error code)
 //
-// It accepts any non-empty Access-Token, or only Options.TikTokAccessToken when set;
+// It accepts any non-empty Access-Token, or only Options.Platforms["tiktok"].AccessToken when set;
 // checks the body against the schema facts and that each event carries a user identifier;
 // an event_id counts once per event set and event.
 func Sandbox(s *sandbox.Server) sandbox.Emulator {
-	return &emulator{Server: s, facts: schema.MustLoad(schema.TikTok)}
+	return &emulator{Server: s, facts: schema.MustLoad(schema.TikTok), own: s.Options().Platform(Name)}
 }
 
 type emulator struct {
 	*sandbox.Server
 	facts *schema.Schema
+	own   sandbox.PlatformOptions
 }
 
 func (s *emulator) Platform() string { return Name }
@@ -66,7 +67,7 @@ func (s *emulator) handleTikTok(w http.ResponseWriter, r *http.Request) {
 		s.Refused(Name, 0)
 		s.tiktokAnswer(w, http.StatusOK, 40104, "Access token is empty.")
 		return
-	case f.ExpiredToken || (s.Options().TikTokAccessToken != "" && token != s.Options().TikTokAccessToken):
+	case f.ExpiredToken || (s.own.AccessToken != "" && token != s.own.AccessToken):
 		s.Refused(Name, 0)
 		s.tiktokAnswer(w, http.StatusOK, 40105, "Access token is invalid or has expired.")
 		return

@@ -140,7 +140,7 @@ func TestErrorClass(t *testing.T) {
 
 func setup(t *testing.T, opts sandbox.Options) (*sandbox.Server, *tiktok.Platform) {
 	t.Helper()
-	opts.TikTokAccessToken = "tiktok-test-token"
+	opts.Platforms = map[string]sandbox.PlatformOptions{tiktok.Name: {AccessToken: "tiktok-test-token"}}
 	sb := platforms.NewSandbox(opts, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
@@ -169,7 +169,7 @@ func TestRoundTrip(t *testing.T) {
 			require.Equal(t, uploader.ClassAccepted, r.Class)
 		}
 	}
-	c := sb.Counts()[sandbox.TikTok]
+	c := sb.Counts()[tiktok.Name]
 	require.Equal(t, 4, c.Received)
 	require.Equal(t, 2, c.AcceptedUnique)
 	require.Equal(t, 2, c.Duplicates)
