@@ -47,8 +47,13 @@ type Spec struct {
 	// endpoints, schema checks, error shapes and dedup; uploader/platforms.NewSandbox mounts
 	// every registered platform's.
 	Sandbox sandbox.Mount
-	// Hashes names the pii.Set key the platform reads for each identifier field it takes.
+	// Hashes chooses the normalization rule (a pii.Key* constant, also the pii.Set key the
+	// platform reads) for each identifier field it takes hashed.
 	Hashes map[pii.Field]string
+	// Clear names the rule that forms each identifier field the platform takes unhashed. A
+	// pii.Set holds no clear value but the country code, so closedloop sends none of these
+	// from stored identities; `identities hash` shows their form.
+	Clear map[pii.Field]string
 	// NewSettings returns the zero value of the platform's own YAML section (a pointer to a
 	// struct with yaml tags); its keys sit beside the common destination keys.
 	NewSettings func() Settings

@@ -25,8 +25,13 @@ const MaxClickWindow = 90 * 24 * time.Hour
 
 // hashes are the pii.Set keys both Google surfaces read.
 var hashes = map[pii.Field]string{
-	pii.Email: pii.KeyEmailGoogle, pii.Phone: pii.KeyPhoneE164,
-	pii.FirstName: pii.KeyFirstNameGoogle, pii.LastName: pii.KeyLastNameGoogle,
+	pii.Email: pii.KeyEmailCanonical, pii.Phone: pii.KeyPhoneE164,
+	pii.FirstName: pii.KeyFirstNameNoTitle, pii.LastName: pii.KeyLastNameNoSuffix,
+}
+
+// clearForms: Google takes the address parts unhashed, the country as its upper-case code.
+var clearForms = map[pii.Field]string{
+	pii.City: pii.KeyCity, pii.State: pii.KeyState, pii.Zip: pii.KeyZip, pii.Country: pii.CountryCodeKey,
 }
 
 // DataManagerSpec is the Data Manager API `events:ingest` (platform "google"; platforms.md
@@ -42,6 +47,7 @@ func DataManagerSpec() uploader.Spec {
 		Usable:          Usable,
 		Sandbox:         DataManagerSandbox,
 		Hashes:          hashes,
+		Clear:           clearForms,
 		NewSettings:     func() uploader.Settings { return &Settings{} },
 		New: func(name string, d uploader.DestinationConfig, log *zap.Logger) (uploader.Platform, error) {
 			return NewDataManager(d, nil, log), nil
@@ -68,6 +74,7 @@ func AdsSpec() uploader.Spec {
 		Usable:          Usable,
 		Sandbox:         AdsSandbox,
 		Hashes:          hashes,
+		Clear:           clearForms,
 		NewSettings:     func() uploader.Settings { return &Settings{} },
 		New: func(name string, d uploader.DestinationConfig, log *zap.Logger) (uploader.Platform, error) {
 			return NewAdsAPI(d, nil, log), nil
@@ -147,7 +154,7 @@ func Usable(id store.Identity) bool {
 	if _, ok := pickClick(id.Clicks); ok {
 		return true
 	}
-	return id.Identifiers.Get(pii.KeyEmailGoogle) != "" || id.Identifiers.Get(pii.KeyPhoneE164) != ""
+	return id.Identifiers.Get(pii.KeyEmailCanonical) != "" || id.Identifiers.Get(pii.KeyPhoneE164) != ""
 }
 
 // settingsOf returns d's Google settings (defaults applied) and a token-endpoint client.
