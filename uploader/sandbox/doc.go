@@ -6,7 +6,7 @@
 // uploader/platforms.NewSandbox mounts every registered platform, sandbox.New mounts the
 // ones it is given:
 //
-//	srv := platforms.NewSandbox(sandbox.Options{Seed: 1}, log) // or sandbox.New(opts, log, meta.Sandbox)
+//	srv := platforms.NewSandbox(sandbox.Options{Seed: 1}, log) // or sandbox.New(opts, log, <platform>.Sandbox)
 //	url, err := srv.Start("127.0.0.1:0")
 //
 // The core serves
