@@ -41,9 +41,11 @@
 //     accepted.
 //
 // Adding a platform: a new package under uploader/ exporting a Spec (and implementing
-// Platform), one line in uploader/platforms.All, its TestConformance running
-// uploader/platformtest, its sandbox handler in uploader/sandbox, docs and the example
-// config. Nothing else names a platform.
+// Platform) with its identifier rules (Spec.Hashes) and its sandbox emulation (Spec.Sandbox,
+// mounted by uploader/platforms.NewSandbox), its TestConformance running
+// uploader/platformtest, one line in uploader/platforms.All, its request schema facts
+// (testdata/schemas and uploader/sandbox/schema/facts), docs and the example config.
+// Nothing else names a platform.
 //
 // Alongside, the same Run sweeps expired leases (rows of a crashed worker return to ready)
 // and held rows due for their probe, and, for platforms that accept asynchronously

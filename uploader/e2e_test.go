@@ -28,9 +28,9 @@ func TestMetaThroughTheSandbox(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	bad := []string{"conv-017", "conv-018", "conv-203"}
-	sb := sandbox.New(sandbox.Options{
-		Seed: 7, MetaAccessToken: "meta-token",
-		Faults: sandbox.Faults{Platforms: []string{sandbox.Meta}, Share5xx: 0.3, RejectKeys: bad},
+	sb := platforms.NewSandbox(sandbox.Options{
+		Seed: 7, Platforms: map[string]sandbox.PlatformOptions{meta.Name: {AccessToken: "meta-token"}},
+		Faults: sandbox.Faults{Platforms: []string{meta.Name}, Share5xx: 0.3, RejectKeys: bad},
 	}, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
@@ -87,7 +87,7 @@ func TestMetaThroughTheSandbox(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 
-	counts := sb.Counts()[sandbox.Meta]
+	counts := sb.Counts()[meta.Name]
 	for _, c := range list() {
 		require.Empty(t, c.LeaseOwner, c.Key)
 		if slices.Contains(bad, c.Key) {

@@ -145,7 +145,7 @@ func googleConfig(platform string) func(url string) (uploader.DestinationConfig,
 
 func TestFaultMetaAnswerItDoesNotKnowKeepsEveryRow(t *testing.T) {
 	t.Parallel()
-	sb := sandbox.New(sandbox.Options{Faults: sandbox.Faults{ShareUnknownError: 1}}, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(sandbox.Options{Faults: sandbox.Faults{ShareUnknownError: 1}}, zaptest.NewLogger(t))
 	r := startFaultRun(t, sb, "meta-crm", metaConfig, metaRows(t, 4))
 	r.until(func(c store.Conversion) bool { return c.Attempts == 1 && c.State == store.StateReady })
 	r.stop()
@@ -153,13 +153,13 @@ func TestFaultMetaAnswerItDoesNotKnowKeepsEveryRow(t *testing.T) {
 		require.Equal(t, store.StateReady, c.State, "kept for a retry, never rejected")
 		require.Equal(t, "2388099", c.Reason)
 	}
-	require.Equal(t, 1, sb.Counts()[sandbox.Meta].Faulted, "not bisected: an answer naming no row is the request's")
+	require.Equal(t, 1, sb.Counts()[meta.Name].Faulted, "not bisected: an answer naming no row is the request's")
 	require.Equal(t, 1.0, testutil.ToFloat64(r.m.Unrecognised.WithLabelValues("meta-crm", "2388099")))
 }
 
 func TestFaultAdsUnknownConversionActionHoldsOnlyItsRows(t *testing.T) {
 	t.Parallel()
-	sb := sandbox.New(sandbox.Options{Faults: sandbox.Faults{RejectMarker: "666"}}, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(sandbox.Options{Faults: sandbox.Faults{RejectMarker: "666"}}, zaptest.NewLogger(t))
 	rows := googleRows(t, 6, func(i int) string {
 		if i%3 == 0 {
 			return "666" // not a conversion action of this account in the sandbox
@@ -185,7 +185,7 @@ func TestFaultAdsUnknownConversionActionHoldsOnlyItsRows(t *testing.T) {
 
 func TestFaultRoutineTokenExpiryIsRefreshedNotPaused(t *testing.T) {
 	t.Parallel()
-	sb := sandbox.New(sandbox.Options{}, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(sandbox.Options{}, zaptest.NewLogger(t))
 	rows := googleRows(t, 3, func(int) string { return "987654321" })
 	r := startFaultRun(t, sb, "ads", googleConfig("google_ads"), rows)
 	r.until(func(c store.Conversion) bool { return c.State == store.StateAccepted })
@@ -198,14 +198,14 @@ func TestFaultRoutineTokenExpiryIsRefreshedNotPaused(t *testing.T) {
 	require.NoError(t, err)
 	r.until(func(c store.Conversion) bool { return c.State == store.StateAccepted })
 	r.stop()
-	require.Equal(t, 1, sb.Counts()[sandbox.GoogleAds].Refused, "the cached token was refused once")
+	require.Equal(t, 1, sb.Counts()[google.AdsName].Refused, "the cached token was refused once")
 	require.Zero(t, testutil.ToFloat64(r.m.Paused.WithLabelValues("ads")), "never paused")
 }
 
 func TestFaultDataManagerPartialStatusIsNotAccepted(t *testing.T) {
 	t.Parallel()
 	rows := googleRows(t, 4, func(int) string { return "987654321" })
-	sb := sandbox.New(sandbox.Options{Faults: sandbox.Faults{AsyncRejectKeys: []string{"g-002"}}}, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(sandbox.Options{Faults: sandbox.Faults{AsyncRejectKeys: []string{"g-002"}}}, zaptest.NewLogger(t))
 	r := startFaultRun(t, sb, "dm", googleConfig("google"), rows)
 	r.until(func(c store.Conversion) bool { return c.State.Terminal() })
 	r.stop()
@@ -217,11 +217,11 @@ func TestFaultDataManagerPartialStatusIsNotAccepted(t *testing.T) {
 
 func TestFaultSetupInsideA5xxPausesWithoutInProcessRetries(t *testing.T) {
 	t.Parallel()
-	sb := sandbox.New(sandbox.Options{Faults: sandbox.Faults{ShareSetupIn5xx: 1}}, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(sandbox.Options{Faults: sandbox.Faults{ShareSetupIn5xx: 1}}, zaptest.NewLogger(t))
 	r := startFaultRun(t, sb, "meta-crm", metaConfig, metaRows(t, 3))
 	require.Eventually(t, func() bool { return r.d.Status().Paused }, 10*time.Second, 5*time.Millisecond)
 	r.stop()
-	require.Equal(t, 1, sb.Counts()[sandbox.Meta].Faulted, "one request, its body read before any retry")
+	require.Equal(t, 1, sb.Counts()[meta.Name].Faulted, "one request, its body read before any retry")
 	require.Contains(t, r.d.Status().Reason, "190")
 	for _, c := range r.rows() {
 		require.Equal(t, store.StateReady, c.State)
@@ -231,7 +231,7 @@ func TestFaultSetupInsideA5xxPausesWithoutInProcessRetries(t *testing.T) {
 
 func TestFaultABatchThatFailedTogetherRetriesTogether(t *testing.T) {
 	t.Parallel()
-	sb := sandbox.New(sandbox.Options{Faults: sandbox.Faults{Share5xx: 1}}, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(sandbox.Options{Faults: sandbox.Faults{Share5xx: 1}}, zaptest.NewLogger(t))
 	r := startFaultRun(t, sb, "meta-crm", metaConfig, metaRows(t, 20))
 	r.until(func(c store.Conversion) bool { return c.Attempts == 1 && c.State == store.StateReady })
 	r.stop()

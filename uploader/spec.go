@@ -11,6 +11,7 @@ import (
 
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/store"
+	"github.com/closedloop/closedloop/uploader/sandbox"
 )
 
 // Spec is everything the rest of closedloop knows about one platform. Each platform package
@@ -42,8 +43,17 @@ type Spec struct {
 	// platform can match on: it lets a conversion leave awaiting_identity (the join) and
 	// the platform's Check refuses rows without one (the dispatcher).
 	Usable func(id store.Identity) bool
-	// Hashes names the pii.Set key the platform reads for each identifier field it takes.
+	// Sandbox mounts the platform's emulation on the sandbox server (uploader/sandbox): its
+	// endpoints, schema checks, error shapes and dedup; uploader/platforms.NewSandbox mounts
+	// every registered platform's.
+	Sandbox sandbox.Mount
+	// Hashes chooses the normalization rule (a pii.Key* constant, also the pii.Set key the
+	// platform reads) for each identifier field it takes hashed.
 	Hashes map[pii.Field]string
+	// Clear names the rule that forms each identifier field the platform takes unhashed. A
+	// pii.Set holds no clear value but the country code, so closedloop sends none of these
+	// from stored identities; `identities hash` shows their form.
+	Clear map[pii.Field]string
 	// NewSettings returns the zero value of the platform's own YAML section (a pointer to a
 	// struct with yaml tags); its keys sit beside the common destination keys.
 	NewSettings func() Settings

@@ -16,8 +16,11 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/closedloop/closedloop/internal/bench"
+	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/meta"
 	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
+	"github.com/closedloop/closedloop/uploader/tiktok"
 
 	"go.uber.org/zap"
 )
@@ -583,7 +586,7 @@ func (e *env) uploads(ctx context.Context) error {
 	if err := w.Stop(30 * time.Second); err != nil {
 		return err
 	}
-	sb := sandbox.New(sandbox.Options{Seed: 1}, zap.NewNop())
+	sb := platforms.NewSandbox(sandbox.Options{Seed: 1}, zap.NewNop())
 	url, err := sb.Start("127.0.0.1:0")
 	if err != nil {
 		return err
@@ -618,7 +621,7 @@ func (e *env) uploads(ctx context.Context) error {
 		}
 		c := sb.Counts()
 		total := 0
-		for _, p := range []string{sandbox.Google, sandbox.Meta, sandbox.TikTok} {
+		for _, p := range []string{google.DataManagerName, meta.Name, tiktok.Name} {
 			total += c[p].AcceptedUnique
 		}
 		if received == 0 && total >= want {
@@ -649,7 +652,7 @@ func (e *env) uploads(ctx context.Context) error {
 	rss, _ := w.PeakRSS()
 	c := sb.Counts()
 	e.res.Uploads = UploadResult{Rows: want, Seconds: received.Seconds(), PerSecond: float64(want) / received.Seconds(), PeakRSS: rss, Fill: map[string]Fill{}}
-	for _, p := range []string{sandbox.Google, sandbox.Meta, sandbox.TikTok} {
+	for _, p := range []string{google.DataManagerName, meta.Name, tiktok.Name} {
 		spec, _ := platforms.Lookup(p)
 		max := spec.MaxBatch
 		f := Fill{Requests: c[p].Requests, Events: c[p].Received, Max: max}

@@ -12,7 +12,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 
+	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/meta"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
+	"github.com/closedloop/closedloop/uploader/tiktok"
 )
 
 // destinationsSecrets are the credentials of destinationsConfig; no output may hold one.
@@ -75,7 +79,7 @@ type destinationsSetup struct {
 
 func setupDestinations(t *testing.T, opts sandbox.Options, extraMappings string) destinationsSetup {
 	t.Helper()
-	srv := sandbox.New(opts, zap.NewNop())
+	srv := platforms.NewSandbox(opts, zap.NewNop())
 	hs := httptest.NewServer(srv)
 	t.Cleanup(hs.Close)
 	return destinationsSetup{srv: srv, path: destinationsConfig(t, hs.URL, extraMappings)}
@@ -152,15 +156,15 @@ func TestDestinationsTestAllPass(t *testing.T) {
 
 	// Test events went only through test modes: nothing counted as a real Google conversion.
 	counts := s.srv.Counts()
-	require.Zero(t, counts[sandbox.GoogleAds].AcceptedUnique)
-	require.Zero(t, counts[sandbox.Google].AcceptedUnique)
+	require.Zero(t, counts[google.AdsName].AcceptedUnique)
+	require.Zero(t, counts[google.DataManagerName].AcceptedUnique)
 
 	// Without --send-test-event nothing is sent to Meta or TikTok, and TikTok says what it cannot check.
 	s.srv.Reset()
 	res, failed = s.run(t)
 	require.False(t, failed)
-	require.Zero(t, s.srv.Counts()[sandbox.Meta].Received)
-	require.Zero(t, s.srv.Counts()[sandbox.TikTok].Received)
+	require.Zero(t, s.srv.Counts()[meta.Name].Received)
+	require.Zero(t, s.srv.Counts()[tiktok.Name].Received)
 	require.Equal(t, "n/a", find(t, res, "tiktok-crm", "credentials", "").Status)
 }
 

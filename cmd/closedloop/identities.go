@@ -17,6 +17,7 @@ import (
 	"github.com/closedloop/closedloop/internal/logging"
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/store"
+	"github.com/closedloop/closedloop/uploader/platforms"
 )
 
 func newIdentitiesCmd() *cobra.Command {
@@ -27,8 +28,6 @@ func newIdentitiesCmd() *cobra.Command {
 	cmd.AddCommand(newIdentitiesHashCmd(), newIdentitiesImportCmd())
 	return cmd
 }
-
-var hashPlatforms = []string{string(pii.Google), string(pii.Meta), string(pii.TikTok), string(pii.Microsoft), string(pii.LinkedIn)}
 
 var hashFields = []pii.Field{pii.Email, pii.Phone, pii.FirstName, pii.LastName, pii.City, pii.State,
 	pii.Zip, pii.Country, pii.DateOfBirth, pii.Gender, pii.ExternalID}
@@ -42,19 +41,20 @@ type hashResult struct {
 func newIdentitiesHashCmd() *cobra.Command {
 	var platform, region string
 	cmd := &cobra.Command{
-		Use:   "hash --platform google|meta|tiktok|microsoft|linkedin [--region US] FIELD=VALUE ...",
+		Use:   "hash --platform " + strings.Join(platforms.Names(), "|") + " [--region US] FIELD=VALUE ...",
 		Short: "Print the normalized form and SHA-256 a platform gets for each FIELD=VALUE",
 		Long: `Print, as one JSON object keyed by field, the normalized form and SHA-256 hex that the
 platform is sent for each value: {"email":{"normalized":"...","sha256":"..."}}. An empty value
 is absent ({"normalized":"","sha256":""}); a 64-hex value is taken as already hashed.
-Fields: ` + fieldList() + `. Google takes city, state, zip and country in clear: their
-"normalized" is what Google is sent.
+Fields: ` + fieldList() + `. A field the platform takes in clear (not hashed) shows the
+form it is sent in as "normalized".
 
 This is a debugging aid: it prints what you type, so run it on your own terminal only.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !slices.Contains(hashPlatforms, platform) {
-				return usageError("--platform: %q is not one of %s", platform, strings.Join(hashPlatforms, ", "))
+			spec, ok := platforms.Lookup(platform)
+			if !ok {
+				return usageError("--platform: %q is not one of %s", platform, strings.Join(platforms.Names(), ", "))
 			}
 			n := pii.Normalizer{DefaultRegion: strings.ToUpper(region)}
 			out := map[string]hashResult{}
@@ -73,11 +73,18 @@ This is a debugging aid: it prints what you type, so run it on your own terminal
 				if _, dup := out[string(f)]; dup {
 					return fmt.Errorf("field %s given twice", f)
 				}
-				norm, err := n.Normalize(pii.Platform(platform), f, value)
+				rule, ok := spec.Hashes[f]
+				if !ok {
+					rule, ok = spec.Clear[f]
+				}
+				if !ok {
+					return &pii.Error{Field: f, Reason: spec.Name + " takes no such identifier"}
+				}
+				norm, err := n.Normalize(rule, value)
 				if err != nil {
 					return err
 				}
-				sum, err := n.Hash(pii.Platform(platform), f, value)
+				sum, err := n.Hash(rule, value)
 				if err != nil {
 					return err
 				}
@@ -88,7 +95,7 @@ This is a debugging aid: it prints what you type, so run it on your own terminal
 			return enc.Encode(out)
 		},
 	}
-	cmd.Flags().StringVar(&platform, "platform", "", "google, meta, tiktok, microsoft or linkedin")
+	cmd.Flags().StringVar(&platform, "platform", "", "one of "+strings.Join(platforms.Names(), ", "))
 	cmd.Flags().StringVar(&region, "region", "US", "ISO 3166-1 alpha-2 region for phone numbers without a country code")
 	_ = cmd.MarkFlagRequired("platform")
 	return cmd

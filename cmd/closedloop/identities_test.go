@@ -43,6 +43,10 @@ func TestIdentitiesHash(t *testing.T) {
 			"country":       {"us", "79adb2a2fce5c6ba215fe5f27f532d4e7edbac4b6a5e09e1ef3a08084a904621"},
 			"date_of_birth": {"19970216", "01acdbf6ec7b4f478a225f1a246e5d6767eeab1a7ffa17f025265b5b94f40f0c"},
 		}},
+		{"google clear address parts", []string{"--platform", "google", "country=us", "city=New York"}, map[string]hashResult{
+			"country": {"US", "9b202ecbc6d45c6d8901d989a918878397a3eb9d00e8f48022fc051b19d21a1d"},
+			"city":    {"newyork", "350c754ba4d38897693aa077ef43072a859d23f613443133fecbbd90a3512ca5"},
+		}},
 		{"tiktok with region", []string{"--platform", "tiktok", "--region", "us", "phone=(+1)2133734253", "email="}, map[string]hashResult{
 			"phone": {"+12133734253", "9f7ec22d72092cd3c0b58726ed9c2d91b92e51a3f29837508fb2948bb22dd2fd"},
 			"email": {"", ""},
@@ -70,6 +74,10 @@ func TestIdentitiesHashErrors(t *testing.T) {
 
 	_, err = runIdentities(t, "hash", "--platform", "meta", "phone=555-12")
 	require.EqualError(t, err, "phone: not a valid phone number for region US")
+
+	_, err = runIdentities(t, "hash", "--platform", "linkedin", "phone=+16505551212")
+	require.EqualError(t, err, "phone: linkedin takes no such identifier")
+	require.False(t, errors.As(err, &ex))
 
 	_, err = runIdentities(t, "hash", "--platform", "myspace", "email=a@b.co")
 	require.True(t, errors.As(err, &ex))

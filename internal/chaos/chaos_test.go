@@ -22,7 +22,11 @@ import (
 	"github.com/closedloop/closedloop/internal/bench"
 	"github.com/closedloop/closedloop/internal/report"
 	"github.com/closedloop/closedloop/store"
+	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/meta"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
+	"github.com/closedloop/closedloop/uploader/tiktok"
 )
 
 // plan is the size of one run.
@@ -101,7 +105,7 @@ func TestFaults(t *testing.T) {
 	dsn, err := bench.CreateDatabase(ctx, svc.DSN, "chaos")
 	require.NoError(t, err)
 
-	sb := sandbox.New(sandbox.Options{Seed: 8}, zap.NewNop())
+	sb := platforms.NewSandbox(sandbox.Options{Seed: 8}, zap.NewNop())
 	sbURL, err := sb.Start("127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = sb.Shutdown(context.Background()) })
@@ -193,7 +197,7 @@ func TestFaults(t *testing.T) {
 	counts := sb.Counts()
 	var duplicates, lost, extra, resent, faulted int
 	seen := map[string]bool{}
-	for _, pl := range []string{sandbox.Google, sandbox.Meta, sandbox.TikTok} {
+	for _, pl := range []string{google.DataManagerName, meta.Name, tiktok.Name} {
 		c := counts[pl]
 		faulted += c.Faulted
 		for k, kc := range c.Keys {

@@ -21,6 +21,7 @@ import (
 	"github.com/closedloop/closedloop/internal/config"
 	"github.com/closedloop/closedloop/internal/crmsandbox"
 	"github.com/closedloop/closedloop/internal/devbroker"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 )
 
@@ -60,7 +61,7 @@ func Start(ctx context.Context, log *zap.Logger) (*Env, error) {
 		e.Close()
 		return nil, err
 	}
-	e.sandbox = sandbox.New(sandbox.Options{Seed: 1, StatusDelay: 300 * time.Millisecond}, log.Named("sandbox"))
+	e.sandbox = platforms.NewSandbox(sandbox.Options{Seed: 1, StatusDelay: 300 * time.Millisecond}, log.Named("sandbox"))
 	addr, err := e.sandbox.Start("127.0.0.1:0")
 	if err != nil {
 		e.Close()

@@ -21,7 +21,11 @@ import (
 	"github.com/closedloop/closedloop/internal/worker"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/meta"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
+	"github.com/closedloop/closedloop/uploader/tiktok"
 )
 
 // Destinations of the proof's config, one per platform, all pointing at the sandbox.
@@ -34,7 +38,7 @@ const (
 var destinations = []string{destGoogle, destMeta, destTikTok}
 
 // sandboxPlatform is the sandbox's count name of each destination's platform.
-var sandboxPlatform = map[string]string{destGoogle: sandbox.Google, destMeta: sandbox.Meta, destTikTok: sandbox.TikTok}
+var sandboxPlatform = map[string]string{destGoogle: google.DataManagerName, destMeta: meta.Name, destTikTok: tiktok.Name}
 
 // sandboxKey is the sandbox's count key of conversion key on destination: the platform's
 // dedup scope (account and conversion action, dataset and event name, event set and event)
@@ -148,7 +152,7 @@ func TestPipelineUnderFaults(t *testing.T) {
 		ShareTimeout: 0.05, TimeoutDelayMS: 5000, // the destinations time out after 2s
 		RejectKeys: rejectKeys,
 	}
-	sb := sandbox.New(sandbox.Options{Seed: 5, StatusDelay: 500 * time.Millisecond, Faults: faults}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	sb := platforms.NewSandbox(sandbox.Options{Seed: 5, StatusDelay: 500 * time.Millisecond, Faults: faults}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	sbURL, err := sb.Start("127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() {

@@ -19,6 +19,8 @@ import (
 	"github.com/closedloop/closedloop/internal/worker"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/meta"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 )
 
@@ -111,7 +113,7 @@ func TestThinWebhooksEnrichedUnderFaults(t *testing.T) {
 	t.Cleanup(crmSrv.Close)
 
 	faults := sandbox.Faults{Share5xx: 0.10, Share429: 0.05, RetryAfterSeconds: 1}
-	sb := sandbox.New(sandbox.Options{Seed: 14, Faults: faults}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	sb := platforms.NewSandbox(sandbox.Options{Seed: 14, Faults: faults}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	sbURL, err := sb.Start("127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -256,12 +258,12 @@ func TestThinWebhooksEnrichedUnderFaults(t *testing.T) {
 
 	// 7. The platform: each conversion took effect once under its dedup key, and every
 	// copy of its event that was sent carried the value and the contact's email hash.
-	meta := sandboxCounts[sandbox.Meta]
-	require.Equal(t, len(want), meta.AcceptedUnique)
-	require.Positive(t, meta.Faulted, "the platform sandbox injected no fault")
+	metaCounts := sandboxCounts[meta.Name]
+	require.Equal(t, len(want), metaCounts.AcceptedUnique)
+	require.Positive(t, metaCounts.Faulted, "the platform sandbox injected no fault")
 	sent := rec.events()
 	for key, w := range want {
-		kc := meta.Keys[enrichDataset+"/Purchase/"+key]
+		kc := metaCounts.Keys[enrichDataset+"/Purchase/"+key]
 		require.NotNil(t, kc, "%s never reached the platform", key)
 		require.Equal(t, 1, kc.Effective, "%s took effect %d times (received %d)", key, kc.Effective, kc.Received)
 		require.NotEmpty(t, sent[key], "%s: no event recorded", key)
@@ -299,7 +301,7 @@ func TestThinWebhooksEnrichedUnderFaults(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, dead, "dead letters")
 	t.Logf("platform: requests ok %d, faulted %d | events received %d, took effect %d, duplicates dropped %d",
-		meta.Requests, meta.Faulted, meta.Received, meta.AcceptedUnique, meta.Duplicates)
+		metaCounts.Requests, metaCounts.Faulted, metaCounts.Received, metaCounts.AcceptedUnique, metaCounts.Duplicates)
 }
 
 func first2(a, _ int) int { return a }

@@ -518,7 +518,7 @@ func (rc *rawCapture) build(n pii.Normalizer) (store.IdentityCapture, error) {
 	}
 	c.Identifiers = pii.Set{}
 	if typ == "email" {
-		h, err := n.Hash(pii.Meta, pii.Email, rc.subjectID) // trim + lowercase
+		h, err := n.Hash(pii.KeyEmail, rc.subjectID) // trim + lowercase
 		if err != nil {
 			return store.IdentityCapture{}, &FieldError{Field: "subject.id", Reason: "not a valid email address"}
 		}

@@ -116,7 +116,7 @@ func TestDecodeSubjects(t *testing.T) {
 	// An email subject is also the capture's email identifier.
 	got, err := identity.Decode([]byte(tests[4].payload), us)
 	require.NoError(t, err)
-	require.Equal(t, sha("jane.doe@example.com"), got.Identifiers.For(pii.Meta, pii.Email))
+	require.Equal(t, sha("jane.doe@example.com"), got.Identifiers.Get(pii.KeyEmail))
 }
 
 func TestDecodeClicks(t *testing.T) {

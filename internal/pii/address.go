@@ -12,7 +12,7 @@ import (
 )
 
 // usStates maps US state and territory names (letters only, lowercase) to their 2-letter
-// ANSI code, which Meta wants lowercased for US states.
+// ANSI code, lowercase.
 var usStates = map[string]string{
 	"alabama": "al", "alaska": "ak", "arizona": "az", "arkansas": "ar", "california": "ca",
 	"colorado": "co", "connecticut": "ct", "delaware": "de", "districtofcolumbia": "dc",
@@ -75,7 +75,7 @@ var countryNames = sync.OnceValue(func() map[string]string {
 })
 
 // country resolves a 2- or 3-letter ISO code or an English country name to the alpha-2
-// code: Meta hashes it lowercase, Google takes it upper case in clear.
+// code: lowercase for the hash (KeyCountry), upper case for the clear code (CountryCodeKey).
 func country(raw string) (*forms, error) {
 	s := letters(raw, false)
 	if s == "" {
@@ -90,7 +90,7 @@ func country(raw string) (*forms, error) {
 	if !ok || len(code) != 2 {
 		return nil, &Error{Field: Country, Reason: "not an ISO 3166-1 country code or English country name"}
 	}
-	return &forms{base: strings.ToLower(code), google: map[Field]string{Country: code}}, nil
+	return &forms{base: strings.ToLower(code), variant: map[Field]string{Country: code}}, nil
 }
 
 var dobLayouts = []string{"2006-01-02", "20060102", "2006/01/02", "2006.01.02"}
@@ -132,7 +132,7 @@ func dob(t time.Time) (*forms, error) {
 	return single(t.Format("20060102")), nil
 }
 
-// gender maps common spellings to Meta's "f" / "m".
+// gender maps common spellings to "f" / "m".
 func gender(raw string) (*forms, error) {
 	switch letters(raw, false) {
 	case "":

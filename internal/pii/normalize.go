@@ -3,6 +3,7 @@ package pii
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -18,7 +19,7 @@ type Error struct {
 
 func (e *Error) Error() string { return string(e.Field) + ": " + e.Reason }
 
-// Normalizer turns raw personal identifiers into each platform's normalized form. The zero
+// Normalizer turns raw personal identifiers into the normalized form of each rule. The zero
 // value works, but phones without a country code are then rejected. It holds no state and
 // is safe for concurrent use.
 type Normalizer struct {
@@ -59,13 +60,14 @@ func sum(s string) string {
 	return string(x[:])
 }
 
-// Normalize returns the form platform p wants field f in before hashing. "" means absent:
-// a value that is empty after normalization is never hashed. A value that already is a
-// SHA-256 hex (64 hex characters, any case, surrounding space ignored) is returned
-// lowercased and otherwise unchanged, so nothing is hashed twice. Errors are *Error and
-// never contain the raw value.
-func (n Normalizer) Normalize(p Platform, f Field, raw string) (string, error) {
-	if err := supported(p, f); err != nil {
+// Normalize returns the form rule (a Key* constant or CountryCodeKey; the rule's field is
+// its part before "/") gives raw before hashing. "" means absent: a value that is empty
+// after normalization is never hashed. A value that already is a SHA-256 hex (64 hex
+// characters, any case, surrounding space ignored) is returned lowercased and otherwise
+// unchanged, so nothing is hashed twice. Errors are *Error and never contain the raw value.
+func (n Normalizer) Normalize(rule string, raw string) (string, error) {
+	f, err := ruleField(rule)
+	if err != nil {
 		return "", err
 	}
 	if h, ok := prehashed(raw); ok {
@@ -75,21 +77,13 @@ func (n Normalizer) Normalize(p Platform, f Field, raw string) (string, error) {
 	if err != nil || fs == nil {
 		return "", err
 	}
-	if p == Google {
-		if v, ok := fs.google[f]; ok {
-			return v, nil
-		}
-	}
-	if f == Phone && p == Meta {
-		return fs.phoneDigits, nil
-	}
-	return fs.base, nil
+	return fs.form(f, rule), nil
 }
 
 // Hash returns the SHA-256 lowercase hex of Normalize's result, the input itself when it
 // already is a SHA-256 hex, and "" when the value is absent.
-func (n Normalizer) Hash(p Platform, f Field, raw string) (string, error) {
-	v, err := n.Normalize(p, f, raw)
+func (n Normalizer) Hash(rule string, raw string) (string, error) {
+	v, err := n.Normalize(rule, raw)
 	if err != nil || v == "" {
 		return "", err
 	}
@@ -121,17 +115,20 @@ func (n Normalizer) Add(s Set, f Field, raw string) error {
 	}
 	switch f {
 	case Email:
-		s["email"] = sum(fs.base)
-		s["email/google"] = sum(fs.google[Email])
+		s[KeyEmail] = sum(fs.base)
+		s[KeyEmailCanonical] = sum(fs.variant[Email])
 	case Phone:
-		s["phone/e164"] = sum(fs.base)
-		s["phone/digits"] = sum(fs.phoneDigits)
-	case FirstName, LastName:
-		s[string(f)] = sum(fs.base)
-		s[string(f)+"/google"] = sum(fs.google[f])
+		s[KeyPhoneE164] = sum(fs.base)
+		s[KeyPhoneDigits] = sum(fs.phoneDigits)
+	case FirstName:
+		s[KeyFirstName] = sum(fs.base)
+		s[KeyFirstNameNoTitle] = sum(fs.variant[f])
+	case LastName:
+		s[KeyLastName] = sum(fs.base)
+		s[KeyLastNameNoSuffix] = sum(fs.variant[f])
 	case Country:
-		s["country"] = sum(fs.base)
-		s[CountryCodeKey] = fs.google[Country]
+		s[KeyCountry] = sum(fs.base)
+		s[CountryCodeKey] = fs.variant[Country]
 	default:
 		s[string(f)] = sum(fs.base)
 	}
@@ -140,105 +137,65 @@ func (n Normalizer) Add(s Set, f Field, raw string) error {
 
 // CountryCodeKey is the Set key holding the subject's country as a clear ISO 3166-1
 // alpha-2 code in upper case ("US"). A country code alone does not identify anyone, and
-// Google's address match wants it unhashed (regionCode); it is the one clear value a Set holds.
+// an address match may want it unhashed (a region code); it is the one clear value a Set
+// holds. It is also the rule of that clear form (Normalize).
 const CountryCodeKey = "country/code"
 
 // fieldKeys lists the Set keys Add writes for f.
 func fieldKeys(f Field) []string {
 	switch f {
 	case Email:
-		return []string{"email", "email/google"}
+		return []string{KeyEmail, KeyEmailCanonical}
 	case Phone:
-		return []string{"phone/e164", "phone/digits"}
-	case FirstName, LastName:
-		return []string{string(f), string(f) + "/google"}
+		return []string{KeyPhoneE164, KeyPhoneDigits}
+	case FirstName:
+		return []string{KeyFirstName, KeyFirstNameNoTitle}
+	case LastName:
+		return []string{KeyLastName, KeyLastNameNoSuffix}
 	case City, State, Zip, Country, DateOfBirth, Gender, ExternalID:
 		return []string{string(f)}
 	}
 	return nil
 }
 
-// For returns the hash platform p wants for field f, or "" when the set has none or p takes
-// no hashed f (Google takes city, state, zip and country in clear, which a Set never holds
-// except the country code; LinkedIn takes no phone). For the clear country code use
-// CountryCode.
-func (s Set) For(p Platform, f Field) string {
-	k := key(p, f)
-	if k == "" {
-		return ""
-	}
-	return s[k]
-}
-
-// Has reports whether For(p, f) is non-empty.
-func (s Set) Has(p Platform, f Field) bool { return s.For(p, f) != "" }
-
 // CountryCode returns the clear ISO 3166-1 alpha-2 country code ("US"), or "".
 func (s Set) CountryCode() string { return s[CountryCodeKey] }
 
-// key is the Set key platform p reads field f from, "" when p takes no hashed f.
-func key(p Platform, f Field) string {
-	switch f {
-	case Email:
-		switch p {
-		case Google:
-			return "email/google"
-		case Meta, TikTok, Microsoft, LinkedIn:
-			return "email"
-		}
-	case Phone:
-		switch p {
-		case Meta:
-			return "phone/digits"
-		case Google, TikTok, Microsoft:
-			return "phone/e164"
-		}
-	case FirstName, LastName:
-		switch p {
-		case Google:
-			return string(f) + "/google"
-		case Meta:
-			return string(f)
-		}
-	case City, State, Zip, Country, DateOfBirth, Gender:
-		if p == Meta {
-			return string(f)
-		}
-	case ExternalID:
-		if p == Meta || p == TikTok {
-			return string(f)
-		}
+// ruleField returns the field rule normalizes, refusing a rule that is not one.
+func ruleField(rule string) (Field, error) {
+	name, _, _ := strings.Cut(rule, "/")
+	f := Field(name)
+	keys := fieldKeys(f)
+	if keys == nil {
+		return f, &Error{Field: f, Reason: "unknown field"}
 	}
-	return ""
+	if rule == CountryCodeKey || slices.Contains(keys, rule) {
+		return f, nil
+	}
+	return f, &Error{Field: f, Reason: "unknown rule " + rule}
 }
 
-// supported rejects platform/field pairs the platform has no identifier for at all.
-// Google's clear address parts are supported: Normalize gives their clear form.
-func supported(p Platform, f Field) error {
-	switch p {
-	case Google, Meta, TikTok, Microsoft, LinkedIn:
-	default:
-		return &Error{Field: f, Reason: "unknown platform " + string(p)}
-	}
-	if fieldKeys(f) == nil {
-		return &Error{Field: f, Reason: "unknown field"}
-	}
-	if key(p, f) != "" {
-		return nil
-	}
-	if p == Google && (f == City || f == State || f == Zip || f == Country) {
-		return nil
-	}
-	return &Error{Field: f, Reason: string(p) + " takes no such identifier"}
-}
-
-// forms holds the normalized forms of one value: base is the trim+lowercase style form
-// (Meta's table; also TikTok, Microsoft, LinkedIn), google the Google form where it differs
-// in rule, phoneDigits Meta's phone. nil forms means absent.
+// forms holds the normalized forms of one value: base is the form of the rule named by
+// the field alone (KeyEmail, KeyPhoneE164, KeyFirstName, ...), variant the field's "/"
+// rule where one exists (KeyEmailCanonical, KeyFirstNameNoTitle, KeyLastNameNoSuffix,
+// CountryCodeKey), phoneDigits KeyPhoneDigits. nil forms means absent.
 type forms struct {
 	base        string
-	google      map[Field]string
+	variant     map[Field]string
 	phoneDigits string
+}
+
+// form is the form rule (of field f) gives.
+func (fs *forms) form(f Field, rule string) string {
+	switch rule {
+	case KeyPhoneDigits:
+		return fs.phoneDigits
+	case KeyEmailCanonical, KeyFirstNameNoTitle, KeyLastNameNoSuffix, CountryCodeKey:
+		if v, ok := fs.variant[f]; ok {
+			return v
+		}
+	}
+	return fs.base
 }
 
 func (n Normalizer) forms(f Field, raw string) (*forms, error) {
@@ -275,8 +232,9 @@ func single(v string) *forms {
 	return &forms{base: v}
 }
 
-// email: trim + lowercase for everyone; Google also drops all whitespace and, for gmail.com
-// and googlemail.com only, the dots and the +suffix of the local part.
+// email: trim + lowercase (KeyEmail); the canonical form (KeyEmailCanonical) also drops
+// all whitespace and, for gmail.com and googlemail.com only, the dots and the +suffix of
+// the local part.
 func email(raw string) (*forms, error) {
 	base := strings.ToLower(strings.TrimSpace(raw))
 	if base == "" {
@@ -302,7 +260,7 @@ func email(raw string) (*forms, error) {
 			return nil, &Error{Field: Email, Reason: "not a valid email address"}
 		}
 	}
-	return &forms{base: base, google: map[Field]string{Email: local + "@" + domain}}, nil
+	return &forms{base: base, variant: map[Field]string{Email: local + "@" + domain}}, nil
 }
 
 // phone parses to E.164 (+ and digits), DefaultRegion for numbers without country code.
@@ -383,25 +341,26 @@ func compactPhone(s string) string {
 	return string(b)
 }
 
-// name: Meta form is lowercase, no punctuation or symbols, single spaces. Google's form is
-// lowercase, trimmed, inner spaces collapsed, without honorific prefixes (first name) or
-// generational/degree suffixes (last name); Google's last name also drops punctuation.
+// name: the base form is lowercase, no punctuation or symbols, single spaces. The variant
+// is lowercase, trimmed, inner spaces collapsed, without honorific prefixes (first name,
+// KeyFirstNameNoTitle, punctuation kept) or generational/degree suffixes (last name,
+// KeyLastNameNoSuffix, punctuation dropped).
 func name(f Field, raw string) *forms {
-	meta := collapse(strings.ToLower(stripPunct(raw)))
-	if meta == "" {
+	base := collapse(strings.ToLower(stripPunct(raw)))
+	if base == "" {
 		return nil
 	}
-	var g string
+	var v string
 	if f == FirstName {
-		g = collapse(strings.ToLower(raw))
-		g = dropAffix(g, true)
+		v = collapse(strings.ToLower(raw))
+		v = dropAffix(v, true)
 	} else {
-		g = dropAffix(meta, false)
+		v = dropAffix(base, false)
 	}
-	if g == "" {
-		g = meta
+	if v == "" {
+		v = base
 	}
-	return &forms{base: meta, google: map[Field]string{f: g}}
+	return &forms{base: base, variant: map[Field]string{f: v}}
 }
 
 var (

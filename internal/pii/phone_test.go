@@ -79,7 +79,7 @@ func TestPhoneValidity(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			n := Normalizer{DefaultRegion: tt.region}
-			got, err := n.Normalize(Google, Phone, tt.raw)
+			got, err := n.Normalize(KeyPhoneE164, tt.raw)
 			if tt.want == "" {
 				var pe *Error
 				require.ErrorAs(t, err, &pe)

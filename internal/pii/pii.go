@@ -17,41 +17,33 @@ const (
 	ExternalID  Field = "external_id"
 )
 
-// Platform names an ad platform whose normalization rules differ.
-type Platform string
-
-const (
-	Google    Platform = "google"
-	Meta      Platform = "meta"
-	TikTok    Platform = "tiktok"
-	Microsoft Platform = "microsoft"
-	LinkedIn  Platform = "linkedin"
-)
-
-// Set holds the SHA-256 hex of every platform-specific normalized form of each field a
-// subject has, keyed "field" or "field/variant" (for example "email/google" for the
-// gmail-dot-stripped form, "phone/e164" and "phone/digits"). It is what the store keeps;
-// Set.For derives the hash one platform wants. The zero value (nil) is an empty set.
+// Set holds the SHA-256 hex of every normalized form of each field a subject has, keyed by
+// the normalization rule: "field" or "field/variant" (for example KeyEmailCanonical,
+// KeyPhoneE164 and KeyPhoneDigits). It is what the store keeps; a platform reads the keys
+// of the rules it chose (uploader.Spec.Hashes) with Get. The zero value (nil) is an empty
+// set.
 type Set map[string]string
 
-// Set keys: the normalized form of a field each is the SHA-256 of (see Normalizer.Add).
-// A platform package names the ones it reads (uploader.Spec.Hashes).
+// The normalization rules, each named by what it does; a rule's name is also the Set key
+// its hash is stored under (see Normalizer.Add and the package doc). A platform package
+// chooses one rule per field it takes (uploader.Spec.Hashes). Several key strings carry the
+// name of the platform whose rule they were first written for: they are stored data, kept.
 const (
-	KeyEmail           = "email"             // trimmed, lower-cased
-	KeyEmailGoogle     = "email/google"      // also dots and +suffix stripped for gmail.com / googlemail.com
-	KeyPhoneE164       = "phone/e164"        // +<country><number>
-	KeyPhoneDigits     = "phone/digits"      // E.164 digits without the +
-	KeyFirstName       = "first_name"        // lower-cased letters
-	KeyFirstNameGoogle = "first_name/google" // Google's form
-	KeyLastName        = "last_name"
-	KeyLastNameGoogle  = "last_name/google"
-	KeyCity            = "city"
-	KeyState           = "state"
-	KeyZip             = "zip"
-	KeyCountry         = "country"
-	KeyDateOfBirth     = "date_of_birth"
-	KeyGender          = "gender"
-	KeyExternalID      = "external_id"
+	KeyEmail            = "email"             // trimmed, lower-cased
+	KeyEmailCanonical   = "email/google"      // also no whitespace; gmail.com / googlemail.com without dots and +suffix
+	KeyPhoneE164        = "phone/e164"        // +<country><number>
+	KeyPhoneDigits      = "phone/digits"      // E.164 digits without the +
+	KeyFirstName        = "first_name"        // lower-cased, no punctuation
+	KeyFirstNameNoTitle = "first_name/google" // lower-cased, punctuation kept, no honorific prefix
+	KeyLastName         = "last_name"         // lower-cased, no punctuation
+	KeyLastNameNoSuffix = "last_name/google"  // lower-cased, no punctuation, no Jr./Sr./III suffix
+	KeyCity             = "city"
+	KeyState            = "state"
+	KeyZip              = "zip"
+	KeyCountry          = "country"
+	KeyDateOfBirth      = "date_of_birth"
+	KeyGender           = "gender"
+	KeyExternalID       = "external_id"
 )
 
 // Get returns the hash stored under key, "" when there is none.

@@ -16,8 +16,10 @@ import (
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/meta"
 	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
+	"github.com/closedloop/closedloop/uploader/tiktok"
 )
 
 // pointAt sends every destination of cfg to the sandbox at url.
@@ -88,7 +90,7 @@ func TestKafkaReplayThroughTheSandbox(t *testing.T) {
 	t.Parallel()
 	const partitions = 2
 	e := newKafkaEnv(t, partitions)
-	sb := sandbox.New(sandbox.Options{Seed: 1}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	sb := platforms.NewSandbox(sandbox.Options{Seed: 1}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	pointAt(e.cfg, srv.URL)
@@ -107,7 +109,7 @@ func TestKafkaReplayThroughTheSandbox(t *testing.T) {
 			}
 		}
 	}
-	require.Equal(t, map[string]int{sandbox.Google: withID, sandbox.Meta: withID}, live)
+	require.Equal(t, map[string]int{google.DataManagerName: withID, meta.Name: withID}, live)
 
 	r := newReplayer(t, e.cfg, e.st, time.Now())
 	ctx := context.Background()
@@ -129,6 +131,6 @@ func TestKafkaReplayThroughTheSandbox(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, allMatched, sum.Conversions.New)
 	uploadAll(t, &withTikTok, e.st)
-	require.Equal(t, map[string]int{sandbox.Google: withID, sandbox.Meta: withID, sandbox.TikTok: withID}, requireExactlyOnce(t, sb),
+	require.Equal(t, map[string]int{google.DataManagerName: withID, meta.Name: withID, tiktok.Name: withID}, requireExactlyOnce(t, sb),
 		"the new destination got its history; the others nothing more")
 }

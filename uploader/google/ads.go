@@ -192,7 +192,7 @@ func (a *AdsAPI) body(batch []store.Conversion) (string, []byte, error) {
 			}
 		}
 		ids := c.Identity.Identifiers
-		if h := ids.Get(pii.KeyEmailGoogle); h != "" {
+		if h := ids.Get(pii.KeyEmailCanonical); h != "" {
 			cc.UserIdentifiers = append(cc.UserIdentifiers, adsUserIdentifier{UserIdentifierSource: "FIRST_PARTY", HashedEmail: h})
 		}
 		if h := ids.Get(pii.KeyPhoneE164); h != "" {

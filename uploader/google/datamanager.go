@@ -217,7 +217,7 @@ func (d *DataManager) body(batch []store.Conversion) ([]byte, error) {
 		}
 		ids := c.Identity.Identifiers
 		var uids []dmUserIdentifier
-		if h := ids.Get(pii.KeyEmailGoogle); h != "" {
+		if h := ids.Get(pii.KeyEmailCanonical); h != "" {
 			uids = append(uids, dmUserIdentifier{EmailAddress: h})
 		}
 		if h := ids.Get(pii.KeyPhoneE164); h != "" {

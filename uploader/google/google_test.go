@@ -22,6 +22,7 @@ import (
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
 )
@@ -110,7 +111,7 @@ func setup(t *testing.T, opts sandbox.Options) env {
 		opts.Now = func() time.Time { return now }
 	}
 	opts.RefreshToken = "refresh-token"
-	sb := sandbox.New(opts, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(opts, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	return env{sb: sb, url: srv.URL}

@@ -55,7 +55,7 @@ func TestDataManagerRoundTrip(t *testing.T) {
 	// transactionId, takes no second effect.
 	_, err = send(t, dm, batch)
 	require.NoError(t, err)
-	c := e.sb.Counts()[sandbox.Google]
+	c := e.sb.Counts()[google.DataManagerName]
 	require.Equal(t, 6, c.Received)
 	require.Equal(t, 3, c.AcceptedUnique)
 	require.Equal(t, 3, c.Duplicates)
@@ -121,7 +121,7 @@ func TestDataManagerRejections(t *testing.T) {
 		res, err := send(t, dm, rows(t)[:1])
 		require.NoError(t, err)
 		require.Equal(t, uploader.ClassSent, res[0].Class)
-		require.Equal(t, 0, e.sb.Counts()[sandbox.Google].Duplicates)
+		require.Equal(t, 0, e.sb.Counts()[google.DataManagerName].Duplicates)
 	})
 	t.Run("a non-hex hash is refused like the real API", func(t *testing.T) {
 		t.Parallel()
@@ -204,7 +204,7 @@ func TestGoogleFaults(t *testing.T) {
 		e.sb.SetFaults(sandbox.Faults{})
 		_, err = send(t, dm, rows(t))
 		require.NoError(t, err)
-		c := e.sb.Counts()[sandbox.Google]
+		c := e.sb.Counts()[google.DataManagerName]
 		require.Equal(t, 3, c.AcceptedUnique)
 		require.Equal(t, 3, c.Duplicates)
 	})
@@ -267,7 +267,7 @@ func TestAdsRoundTrip(t *testing.T) {
 	require.Equal(t, uploader.ClassPermanent, res[0].Class)
 	require.Equal(t, "CONVERSION_NOT_FOUND", res[0].Reason)
 
-	c := e.sb.Counts()[sandbox.GoogleAds]
+	c := e.sb.Counts()[google.AdsName]
 	require.Equal(t, 2, c.AcceptedUnique)
 	require.Equal(t, 1, c.Duplicates)
 	require.Equal(t, 1, c.Retracted)

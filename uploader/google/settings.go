@@ -14,27 +14,40 @@ import (
 	"github.com/closedloop/closedloop/uploader"
 )
 
+// DataManagerName is the Data Manager platform name (a destination's `platform` key).
+const DataManagerName = "google"
+
+// AdsName is the Google Ads API platform name.
+const AdsName = "google_ads"
+
 // MaxClickWindow is the longest click-through window a Google conversion action may have.
 const MaxClickWindow = 90 * 24 * time.Hour
 
 // hashes are the pii.Set keys both Google surfaces read.
 var hashes = map[pii.Field]string{
-	pii.Email: pii.KeyEmailGoogle, pii.Phone: pii.KeyPhoneE164,
-	pii.FirstName: pii.KeyFirstNameGoogle, pii.LastName: pii.KeyLastNameGoogle,
+	pii.Email: pii.KeyEmailCanonical, pii.Phone: pii.KeyPhoneE164,
+	pii.FirstName: pii.KeyFirstNameNoTitle, pii.LastName: pii.KeyLastNameNoSuffix,
+}
+
+// clearForms: Google takes the address parts unhashed, the country as its upper-case code.
+var clearForms = map[pii.Field]string{
+	pii.City: pii.KeyCity, pii.State: pii.KeyState, pii.Zip: pii.KeyZip, pii.Country: pii.CountryCodeKey,
 }
 
 // DataManagerSpec is the Data Manager API `events:ingest` (platform "google"; platforms.md
 // §1). Its path is always v1.
 func DataManagerSpec() uploader.Spec {
 	return uploader.Spec{
-		Name:            "google",
+		Name:            DataManagerName,
 		API:             "the Google Data Manager API",
 		MaxBatch:        MaxBatch,
 		DefaultBaseURL:  "https://datamanager.googleapis.com",
 		ConversionNoun:  "conversion action",
 		CheckConversion: checkActionID,
 		Usable:          Usable,
+		Sandbox:         DataManagerSandbox,
 		Hashes:          hashes,
+		Clear:           clearForms,
 		NewSettings:     func() uploader.Settings { return &Settings{} },
 		New: func(name string, d uploader.DestinationConfig, log *zap.Logger) (uploader.Platform, error) {
 			return NewDataManager(d, nil, log), nil
@@ -46,7 +59,7 @@ func DataManagerSpec() uploader.Spec {
 // (platform "google_ads"; platforms.md §1, platforms-2026-12.md for the sunsets).
 func AdsSpec() uploader.Spec {
 	return uploader.Spec{
-		Name:           "google_ads",
+		Name:           AdsName,
 		API:            "the Google Ads API",
 		MaxBatch:       MaxBatch,
 		DefaultBaseURL: "https://googleads.googleapis.com",
@@ -59,7 +72,9 @@ func AdsSpec() uploader.Spec {
 		ConversionNoun:  "conversion action",
 		CheckConversion: checkActionID,
 		Usable:          Usable,
+		Sandbox:         AdsSandbox,
 		Hashes:          hashes,
+		Clear:           clearForms,
 		NewSettings:     func() uploader.Settings { return &Settings{} },
 		New: func(name string, d uploader.DestinationConfig, log *zap.Logger) (uploader.Platform, error) {
 			return NewAdsAPI(d, nil, log), nil
@@ -139,7 +154,7 @@ func Usable(id store.Identity) bool {
 	if _, ok := pickClick(id.Clicks); ok {
 		return true
 	}
-	return id.Identifiers.Get(pii.KeyEmailGoogle) != "" || id.Identifiers.Get(pii.KeyPhoneE164) != ""
+	return id.Identifiers.Get(pii.KeyEmailCanonical) != "" || id.Identifiers.Get(pii.KeyPhoneE164) != ""
 }
 
 // settingsOf returns d's Google settings (defaults applied) and a token-endpoint client.

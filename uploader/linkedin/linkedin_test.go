@@ -19,6 +19,7 @@ import (
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/linkedin"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/platformtest"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
@@ -168,7 +169,7 @@ func TestSettingsValidate(t *testing.T) {
 func setup(t *testing.T, opts sandbox.Options, mutate func(*uploader.DestinationConfig)) (*sandbox.Server, *linkedin.Platform) {
 	t.Helper()
 	opts.Now = func() time.Time { return now }
-	sb := sandbox.New(opts, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(opts, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	cfg := config(srv.URL)
@@ -204,7 +205,7 @@ func TestRoundTrip(t *testing.T) {
 			require.Equal(t, uploader.ClassAccepted, r.Class)
 		}
 	}
-	c := sb.Counts()[sandbox.LinkedIn]
+	c := sb.Counts()[linkedin.Name]
 	require.Equal(t, 4, c.Received)
 	require.Equal(t, 2, c.AcceptedUnique, "eventId dedups")
 	require.Equal(t, 2, c.Duplicates)

@@ -13,11 +13,14 @@ import (
 	"github.com/closedloop/closedloop/uploader"
 )
 
+// Name is the platform name (a destination's `platform` key).
+const Name = "linkedin"
+
 // Spec is the LinkedIn Conversions API as the registry lists it (platforms.md §5,
 // platforms-2026-12.md §2.6 for the versions).
 func Spec() uploader.Spec {
 	return uploader.Spec{
-		Name:            "linkedin",
+		Name:            Name,
 		API:             "the LinkedIn Conversions API",
 		MaxBatch:        MaxBatch,
 		DefaultBaseURL:  "https://api.linkedin.com",
@@ -25,6 +28,7 @@ func Spec() uploader.Spec {
 		ConversionNoun:  "conversion rule",
 		CheckConversion: checkRuleID,
 		Usable:          Usable,
+		Sandbox:         Sandbox,
 		Hashes:          hashes,
 		NewSettings:     func() uploader.Settings { return &Settings{} },
 		New: func(name string, d uploader.DestinationConfig, log *zap.Logger) (uploader.Platform, error) {

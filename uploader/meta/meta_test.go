@@ -22,8 +22,10 @@ import (
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/meta"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
+	"github.com/closedloop/closedloop/uploader/tiktok"
 )
 
 var update = flag.Bool("update", false, "rewrite golden request bodies under testdata/requests")
@@ -180,8 +182,8 @@ func TestErrorClass(t *testing.T) {
 func setup(t *testing.T, opts sandbox.Options) (*sandbox.Server, *meta.Platform) {
 	t.Helper()
 	opts.Now = func() time.Time { return now }
-	opts.MetaAccessToken = "meta-test-token"
-	sb := sandbox.New(opts, zaptest.NewLogger(t))
+	opts.Platforms = map[string]sandbox.PlatformOptions{meta.Name: {AccessToken: "meta-test-token"}}
+	sb := platforms.NewSandbox(opts, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	return sb, meta.New(config(srv.URL), zaptest.NewLogger(t))
@@ -210,7 +212,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	_, err = send(t, p, rows(t))
 	require.NoError(t, err)
-	c := sb.Counts()[sandbox.Meta]
+	c := sb.Counts()[meta.Name]
 	require.Equal(t, 4, c.Received)
 	require.Equal(t, 2, c.AcceptedUnique, "event_id + event_name dedup within 48h")
 	require.Equal(t, 2, c.Duplicates)
@@ -241,7 +243,7 @@ func TestSandboxRejections(t *testing.T) {
 	})
 	t.Run("bad token", func(t *testing.T) {
 		t.Parallel()
-		sb := sandbox.New(sandbox.Options{Now: func() time.Time { return now }, MetaAccessToken: "other"}, zaptest.NewLogger(t))
+		sb := platforms.NewSandbox(sandbox.Options{Now: func() time.Time { return now }, Platforms: map[string]sandbox.PlatformOptions{meta.Name: {AccessToken: "other"}}}, zaptest.NewLogger(t))
 		srv := httptest.NewServer(sb)
 		defer srv.Close()
 		_, err := send(t, meta.New(config(srv.URL), zaptest.NewLogger(t)), rows(t))
@@ -281,7 +283,7 @@ func TestFaults(t *testing.T) {
 			require.True(t, errors.As(err, &br), "%v", err)
 			require.Equal(t, uploader.ClassBatchRejected, br.Class, "%v", err)
 		}},
-		{"faults scoped to another platform", sandbox.Faults{Share5xx: 1, Platforms: []string{sandbox.TikTok}}, func(t *testing.T, err error) {
+		{"faults scoped to another platform", sandbox.Faults{Share5xx: 1, Platforms: []string{tiktok.Name}}, func(t *testing.T, err error) {
 			require.NoError(t, err)
 		}},
 	}

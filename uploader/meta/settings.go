@@ -12,11 +12,14 @@ import (
 	"github.com/closedloop/closedloop/uploader"
 )
 
+// Name is the platform name (a destination's `platform` key).
+const Name = "meta"
+
 // Spec is the Meta Conversions API as the registry lists it (platforms.md §2,
 // platforms-2026-12.md for the Graph API versions).
 func Spec() uploader.Spec {
 	return uploader.Spec{
-		Name:           "meta",
+		Name:           Name,
 		API:            "the Meta Conversions API",
 		MaxBatch:       MaxBatch,
 		DefaultBaseURL: "https://graph.facebook.com",
@@ -25,6 +28,7 @@ func Spec() uploader.Spec {
 		Versions:       graphVersions,
 		ConversionNoun: "event",
 		Usable:         Usable,
+		Sandbox:        Sandbox,
 		Hashes:         hashes,
 		NewSettings:    func() uploader.Settings { return &Settings{} },
 		New: func(name string, d uploader.DestinationConfig, log *zap.Logger) (uploader.Platform, error) {

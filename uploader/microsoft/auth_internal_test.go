@@ -19,7 +19,7 @@ import (
 // A 401 on a cached token is a retry with a fresh token, not a pause.
 func TestExpiredCachedTokenIsRefreshed(t *testing.T) {
 	t.Parallel()
-	sb := sandbox.New(sandbox.Options{}, zaptest.NewLogger(t))
+	sb := sandbox.New(sandbox.Options{}, zaptest.NewLogger(t), Sandbox)
 	srv := httptest.NewServer(sb)
 	defer srv.Close()
 	p := New(uploader.DestinationConfig{Platform: "microsoft", BaseURL: srv.URL, Settings: &Settings{

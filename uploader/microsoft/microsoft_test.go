@@ -19,7 +19,9 @@ import (
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/meta"
 	"github.com/closedloop/closedloop/uploader/microsoft"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/platformtest"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
@@ -191,7 +193,7 @@ type harness struct {
 func setup(t *testing.T, opts sandbox.Options) harness {
 	t.Helper()
 	opts.Now = func() time.Time { return now }
-	sb := sandbox.New(opts, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(opts, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	return harness{sb: sb, p: microsoft.New(config(srv.URL), srv.Client(), zaptest.NewLogger(t))}
@@ -224,7 +226,7 @@ func TestRoundTrip(t *testing.T) {
 			require.Equal(t, uploader.ClassAccepted, r.Class)
 		}
 	}
-	c := h.sb.Counts()[sandbox.Microsoft]
+	c := h.sb.Counts()[microsoft.Name]
 	require.Equal(t, 4, c.Received)
 	require.Equal(t, 2, c.AcceptedUnique, "same click id + conversion time counts once")
 	require.Equal(t, 2, c.Duplicates)
@@ -232,13 +234,13 @@ func TestRoundTrip(t *testing.T) {
 
 func TestPartialErrorsByIndex(t *testing.T) {
 	t.Parallel()
-	h := setup(t, sandbox.Options{MicrosoftGoals: []string{"Closed Won"}})
+	h := setup(t, sandbox.Options{Platforms: map[string]sandbox.PlatformOptions{microsoft.Name: {Conversions: []string{"Closed Won"}}}})
 	res, err := send(t, h.p, rows(t))
 	require.NoError(t, err)
 	require.Equal(t, uploader.ClassAccepted, res[0].Class)
 	require.Equal(t, uploader.ClassHeld, res[1].Class, "an unknown goal holds that goal's rows only")
 	require.Equal(t, "OfflineConversionNameInvalid", res[1].Reason)
-	require.Equal(t, 1, h.sb.Counts()[sandbox.Microsoft].AcceptedUnique)
+	require.Equal(t, 1, h.sb.Counts()[microsoft.Name].AcceptedUnique)
 
 	batch := rows(t)
 	batch[0].ConversionName = sandbox.DefaultRejectMarker
@@ -298,7 +300,7 @@ func TestAuth(t *testing.T) {
 	})
 	t.Run("wrong developer token", func(t *testing.T) {
 		t.Parallel()
-		h := setup(t, sandbox.Options{MicrosoftDeveloperToken: "the-right-one"})
+		h := setup(t, sandbox.Options{Platforms: map[string]sandbox.PlatformOptions{microsoft.Name: {DeveloperToken: "the-right-one"}}})
 		_, err := send(t, h.p, rows(t))
 		var e *uploader.Error
 		if errors.As(err, &e) && e.Refreshed {
@@ -321,7 +323,7 @@ func TestFaults(t *testing.T) {
 	}{
 		{"5xx", sandbox.Faults{Share5xx: 1}, uploader.ClassTransient, "InternalError", 0},
 		{"429", sandbox.Faults{Share429: 1, RetryAfterSeconds: 9}, uploader.ClassTransient, "CallRateExceeded", 9 * time.Second},
-		{"scoped to another platform", sandbox.Faults{Share5xx: 1, Platforms: []string{sandbox.Meta}}, "", "", 0},
+		{"scoped to another platform", sandbox.Faults{Share5xx: 1, Platforms: []string{meta.Name}}, "", "", 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,11 +14,14 @@ import (
 	"github.com/closedloop/closedloop/uploader"
 )
 
+// Name is the platform name (a destination's `platform` key).
+const Name = "microsoft"
+
 // Spec is Microsoft Advertising offline conversions as the registry lists it (platforms.md
 // §4; platforms-2026-12.md §2.5 for REST over SOAP).
 func Spec() uploader.Spec {
 	return uploader.Spec{
-		Name:           "microsoft",
+		Name:           Name,
 		API:            "the Microsoft Advertising Campaign Management API",
 		MaxBatch:       MaxBatch,
 		DefaultBaseURL: "https://campaign.api.bingads.microsoft.com",
@@ -28,6 +31,7 @@ func Spec() uploader.Spec {
 		ConversionNoun:  "offline conversion goal",
 		CheckConversion: checkGoalName,
 		Usable:          Usable,
+		Sandbox:         Sandbox,
 		Hashes:          hashes,
 		NewSettings:     func() uploader.Settings { return &Settings{} },
 		New: func(name string, d uploader.DestinationConfig, log *zap.Logger) (uploader.Platform, error) {

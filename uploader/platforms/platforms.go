@@ -16,6 +16,7 @@ import (
 	"github.com/closedloop/closedloop/uploader/linkedin"
 	"github.com/closedloop/closedloop/uploader/meta"
 	"github.com/closedloop/closedloop/uploader/microsoft"
+	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/tiktok"
 )
 
@@ -85,4 +86,14 @@ func New(name string, cfg uploader.DestinationConfig, log *zap.Logger) (uploader
 	}
 	l := log.Named("uploader." + spec.Name).With(zap.String("destination", name))
 	return spec.New(name, cfg.WithDefaults(spec), l)
+}
+
+// NewSandbox returns a sandbox server emulating every registered platform (each Spec's
+// Sandbox, asked in registry order). log may be zap.NewNop().
+func NewSandbox(opts sandbox.Options, log *zap.Logger) *sandbox.Server {
+	mounts := make([]sandbox.Mount, 0, len(All))
+	for _, s := range All {
+		mounts = append(mounts, s.Sandbox)
+	}
+	return sandbox.New(opts, log, mounts...)
 }

@@ -1,12 +1,14 @@
 package platforms_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/platforms"
 )
@@ -60,6 +62,7 @@ func TestRegistry(t *testing.T) {
 		require.NotNil(t, s.Usable, s.Name)
 		require.NotNil(t, s.New, s.Name)
 		require.NotNil(t, s.NewSettings, s.Name)
+		require.NotNil(t, s.Sandbox, s.Name)
 		require.NotEmpty(t, s.Hashes, s.Name)
 		for i := 1; i < len(s.Versions); i++ {
 			if !s.Versions[i].Sunset.IsZero() && !s.Versions[i-1].Sunset.IsZero() {
@@ -71,4 +74,48 @@ func TestRegistry(t *testing.T) {
 		}
 	}
 	require.Equal(t, []string{"google", "google_ads", "linkedin", "meta", "microsoft", "tiktok"}, platforms.Names())
+}
+
+// TestHashes checks the identifier rules each platform chose (reference/platforms.md 1.7,
+// 2.7, 3.7, 4.7, 5.7): which fields it takes hashed, and that a Set made from every field
+// holds a hash under each chosen rule.
+func TestHashes(t *testing.T) {
+	t.Parallel()
+	n := pii.Normalizer{DefaultRegion: "US"}
+	set := pii.Set{}
+	for f, v := range map[pii.Field]string{
+		pii.Email: "a@b.co", pii.Phone: "6505551212", pii.FirstName: "Ann", pii.LastName: "Lee",
+		pii.City: "Paris", pii.State: "IdF", pii.Zip: "75001", pii.Country: "FR",
+		pii.DateOfBirth: "2000-01-02", pii.Gender: "f", pii.ExternalID: "u1",
+	} {
+		require.NoError(t, n.Add(set, f, v))
+	}
+	google := map[pii.Field]string{pii.Email: pii.KeyEmailCanonical, pii.Phone: pii.KeyPhoneE164,
+		pii.FirstName: pii.KeyFirstNameNoTitle, pii.LastName: pii.KeyLastNameNoSuffix}
+	want := map[string]map[pii.Field]string{
+		"google":     google,
+		"google_ads": google,
+		"meta": {pii.Email: pii.KeyEmail, pii.Phone: pii.KeyPhoneDigits, pii.FirstName: pii.KeyFirstName,
+			pii.LastName: pii.KeyLastName, pii.City: pii.KeyCity, pii.State: pii.KeyState, pii.Zip: pii.KeyZip,
+			pii.Country: pii.KeyCountry, pii.DateOfBirth: pii.KeyDateOfBirth, pii.Gender: pii.KeyGender,
+			pii.ExternalID: pii.KeyExternalID},
+		"tiktok":    {pii.Email: pii.KeyEmail, pii.Phone: pii.KeyPhoneE164, pii.ExternalID: pii.KeyExternalID},
+		"microsoft": {pii.Email: pii.KeyEmail, pii.Phone: pii.KeyPhoneE164},
+		"linkedin":  {pii.Email: pii.KeyEmail},
+	}
+	for _, s := range platforms.All {
+		require.Equal(t, want[s.Name], s.Hashes, s.Name)
+		for f, rule := range s.Hashes {
+			require.True(t, pii.IsSHA256Hex(set.Get(rule)), "%s %s: no hash under %s", s.Name, f, rule)
+		}
+		for f, rule := range s.Clear {
+			_, hashed := s.Hashes[f]
+			require.False(t, hashed, "%s %s: both hashed and clear", s.Name, f)
+			_, err := n.Normalize(rule, "x")
+			var pe *pii.Error
+			if errors.As(err, &pe) {
+				require.NotContains(t, pe.Reason, "unknown", "%s %s: %s is no rule", s.Name, f, rule)
+			}
+		}
+	}
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
 )
@@ -80,7 +81,7 @@ type Response struct {
 func Run(t *testing.T, s Suite) {
 	t.Helper()
 	now := s.Now
-	sb := sandbox.New(sandbox.Options{Now: func() time.Time { return now }}, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(sandbox.Options{Now: func() time.Time { return now }}, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	cfg := s.Config(srv.URL)

@@ -19,18 +19,8 @@ import (
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
 )
 
-// Platform names used in counts and fault scopes.
-const (
-	Google    = "google"
-	GoogleAds = "google_ads"
-	Meta      = "meta"
-	TikTok    = "tiktok"
-	Microsoft = "microsoft"
-	LinkedIn  = "linkedin"
-)
-
-// DefaultRejectMarker is the event name (Meta event_name, TikTok event, Google conversion
-// action ID) whose rows the sandbox rejects when Faults.RejectMarker is empty.
+// DefaultRejectMarker is the event or conversion name whose rows the sandbox rejects when
+// Faults.RejectMarker is empty.
 const DefaultRejectMarker = "reject-me"
 
 // maxBody is the largest request body the sandbox reads.
@@ -41,31 +31,40 @@ type Options struct {
 	Seed int64            // seeds the fault draws
 	Now  func() time.Time // the platforms' clock; default time.Now
 
-	// Google OAuth. When set, the token endpoint only accepts these; any other refresh
-	// token gets invalid_grant. Empty accepts any non-empty value.
+	// The OAuth token endpoint's client. When set, the token endpoint only accepts these;
+	// any other refresh token gets invalid_grant. Empty accepts any non-empty value.
 	ClientID, ClientSecret, RefreshToken string
 	TokenTTL                             time.Duration // access token lifetime; default 1h
 
-	MetaAccessToken   string // when set, the only accepted Meta token
-	TikTokAccessToken string // when set, the only accepted TikTok token
+	// Platforms holds fixed credentials and catalogues by platform name; each platform's
+	// emulation documents which of them it reads. Absent: any non-empty credential works.
+	Platforms map[string]PlatformOptions
 
-	MicrosoftDeveloperToken string   // when set, the only accepted Microsoft DeveloperToken
-	MicrosoftGoals          []string // when set, the only offline conversion goal names that exist
-	// LinkedInAccessToken, when set, is also accepted as a LinkedIn token besides those the
-	// token endpoint issued (a LinkedIn app without programmatic refresh uses a fixed one).
-	LinkedInAccessToken string
-
-	// StatusDelay is how long a Data Manager request reports PROCESSING.
+	// StatusDelay is how long an asynchronously processed request reports it is still
+	// processing (platforms with a request status).
 	StatusDelay time.Duration
 
 	Faults Faults
 }
 
+// PlatformOptions are one platform's fixed credentials and catalogue in the sandbox.
+type PlatformOptions struct {
+	// AccessToken, when set, is the platform's fixed access token: the only one accepted,
+	// or (platforms whose tokens come from the token endpoint) accepted besides those.
+	AccessToken string
+	// DeveloperToken, when set, is the only accepted developer token.
+	DeveloperToken string
+	// Conversions, when set, are the only conversion names (goals) that exist.
+	Conversions []string
+}
+
+// Platform returns the options for platform name (zero when none are set).
+func (o Options) Platform(name string) PlatformOptions { return o.Platforms[name] }
+
 // Faults are injected failures. Shares are probabilities in [0,1] drawn per request.
 type Faults struct {
-	// Platforms limits the faults to these platforms (google, google_ads, meta, tiktok,
-	// microsoft, linkedin);
-	// empty means all.
+	// Platforms limits the faults to these platforms (names as a destination's `platform`
+	// key); empty means all.
 	Platforms []string `json:"platforms,omitempty"`
 
 	Share5xx          float64 `json:"share_5xx,omitempty"`           // 500/503 answers
@@ -75,29 +74,27 @@ type Faults struct {
 	TimeoutDelayMS    int     `json:"timeout_delay_ms,omitempty"`    // default 30000
 	ShareBatchReject  float64 `json:"share_batch_reject,omitempty"`  // valid requests rejected whole, naming no row
 	// ShareUnknownError answers valid requests with an error the uploaders do not list
-	// (Meta 400 code 2388099 "not ready yet", Google 400 reason SERVICE_NOT_READY, TikTok
-	// code 41999): a request-level answer that names no row.
+	// (each platform's own "not ready yet"): a request-level answer that names no row.
 	ShareUnknownError float64 `json:"share_unknown_error,omitempty"`
-	// ShareSetupIn5xx answers valid requests with an auth error inside an HTTP 500 (Meta
-	// OAuthException 190, Google PERMISSION_DENIED, TikTok 40001).
+	// ShareSetupIn5xx answers valid requests with an auth or permission error inside an
+	// HTTP 500, in the platform's shape.
 	ShareSetupIn5xx float64 `json:"share_setup_in_5xx,omitempty"`
 
-	// RejectMarker: rows whose event name / conversion action ID equals it are invalid
-	// (default DefaultRejectMarker). RejectKeys: rows whose dedup key value (transactionId,
-	// orderId, event_id) is listed are invalid.
+	// RejectMarker: rows whose event or conversion name equals it are invalid (default
+	// DefaultRejectMarker). RejectKeys: rows whose dedup key value (the platform's
+	// transaction, order or event id) is listed are invalid.
 	RejectMarker string   `json:"reject_marker,omitempty"`
 	RejectKeys   []string `json:"reject_keys,omitempty"`
-	// AsyncRejectKeys: Data Manager accepts these transactionIds, then reports them failed
-	// (PROCESSING_ERROR_REASON_INVALID_EVENT) in requestStatus.
+	// AsyncRejectKeys: a platform with an asynchronous request status accepts rows with
+	// these dedup key values, then reports them failed in the status.
 	AsyncRejectKeys []string `json:"async_reject_keys,omitempty"`
 
-	// TooRecentGoals: Microsoft answers rows of these offline conversion goals with
-	// OfflineConversionGoalTooRecent (created less than two hours ago).
+	// TooRecentGoals: rows of these conversion goals are answered "goal created too
+	// recently" (a transient row error) by the platforms that have one.
 	TooRecentGoals []string `json:"too_recent_goals,omitempty"`
 
-	// ExpiredToken answers every API call as if the access token had expired: Google 401
-	// UNAUTHENTICATED, Meta OAuthException 190/463, TikTok code 40105, Microsoft 109
-	// AuthenticationTokenExpired, LinkedIn 401 EXPIRED_ACCESS_TOKEN.
+	// ExpiredToken answers every API call as if the access token had expired, in each
+	// platform's shape.
 	ExpiredToken bool `json:"expired_token,omitempty"`
 
 	// Lookup shapes the read-only lookups (see LookupFaults); it applies whatever Platforms says.
@@ -119,33 +116,50 @@ type Counts struct {
 	AcceptedUnique int                  `json:"accepted_unique"` // events that took effect
 	Duplicates     int                  `json:"duplicates"`      // received but dropped by the platform's dedup
 	Rejected       int                  `json:"rejected"`        // events refused (row errors, async failures)
-	Retracted      int                  `json:"retracted"`       // Google Ads retractions applied
+	Retracted      int                  `json:"retracted"`       // retractions applied (platforms that retract)
 	Keys           map[string]*KeyCount `json:"keys"`
 }
 
-// Server emulates the platforms. It is an http.Handler; safe for concurrent use.
+// Server emulates the platforms its emulators (Mount) add. It is an http.Handler; safe for concurrent use.
 type Server struct {
 	opts Options
 	log  *zap.Logger
 	now  func() time.Time
 
-	schemas map[string]*schema.Schema
+	emulators []Emulator // in mount order
 
-	mu       sync.Mutex
-	rng      *rand.Rand
-	faults   Faults
-	seq      int
-	tokens   map[string]time.Time // Google access token → expiry
-	counts   map[string]*Counts
-	dmReqs   map[string]*dmRequestState
-	ads      map[string]*adsConversion // Google Ads key → stored conversion
-	metaSeen map[string]time.Time      // Meta dedup key → first effective time
+	mu     sync.Mutex
+	rng    *rand.Rand
+	faults Faults
+	seq    int
+	tokens map[string]time.Time // access token → expiry
+	counts map[string]*Counts
 
 	httpSrv *http.Server
 }
 
-// New returns a Server. log may be zap.NewNop().
-func New(opts Options, log *zap.Logger) *Server {
+// An Emulator is one platform's emulation, built by the platform's package (its
+// uploader.Spec.Sandbox) for a Server. Its handlers use the Server's exported kit: Draw,
+// Refused, the lock with CountsLocked and RecordLocked, the token store and the JSON
+// helpers. Its own state is guarded by the Server's lock.
+type Emulator interface {
+	// Platform is the name its counts and the fault scope (Faults.Platforms) use: the
+	// destination's `platform` value.
+	Platform() string
+	// Route returns the handler for r when r's path is one of the platform's endpoints, else
+	// nil. The Server asks its emulators in mount order after its own paths.
+	Route(r *http.Request) http.HandlerFunc
+	// ResetLocked forgets the platform's own state (dedup keys, stored requests); the Server
+	// calls it with its lock held, at New and Reset.
+	ResetLocked()
+}
+
+// Mount builds a platform's Emulator for s (uploader.Spec.Sandbox).
+type Mount func(s *Server) Emulator
+
+// New returns a Server emulating the platforms mounts build, asked in that order
+// (uploader/platforms.NewSandbox mounts every registered platform). log may be zap.NewNop().
+func New(opts Options, log *zap.Logger, mounts ...Mount) *Server {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -153,19 +167,14 @@ func New(opts Options, log *zap.Logger) *Server {
 		opts.TokenTTL = time.Hour
 	}
 	s := &Server{
-		opts: opts,
-		log:  log,
-		now:  opts.Now,
-		schemas: map[string]*schema.Schema{
-			Google:    schema.MustLoad(schema.GoogleDataManager),
-			GoogleAds: schema.MustLoad(schema.GoogleAds),
-			Meta:      schema.MustLoad(schema.Meta),
-			TikTok:    schema.MustLoad(schema.TikTok),
-			Microsoft: schema.MustLoad(schema.Microsoft),
-			LinkedIn:  schema.MustLoad(schema.LinkedIn),
-		},
+		opts:   opts,
+		log:    log,
+		now:    opts.Now,
 		rng:    rand.New(rand.NewPCG(uint64(opts.Seed), 0x5eed)),
 		faults: opts.Faults,
+	}
+	for _, m := range mounts {
+		s.emulators = append(s.emulators, m(s))
 	}
 	s.resetLocked()
 	return s
@@ -174,12 +183,10 @@ func New(opts Options, log *zap.Logger) *Server {
 func (s *Server) resetLocked() {
 	s.tokens = map[string]time.Time{}
 	s.counts = map[string]*Counts{}
-	for _, p := range []string{Google, GoogleAds, Meta, TikTok, Microsoft, LinkedIn} {
-		s.counts[p] = &Counts{Keys: map[string]*KeyCount{}}
+	for _, e := range s.emulators {
+		s.counts[e.Platform()] = &Counts{Keys: map[string]*KeyCount{}}
+		e.ResetLocked()
 	}
-	s.dmReqs = map[string]*dmRequestState{}
-	s.ads = map[string]*adsConversion{}
-	s.metaSeen = map[string]time.Time{}
 }
 
 // Reset forgets every count, request, token and dedup key (faults stay).
@@ -248,75 +255,65 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
 	switch {
-	case path == "/token", path == "/common/oauth2/v2.0/token", path == "/oauth/v2/accessToken":
-		s.handleToken(w, r) // Google's, the Microsoft identity platform's and LinkedIn's paths
-	case path == "/CampaignManagement/v13/OfflineConversions/Apply":
-		s.handleMicrosoft(w, r)
-	case path == "/rest/conversionEvents":
-		s.handleLinkedIn(w, r)
+	case path == "/token":
+		s.HandleToken(w, r)
 	case path == "/sandbox/counts":
-		writeJSON(w, http.StatusOK, s.Counts())
+		WriteJSON(w, http.StatusOK, s.Counts())
 	case path == "/sandbox/reset" && r.Method == http.MethodPost:
 		s.Reset()
-		writeJSON(w, http.StatusOK, map[string]bool{"reset": true})
+		WriteJSON(w, http.StatusOK, map[string]bool{"reset": true})
 	case path == "/sandbox/faults":
 		s.handleFaults(w, r)
-	case path == "/v1/events:ingest":
-		s.handleDMIngest(w, r)
-	case path == "/v1/requestStatus:retrieve":
-		s.handleDMStatus(w, r)
-	case path == "/open_api/v1.3/event/track/":
-		s.handleTikTok(w, r)
 	default:
-		parts := strings.Split(strings.Trim(path, "/"), "/")
-		switch {
-		case len(parts) == 3 && parts[1] == "customers":
-			s.handleAds(w, r, parts[0], parts[2])
-		case len(parts) == 3 && parts[2] == "events":
-			s.handleMeta(w, r, parts[0], parts[1])
-		case len(parts) == 4 && parts[1] == "customers" && parts[3] == "googleAds:search":
-			s.handleAdsSearch(w, r, parts[0], parts[2])
-		case len(parts) == 2 && r.Method == http.MethodGet:
-			s.handleMetaDataset(w, r, parts[0], parts[1])
-		default:
-			http.NotFound(w, r)
+		for _, e := range s.emulators {
+			if h := e.Route(r); h != nil {
+				h(w, r)
+				return
+			}
 		}
+		http.NotFound(w, r)
 	}
+}
+
+// PathParts splits a request path into its segments ("/v1/a/b" → v1, a, b).
+func PathParts(r *http.Request) []string {
+	return strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 }
 
 func (s *Server) handleFaults(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
-		writeJSON(w, http.StatusOK, s.Faults())
+		WriteJSON(w, http.StatusOK, s.Faults())
 	case http.MethodPost, http.MethodPut:
 		var f Faults
 		dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&f); err != nil {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "faults: " + err.Error()})
+			WriteJSON(w, http.StatusBadRequest, map[string]string{"error": "faults: " + err.Error()})
 			return
 		}
 		s.SetFaults(f)
-		writeJSON(w, http.StatusOK, f)
+		WriteJSON(w, http.StatusOK, f)
 	default:
 		w.Header().Set("Allow", "GET, POST")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 	}
 }
 
-// fault is what the dice decided for one request.
-type fault int
+// Fault is what the dice decided for one request; each platform answers it in its own shape.
+type Fault int
 
+// The random faults Draw decides.
 const (
-	noFault fault = iota
-	fault5xx
-	fault429
-	faultTimeout
-	faultUnknown
-	faultSetupIn5xx
+	NoFault         Fault = iota
+	Fault5xx              // a 5xx answer
+	Fault429              // throttled, with Retry-After (Faults.RetryAfter)
+	FaultTimeout          // processed, then answered after Faults.TimeoutDelay (Hold)
+	FaultUnknown          // an answer the uploaders do not list, naming no row
+	FaultSetupIn5xx       // an auth error inside a 5xx
 )
 
-// RevokeTokens makes every Google access token issued so far expire now, as a routine
+// RevokeTokens makes every access token issued so far expire now, as a routine
 // expiry does: the client's cached token is refused (401) and a refresh fixes it.
 func (s *Server) RevokeTokens() {
 	s.mu.Lock()
@@ -329,8 +326,9 @@ func (s *Server) RevokeTokens() {
 	}
 }
 
-// draw decides the random fault for one request on platform p.
-func (s *Server) draw(p string) (fault, Faults) {
+// Draw decides the random fault for one request on platform p (counting it as faulted) and
+// returns it with the active faults; out of Faults.Platforms only the row faults apply.
+func (s *Server) Draw(p string) (Fault, Faults) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := s.faults
@@ -340,32 +338,32 @@ func (s *Server) draw(p string) (fault, Faults) {
 			in = in || q == p
 		}
 		if !in {
-			return noFault, Faults{RejectMarker: f.RejectMarker, RejectKeys: f.RejectKeys, AsyncRejectKeys: f.AsyncRejectKeys, TooRecentGoals: f.TooRecentGoals, Lookup: f.Lookup}
+			return NoFault, Faults{RejectMarker: f.RejectMarker, RejectKeys: f.RejectKeys, AsyncRejectKeys: f.AsyncRejectKeys, TooRecentGoals: f.TooRecentGoals, Lookup: f.Lookup}
 		}
 	}
 	x := s.rng.Float64()
 	switch {
 	case x < f.Share5xx:
 		s.counts[p].Faulted++
-		return fault5xx, f
+		return Fault5xx, f
 	case x < f.Share5xx+f.Share429:
 		s.counts[p].Faulted++
-		return fault429, f
+		return Fault429, f
 	case x < f.Share5xx+f.Share429+f.ShareTimeout:
 		s.counts[p].Faulted++
-		return faultTimeout, f
+		return FaultTimeout, f
 	case x < f.Share5xx+f.Share429+f.ShareTimeout+f.ShareUnknownError:
 		s.counts[p].Faulted++
-		return faultUnknown, f
+		return FaultUnknown, f
 	case x < f.Share5xx+f.Share429+f.ShareTimeout+f.ShareUnknownError+f.ShareSetupIn5xx:
 		s.counts[p].Faulted++
-		return faultSetupIn5xx, f
+		return FaultSetupIn5xx, f
 	}
-	return noFault, f
+	return NoFault, f
 }
 
-// batchReject draws the whole-batch rejection fault.
-func (s *Server) batchReject(p string, f Faults) bool {
+// BatchReject draws the whole-batch rejection fault (Faults.ShareBatchReject).
+func (s *Server) BatchReject(p string, f Faults) bool {
 	if f.ShareBatchReject <= 0 {
 		return false
 	}
@@ -374,14 +372,16 @@ func (s *Server) batchReject(p string, f Faults) bool {
 	return s.rng.Float64() < f.ShareBatchReject
 }
 
-func (f Faults) marker() string {
+// Marker is the event / conversion name whose rows are invalid.
+func (f Faults) Marker() string {
 	if f.RejectMarker == "" {
 		return DefaultRejectMarker
 	}
 	return f.RejectMarker
 }
 
-func (f Faults) rejectsKey(k string) bool {
+// RejectsKey says rows with dedup key value k are invalid.
+func (f Faults) RejectsKey(k string) bool {
 	for _, x := range f.RejectKeys {
 		if x == k {
 			return true
@@ -390,7 +390,8 @@ func (f Faults) rejectsKey(k string) bool {
 	return false
 }
 
-func (f Faults) asyncRejects(k string) bool {
+// AsyncRejects says dedup key value k is accepted, then reported failed asynchronously.
+func (f Faults) AsyncRejects(k string) bool {
 	for _, x := range f.AsyncRejectKeys {
 		if x == k {
 			return true
@@ -399,22 +400,24 @@ func (f Faults) asyncRejects(k string) bool {
 	return false
 }
 
-func (f Faults) retryAfter() string {
+// RetryAfter is the Retry-After value of a throttled answer.
+func (f Faults) RetryAfter() string {
 	if f.RetryAfterSeconds <= 0 {
 		return "1"
 	}
 	return fmt.Sprint(f.RetryAfterSeconds)
 }
 
-func (f Faults) timeoutDelay() time.Duration {
+// TimeoutDelay is how long the timeout fault holds an answer.
+func (f Faults) TimeoutDelay() time.Duration {
 	if f.TimeoutDelayMS <= 0 {
 		return 30 * time.Second
 	}
 	return time.Duration(f.TimeoutDelayMS) * time.Millisecond
 }
 
-// hold delays an answer for the timeout fault, returning early if the client gives up.
-func hold(ctx context.Context, d time.Duration) {
+// Hold delays an answer for the timeout fault, returning early if the client gives up.
+func Hold(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -423,9 +426,10 @@ func hold(ctx context.Context, d time.Duration) {
 	}
 }
 
-// record counts one event that arrived in an accepted request under dedup key k; effective
-// says whether it took effect (false = the platform's dedup dropped it).
-func (s *Server) recordLocked(p, k string, effective bool) {
+// RecordLocked counts one event of platform p that arrived in an accepted request under
+// dedup key k; effective says whether it took effect (false = the platform's dedup dropped
+// it). Call with the lock held.
+func (s *Server) RecordLocked(p, k string, effective bool) {
 	c := s.counts[p]
 	kc := c.Keys[k]
 	if kc == nil {
@@ -442,19 +446,48 @@ func (s *Server) recordLocked(p, k string, effective bool) {
 	}
 }
 
-func (s *Server) refused(p string, events int) {
+// Refused counts a refused request of platform p carrying events events.
+func (s *Server) Refused(p string, events int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.counts[p].Refused++
 	s.counts[p].Rejected += events
 }
 
-func (s *Server) nextID(prefix string) string {
+// NextIDLocked returns a new unique id starting with prefix. Call with the lock held.
+func (s *Server) NextIDLocked(prefix string) string {
 	s.seq++
 	return fmt.Sprintf("%s-%06d", prefix, s.seq)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// Lock takes the Server's lock, which guards the counts, the tokens, the id sequence and
+// every emulator's own state.
+func (s *Server) Lock() { s.mu.Lock() }
+
+// Unlock releases the lock Lock took.
+func (s *Server) Unlock() { s.mu.Unlock() }
+
+// CountsLocked returns platform p's live counts. Call with the lock held.
+func (s *Server) CountsLocked(p string) *Counts { return s.counts[p] }
+
+// TokenLocked returns the expiry of an access token the token endpoint issued. Call with
+// the lock held.
+func (s *Server) TokenLocked(tok string) (exp time.Time, issued bool) {
+	exp, issued = s.tokens[tok]
+	return exp, issued
+}
+
+// Now is the platforms' clock (Options.Now).
+func (s *Server) Now() time.Time { return s.now() }
+
+// Log is the Server's logger, for emulators.
+func (s *Server) Log() *zap.Logger { return s.log }
+
+// Options returns the options the Server was built with (defaults applied).
+func (s *Server) Options() Options { return s.opts }
+
+// WriteJSON writes v as an indented JSON answer with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
@@ -462,8 +495,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// readJSON reads a body for validation; the decoded value uses json.Number.
-func readJSON(r *http.Request) ([]byte, any, error) {
+// ReadJSON reads a body for validation; the decoded value uses json.Number.
+func ReadJSON(r *http.Request) ([]byte, any, error) {
 	b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading body: %w", err)
@@ -480,7 +513,8 @@ func readJSON(r *http.Request) ([]byte, any, error) {
 	return b, v, nil
 }
 
-func violationsText(vs []schema.Violation, max int) []string {
+// ViolationsText renders at most max schema violations.
+func ViolationsText(vs []schema.Violation, max int) []string {
 	out := make([]string, 0, len(vs))
 	for i, v := range vs {
 		if i == max {
@@ -491,8 +525,8 @@ func violationsText(vs []schema.Violation, max int) []string {
 	return out
 }
 
-// sortedKeys returns m's keys in order (stable JSON and logs).
-func sortedKeys[V any](m map[string]V) []string {
+// SortedKeys returns m's keys in order (stable JSON and logs).
+func SortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

@@ -16,7 +16,11 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/meta"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
+	"github.com/closedloop/closedloop/uploader/tiktok"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -33,7 +37,7 @@ type env struct {
 func setup(t *testing.T, opts sandbox.Options) env {
 	t.Helper()
 	opts.Now = func() time.Time { return now }
-	sb := sandbox.New(opts, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(opts, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	return env{sb: sb, url: srv.URL}
@@ -116,7 +120,7 @@ func TestDataManagerValidation(t *testing.T) {
 		require.Equal(t, "INVALID_ARGUMENT", body["error"].(map[string]any)["status"], tc.name)
 		require.Equal(t, tc.reason, googleReason(body), tc.name)
 	}
-	require.Zero(t, e.sb.Counts()[sandbox.Google].Received, "nothing of a rejected request is ingested")
+	require.Zero(t, e.sb.Counts()[google.DataManagerName].Received, "nothing of a rejected request is ingested")
 
 	status, _, body := e.do(t, http.MethodPost, "/v1/events:ingest", map[string]string{"Authorization": "Bearer nope"}, dmBody(dmEvent("a", "")))
 	require.Equal(t, http.StatusUnauthorized, status)
@@ -153,7 +157,7 @@ func TestTokenEndpoint(t *testing.T) {
 func TestMetaSevenDaysAndDedupWindow(t *testing.T) {
 	t.Parallel()
 	clock := now
-	sb := sandbox.New(sandbox.Options{Now: func() time.Time { return clock }}, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(sandbox.Options{Now: func() time.Time { return clock }}, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	defer srv.Close()
 	e := env{sb: sb, url: srv.URL}
@@ -177,7 +181,7 @@ func TestMetaSevenDaysAndDedupWindow(t *testing.T) {
 	clock = clock.Add(49 * time.Hour) // past Meta's 48 h dedup window
 	status, _, _ = e.do(t, http.MethodPost, "/v25.0/123/events", h, event(now))
 	require.Equal(t, http.StatusOK, status)
-	kc := sb.Counts()[sandbox.Meta].Keys["123/Won/k1"]
+	kc := sb.Counts()[meta.Name].Keys["123/Won/k1"]
 	require.Equal(t, 3, kc.Received)
 	require.Equal(t, 2, kc.Effective, "a resend after 48h counts again, like Meta")
 }
@@ -211,7 +215,7 @@ func TestFaultsEndpointAndReset(t *testing.T) {
 	require.Equal(t, float64(1), tk["accepted_unique"])
 	require.Equal(t, float64(1), tk["faulted"])
 	e.do(t, http.MethodPost, "/sandbox/reset", nil, "")
-	require.Zero(t, e.sb.Counts()[sandbox.TikTok].Received)
+	require.Zero(t, e.sb.Counts()[tiktok.Name].Received)
 }
 
 // Same seed, same request order: the same faults.
@@ -243,7 +247,7 @@ func TestSeededFaultsAreReproducible(t *testing.T) {
 
 func TestStartAndShutdown(t *testing.T) {
 	t.Parallel()
-	sb := sandbox.New(sandbox.Options{}, zaptest.NewLogger(t))
+	sb := platforms.NewSandbox(sandbox.Options{}, zaptest.NewLogger(t))
 	u, err := sb.Start("127.0.0.1:0")
 	require.NoError(t, err)
 	resp, err := http.Get(u + "/sandbox/counts")

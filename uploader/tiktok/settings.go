@@ -11,16 +11,20 @@ import (
 	"github.com/closedloop/closedloop/uploader"
 )
 
+// Name is the platform name (a destination's `platform` key).
+const Name = "tiktok"
+
 // Spec is the TikTok Events API 2.0 (CRM events) as the registry lists it (platforms.md §3).
 // Its path carries the fixed version v1.3: there is no version to choose.
 func Spec() uploader.Spec {
 	return uploader.Spec{
-		Name:           "tiktok",
+		Name:           Name,
 		API:            "the TikTok Events API",
 		MaxBatch:       MaxBatch,
 		DefaultBaseURL: "https://business-api.tiktok.com",
 		ConversionNoun: "event",
 		Usable:         Usable,
+		Sandbox:        Sandbox,
 		Hashes:         hashes,
 		NewSettings:    func() uploader.Settings { return &Settings{} },
 		New: func(name string, d uploader.DestinationConfig, log *zap.Logger) (uploader.Platform, error) {

@@ -21,6 +21,7 @@ import (
 	"github.com/closedloop/closedloop/internal/pii"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
 	"github.com/closedloop/closedloop/uploader/tiktok"
@@ -139,8 +140,8 @@ func TestErrorClass(t *testing.T) {
 
 func setup(t *testing.T, opts sandbox.Options) (*sandbox.Server, *tiktok.Platform) {
 	t.Helper()
-	opts.TikTokAccessToken = "tiktok-test-token"
-	sb := sandbox.New(opts, zaptest.NewLogger(t))
+	opts.Platforms = map[string]sandbox.PlatformOptions{tiktok.Name: {AccessToken: "tiktok-test-token"}}
+	sb := platforms.NewSandbox(opts, zaptest.NewLogger(t))
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	return sb, tiktok.New(config(srv.URL), zaptest.NewLogger(t))
@@ -168,7 +169,7 @@ func TestRoundTrip(t *testing.T) {
 			require.Equal(t, uploader.ClassAccepted, r.Class)
 		}
 	}
-	c := sb.Counts()[sandbox.TikTok]
+	c := sb.Counts()[tiktok.Name]
 	require.Equal(t, 4, c.Received)
 	require.Equal(t, 2, c.AcceptedUnique)
 	require.Equal(t, 2, c.Duplicates)

@@ -1,4 +1,4 @@
-package sandbox
+package google
 
 import (
 	"encoding/base64"
@@ -12,8 +12,69 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
 )
+
+// DataManagerSandbox mounts the Data Manager API emulation on a sandbox.Server
+// (DataManagerSpec().Sandbox):
+//
+//	POST /v1/events:ingest                        ingest (whole-request validation)
+//	GET  /v1/requestStatus:retrieve?requestId=…   request status (PROCESSING for Options.StatusDelay,
+//	                                              then SUCCESS, PARTIAL_SUCCESS or FAILED per destination)
+//
+// AdsSandbox mounts the Google Ads API emulation (AdsSpec().Sandbox):
+//
+//	POST /{v}/customers/{cid}:uploadClickConversions        partial failure per row
+//	POST /{v}/customers/{cid}:uploadConversionAdjustments   retractions
+//	POST /{v}/customers/{cid}/googleAds:search              conversion_action and customer lookups
+//
+// Both take access tokens the Server's /token endpoint issued and answer google.rpc.Status
+// errors. A transactionId (Data Manager) or order id (Google Ads) counts once.
+func DataManagerSandbox(s *sandbox.Server) sandbox.Emulator {
+	return &emulator{Server: s, name: DataManagerName, facts: schema.MustLoad(schema.GoogleDataManager)}
+}
+
+// AdsSandbox mounts the Google Ads API emulation; see DataManagerSandbox.
+func AdsSandbox(s *sandbox.Server) sandbox.Emulator {
+	return &emulator{Server: s, name: AdsName, facts: schema.MustLoad(schema.GoogleAds)}
+}
+
+// emulator is one of the two Google APIs (name says which); they share auth and errors.
+type emulator struct {
+	*sandbox.Server
+	name   string
+	facts  *schema.Schema
+	dmReqs map[string]*dmRequestState // Data Manager request id → state; under the Server's lock
+	ads    map[string]*adsConversion  // Google Ads key → stored conversion; under the Server's lock
+}
+
+func (s *emulator) Platform() string { return s.name }
+
+func (s *emulator) ResetLocked() {
+	s.dmReqs = map[string]*dmRequestState{}
+	s.ads = map[string]*adsConversion{}
+}
+
+func (s *emulator) Route(r *http.Request) http.HandlerFunc {
+	if s.name == DataManagerName {
+		switch r.URL.Path {
+		case "/v1/events:ingest":
+			return s.handleDMIngest
+		case "/v1/requestStatus:retrieve":
+			return s.handleDMStatus
+		}
+		return nil
+	}
+	parts := sandbox.PathParts(r)
+	switch {
+	case len(parts) == 3 && parts[1] == "customers":
+		return func(w http.ResponseWriter, r *http.Request) { s.handleAds(w, r, parts[0], parts[2]) }
+	case len(parts) == 4 && parts[1] == "customers" && parts[3] == "googleAds:search":
+		return func(w http.ResponseWriter, r *http.Request) { s.handleAdsSearch(w, r, parts[0], parts[2]) }
+	}
+	return nil
+}
 
 // JSON access helpers over values decoded with UseNumber.
 func obj(v any) map[string]any { m, _ := v.(map[string]any); return m }
@@ -30,7 +91,6 @@ func field(m map[string]any, camel, snake string) any {
 func str(v any) string { s, _ := v.(string); return s }
 
 var (
-	tenDigits   = regexp.MustCompile(`^[0-9]{10}$`)
 	digits      = regexp.MustCompile(`^[0-9]+$`)
 	hexSHA256   = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 	adsDateTime = regexp.MustCompile(`^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d+)?[+-]\d{2}:\d{2}$`)
@@ -54,7 +114,7 @@ func googleStatus(w http.ResponseWriter, httpStatus int, status, message, domain
 		details = append(details, map[string]any{"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": fv})
 	}
 	details = append(details, extra...)
-	writeJSON(w, httpStatus, map[string]any{"error": map[string]any{
+	sandbox.WriteJSON(w, httpStatus, map[string]any{"error": map[string]any{
 		"code": httpStatus, "message": message, "status": status, "details": details,
 	}})
 }
@@ -63,54 +123,16 @@ type violation struct {
 	Field, Description, Reason string
 }
 
-// --- OAuth token endpoint ---------------------------------------------------------------
-
-func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	if err := r.ParseForm(); err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request", "error_description": "unparseable form"})
-		return
-	}
-	id, secret, basic := r.BasicAuth()
-	if !basic {
-		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
-	}
-	if r.PostForm.Get("grant_type") != "refresh_token" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type", "error_description": "only refresh_token is emulated"})
-		return
-	}
-	if id == "" || secret == "" || (s.opts.ClientID != "" && (id != s.opts.ClientID || secret != s.opts.ClientSecret)) {
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client", "error_description": "The OAuth client was not found."})
-		return
-	}
-	rt := r.PostForm.Get("refresh_token")
-	if rt == "" || (s.opts.RefreshToken != "" && rt != s.opts.RefreshToken) {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_grant", "error_description": "Token has been expired or revoked."})
-		return
-	}
-	s.mu.Lock()
-	tok := s.nextID("sandbox-access-token")
-	s.tokens[tok] = s.now().Add(s.opts.TokenTTL)
-	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{
-		"access_token": tok, "expires_in": int(s.opts.TokenTTL / time.Second), "token_type": "Bearer",
-		"scope": r.PostForm.Get("scope"),
-	})
-}
-
 // googleAuth checks the bearer token; it writes the 401 and returns false on failure.
-func (s *Server) googleAuth(w http.ResponseWriter, r *http.Request, p string, f Faults) bool {
+func (s *emulator) googleAuth(w http.ResponseWriter, r *http.Request, p string, f sandbox.Faults) bool {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	s.mu.Lock()
-	exp, known := s.tokens[tok]
-	valid := ok && known && s.now().Before(exp) && !f.ExpiredToken
+	s.Lock()
+	exp, known := s.TokenLocked(tok)
+	valid := ok && known && s.Now().Before(exp) && !f.ExpiredToken
 	if !valid {
-		s.counts[p].Refused++
+		s.CountsLocked(p).Refused++
 	}
-	s.mu.Unlock()
+	s.Unlock()
 	if !valid {
 		googleStatus(w, http.StatusUnauthorized, "UNAUTHENTICATED",
 			"Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential.",
@@ -120,19 +142,19 @@ func (s *Server) googleAuth(w http.ResponseWriter, r *http.Request, p string, f 
 }
 
 // googleFault writes an injected 5xx/429 in Google's shape; it returns true when it did.
-func (s *Server) googleFault(w http.ResponseWriter, fl fault, f Faults, domain string) bool {
+func (s *emulator) googleFault(w http.ResponseWriter, fl sandbox.Fault, f sandbox.Faults, domain string) bool {
 	switch fl {
-	case fault5xx:
+	case sandbox.Fault5xx:
 		googleStatus(w, http.StatusServiceUnavailable, "UNAVAILABLE", "The service is currently unavailable.", domain, "INTERNAL_ERROR", nil)
 		return true
-	case fault429:
-		w.Header().Set("Retry-After", f.retryAfter())
+	case sandbox.Fault429:
+		w.Header().Set("Retry-After", f.RetryAfter())
 		googleStatus(w, http.StatusTooManyRequests, "RESOURCE_EXHAUSTED", "Quota exceeded. Retry later.", domain, "RESOURCE_EXHAUSTED", nil)
 		return true
-	case faultUnknown:
+	case sandbox.FaultUnknown:
 		googleStatus(w, http.StatusBadRequest, "FAILED_PRECONDITION", "The service is not ready for this account yet.", domain, "SERVICE_NOT_READY", nil)
 		return true
-	case faultSetupIn5xx:
+	case sandbox.FaultSetupIn5xx:
 		googleStatus(w, http.StatusInternalServerError, "PERMISSION_DENIED", "The caller does not have permission.", domain, "PERMISSION_DENIED", nil)
 		return true
 	}
@@ -154,56 +176,56 @@ type dmDestState struct {
 
 const dmDomain = "datamanager.googleapis.com"
 
-func (s *Server) handleDMIngest(w http.ResponseWriter, r *http.Request) {
+func (s *emulator) handleDMIngest(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	fl, f := s.draw(Google)
-	if !s.googleAuth(w, r, Google, f) {
+	fl, f := s.Draw(DataManagerName)
+	if !s.googleAuth(w, r, DataManagerName, f) {
 		return
 	}
 	if s.googleFault(w, fl, f, dmDomain) {
 		return
 	}
-	_, body, err := readJSON(r)
+	_, body, err := sandbox.ReadJSON(r)
 	if err != nil {
-		s.refused(Google, 0)
+		s.Refused(DataManagerName, 0)
 		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Invalid JSON payload received. "+err.Error(), dmDomain, "INVALID_ARGUMENT", nil)
 		return
 	}
 	events := arr(obj(body)["events"])
-	if vs := s.schemas[Google].Validate("IngestEventsRequest", body); len(vs) > 0 {
-		s.refused(Google, len(events))
+	if vs := s.facts.Validate("IngestEventsRequest", body); len(vs) > 0 {
+		s.Refused(DataManagerName, len(events))
 		var fvs []violation
 		for _, v := range vs {
 			fvs = append(fvs, violation{Field: v.Path, Description: v.Problem, Reason: "INVALID_FORMAT"})
 		}
 		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT",
-			"Request contains an invalid argument: "+strings.Join(violationsText(vs, 3), "; "), dmDomain, dmSchemaReason(vs), fvs)
+			"Request contains an invalid argument: "+strings.Join(sandbox.ViolationsText(vs, 3), "; "), dmDomain, dmSchemaReason(vs), fvs)
 		return
 	}
 	if reason, vs := dmValidate(obj(body), f); len(vs) > 0 {
-		s.refused(Google, len(events))
+		s.Refused(DataManagerName, len(events))
 		status := http.StatusBadRequest
 		googleStatus(w, status, "INVALID_ARGUMENT", "Request contains an invalid argument: "+vs[0].Field+": "+vs[0].Description, dmDomain, reason, vs)
 		return
 	}
-	if s.batchReject(Google, f) {
-		s.refused(Google, len(events))
+	if s.BatchReject(DataManagerName, f) {
+		s.Refused(DataManagerName, len(events))
 		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Request contains an invalid argument.", dmDomain, "INVALID_ARGUMENT", nil)
 		return
 	}
 	req := obj(body)
 	validateOnly, _ := field(req, "validateOnly", "validate_only").(bool)
 	if validateOnly {
-		writeJSON(w, http.StatusOK, map[string]any{})
+		sandbox.WriteJSON(w, http.StatusOK, map[string]any{})
 		return
 	}
 	dests := arr(req["destinations"])
-	s.mu.Lock()
-	id := s.nextID("sandbox-dm-request")
-	st := &dmRequestState{created: s.now()}
+	s.Lock()
+	id := s.NextIDLocked("sandbox-dm-request")
+	st := &dmRequestState{created: s.Now()}
 	refIndex := map[string]int{}
 	for i, d := range dests {
 		dm := obj(d)
@@ -227,9 +249,9 @@ func (s *Server) handleDMIngest(w http.ResponseWriter, r *http.Request) {
 		for _, i := range targets {
 			ds := &st.dests[i]
 			ds.total++
-			if f.asyncRejects(tid) {
+			if f.AsyncRejects(tid) {
 				ds.failed["PROCESSING_ERROR_REASON_INVALID_EVENT"]++
-				s.counts[Google].Rejected++
+				s.CountsLocked(DataManagerName).Rejected++
 				continue
 			}
 			op := obj(field(ds.dest, "operatingAccount", "operating_account"))
@@ -237,22 +259,22 @@ func (s *Server) handleDMIngest(w http.ResponseWriter, r *http.Request) {
 			if tid != "" {
 				key += tid
 			} else {
-				key += "no-transaction-id/" + s.nextID("event")
+				key += "no-transaction-id/" + s.NextIDLocked("event")
 			}
-			kc := s.counts[Google].Keys[key]
+			kc := s.CountsLocked(DataManagerName).Keys[key]
 			// Data Manager treats a resent transactionId as an adjustment of the same
 			// conversion: received again, no new conversion.
-			s.recordLocked(Google, key, kc == nil || kc.Effective == 0)
+			s.RecordLocked(DataManagerName, key, kc == nil || kc.Effective == 0)
 		}
 	}
 	s.dmReqs[id] = st
-	s.counts[Google].Requests++
-	s.mu.Unlock()
-	s.log.Debug("sandbox: data manager ingest", zap.String("request_id", id), zap.Int("events", len(events)))
-	if fl == faultTimeout {
-		hold(r.Context(), f.timeoutDelay())
+	s.CountsLocked(DataManagerName).Requests++
+	s.Unlock()
+	s.Log().Debug("sandbox: data manager ingest", zap.String("request_id", id), zap.Int("events", len(events)))
+	if fl == sandbox.FaultTimeout {
+		sandbox.Hold(r.Context(), f.TimeoutDelay())
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"requestId": id})
+	sandbox.WriteJSON(w, http.StatusOK, map[string]any{"requestId": id})
 }
 
 // dmSchemaReason picks the ErrorReason for schema violations.
@@ -270,7 +292,7 @@ func dmSchemaReason(vs []schema.Violation) string {
 
 // dmValidate applies Data Manager's rules beyond the schema. It returns the ErrorReason of
 // the first problem and every field violation.
-func dmValidate(req map[string]any, f Faults) (string, []violation) {
+func dmValidate(req map[string]any, f sandbox.Faults) (string, []violation) {
 	var vs []violation
 	reason := ""
 	bad := func(r, path, desc string) {
@@ -303,11 +325,11 @@ func dmValidate(req map[string]any, f Faults) (string, []violation) {
 			}
 		}
 		pid := str(field(dm, "productDestinationId", "product_destination_id"))
-		if pid == f.marker() {
+		if pid == f.Marker() {
 			bad("INVALID_DESTINATION", p+".productDestinationId", "conversion action not found")
 		} else if !digits.MatchString(pid) {
 			bad("INVALID_DESTINATION", p+".productDestinationId", "must be the numeric conversion action ID")
-		} else if msg := f.Lookup.destinationProblem(str(field(obj(field(dm, "operatingAccount", "operating_account")), "accountId", "account_id")), pid, f.marker()); msg != "" {
+		} else if msg := lookupDestinationProblem(f.Lookup, str(field(obj(field(dm, "operatingAccount", "operating_account")), "accountId", "account_id")), pid, f.Marker()); msg != "" {
 			bad("INVALID_DESTINATION", p+".productDestinationId", msg)
 		}
 		if ref := str(dm["reference"]); ref != "" {
@@ -375,7 +397,7 @@ func dmValidate(req map[string]any, f Faults) (string, []violation) {
 			}
 		}
 		tid := str(field(ev, "transactionId", "transaction_id"))
-		if tid != "" && f.rejectsKey(tid) {
+		if tid != "" && f.RejectsKey(tid) {
 			bad("INVALID_ARGUMENT", p, "event rejected (sandbox reject key)")
 		}
 	}
@@ -404,22 +426,22 @@ func hashProblem(encoding, v string) string {
 	return ""
 }
 
-func (s *Server) handleDMStatus(w http.ResponseWriter, r *http.Request) {
+func (s *emulator) handleDMStatus(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	if !s.googleAuth(w, r, Google, s.Faults()) {
+	if !s.googleAuth(w, r, DataManagerName, s.Faults()) {
 		return
 	}
 	id := r.URL.Query().Get("requestId")
 	if id == "" {
 		id = r.URL.Query().Get("request_id")
 	}
-	s.mu.Lock()
+	s.Lock()
 	st, ok := s.dmReqs[id]
-	now := s.now()
-	s.mu.Unlock()
+	now := s.Now()
+	s.Unlock()
 	if !ok {
 		googleStatus(w, http.StatusNotFound, "NOT_FOUND", "Request ID not found.", dmDomain, "", nil)
 		return
@@ -427,7 +449,7 @@ func (s *Server) handleDMStatus(w http.ResponseWriter, r *http.Request) {
 	out := []map[string]any{}
 	for _, d := range st.dests {
 		status := "PROCESSING"
-		if !now.Before(st.created.Add(s.opts.StatusDelay)) {
+		if !now.Before(st.created.Add(s.Options().StatusDelay)) {
 			failed := 0
 			for _, n := range d.failed {
 				failed += n
@@ -448,14 +470,14 @@ func (s *Server) handleDMStatus(w http.ResponseWriter, r *http.Request) {
 		}
 		if status != "PROCESSING" && len(d.failed) > 0 {
 			counts := []map[string]any{}
-			for _, reason := range sortedKeys(d.failed) {
+			for _, reason := range sandbox.SortedKeys(d.failed) {
 				counts = append(counts, map[string]any{"recordCount": strconv.Itoa(d.failed[reason]), "reason": reason})
 			}
 			entry["errorInfo"] = map[string]any{"errorCounts": counts}
 		}
 		out = append(out, entry)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"requestStatusPerDestination": out})
+	sandbox.WriteJSON(w, http.StatusOK, map[string]any{"requestStatusPerDestination": out})
 }
 
 // --- Google Ads API -------------------------------------------------------------------------
@@ -498,21 +520,21 @@ func adsFailure(errs []adsRowError, listField string) map[string]any {
 	}
 }
 
-func (s *Server) handleAds(w http.ResponseWriter, r *http.Request, version, rest string) {
+func (s *emulator) handleAds(w http.ResponseWriter, r *http.Request, version, rest string) {
 	cid, method, _ := strings.Cut(rest, ":")
 	if r.Method != http.MethodPost || (method != "uploadClickConversions" && method != "uploadConversionAdjustments") {
 		http.NotFound(w, r)
 		return
 	}
-	fl, f := s.draw(GoogleAds)
-	if !s.googleAuth(w, r, GoogleAds, f) {
+	fl, f := s.Draw(AdsName)
+	if !s.googleAuth(w, r, AdsName, f) {
 		return
 	}
 	if s.googleFault(w, fl, f, adsDomain) {
 		return
 	}
 	requestError := func(enum, msg string) {
-		s.refused(GoogleAds, 0)
+		s.Refused(AdsName, 0)
 		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Request contains an invalid argument.", "", "", nil,
 			adsFailure([]adsRowError{{index: -1, typ: "requestError", enum: enum, msg: msg}}, ""))
 	}
@@ -528,9 +550,9 @@ func (s *Server) handleAds(w http.ResponseWriter, r *http.Request, version, rest
 		requestError("INVALID_LOGIN_CUSTOMER_ID", "login-customer-id must be 10 digits")
 		return
 	}
-	_, body, err := readJSON(r)
+	_, body, err := sandbox.ReadJSON(r)
 	if err != nil {
-		s.refused(GoogleAds, 0)
+		s.Refused(AdsName, 0)
 		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Invalid JSON payload received. "+err.Error(), adsDomain, "", nil)
 		return
 	}
@@ -540,14 +562,14 @@ func (s *Server) handleAds(w http.ResponseWriter, r *http.Request, version, rest
 	}
 	req := obj(body)
 	rows := arr(field(req, listKey, listSnake))
-	if vs := s.schemas[GoogleAds].Validate(root, body); len(vs) > 0 {
-		s.refused(GoogleAds, len(rows))
+	if vs := s.facts.Validate(root, body); len(vs) > 0 {
+		s.Refused(AdsName, len(rows))
 		var fvs []violation
 		for _, v := range vs {
 			fvs = append(fvs, violation{Field: v.Path, Description: v.Problem})
 		}
 		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT",
-			"Invalid JSON payload received: "+strings.Join(violationsText(vs, 3), "; "), adsDomain, "", fvs)
+			"Invalid JSON payload received: "+strings.Join(sandbox.ViolationsText(vs, 3), "; "), adsDomain, "", fvs)
 		return
 	}
 	if pf, _ := field(req, "partialFailure", "partial_failure").(bool); !pf {
@@ -563,29 +585,29 @@ func (s *Server) handleAds(w http.ResponseWriter, r *http.Request, version, rest
 		if method == "uploadConversionAdjustments" {
 			enum, typ = "TOO_MANY_ADJUSTMENTS_IN_REQUEST", "conversionAdjustmentUploadError"
 		}
-		s.refused(GoogleAds, len(rows))
+		s.Refused(AdsName, len(rows))
 		googleStatus(w, http.StatusBadRequest, "INVALID_ARGUMENT", "Request contains an invalid argument.", "", "", nil,
 			adsFailure([]adsRowError{{index: -1, typ: typ, enum: enum, msg: "at most 2000 per request"}}, listSnake))
 		return
 	}
-	if s.batchReject(GoogleAds, f) {
+	if s.BatchReject(AdsName, f) {
 		requestError("INVALID_INPUT", "sandbox whole-batch rejection")
 		return
 	}
 	validateOnly, _ := field(req, "validateOnly", "validate_only").(bool)
 	var errs []adsRowError
 	var results []any
-	s.mu.Lock()
+	s.Lock()
 	if method == "uploadClickConversions" {
 		errs, results = s.adsClicksLocked(cid, rows, f, validateOnly)
 	} else {
 		errs, results = s.adsAdjustmentsLocked(cid, rows, f, validateOnly)
 	}
-	s.counts[GoogleAds].Requests++
-	s.counts[GoogleAds].Rejected += len(errs)
-	s.mu.Unlock()
-	if fl == faultTimeout {
-		hold(r.Context(), f.timeoutDelay())
+	s.CountsLocked(AdsName).Requests++
+	s.CountsLocked(AdsName).Rejected += len(errs)
+	s.Unlock()
+	if fl == sandbox.FaultTimeout {
+		sandbox.Hold(r.Context(), f.TimeoutDelay())
 	}
 	resp := map[string]any{"jobId": "1"}
 	if !validateOnly {
@@ -601,10 +623,10 @@ func (s *Server) handleAds(w http.ResponseWriter, r *http.Request, version, rest
 			"details": []any{adsFailure(errs, listSnake)},
 		}
 	}
-	writeJSON(w, http.StatusOK, resp)
+	sandbox.WriteJSON(w, http.StatusOK, resp)
 }
 
-func (s *Server) adsClicksLocked(cid string, rows []any, f Faults, validateOnly bool) ([]adsRowError, []any) {
+func (s *emulator) adsClicksLocked(cid string, rows []any, f sandbox.Faults, validateOnly bool) ([]adsRowError, []any) {
 	var errs []adsRowError
 	results := make([]any, len(rows))
 	inRequest := map[string]bool{}
@@ -627,7 +649,7 @@ func (s *Server) adsClicksLocked(cid string, rows []any, f Faults, validateOnly 
 			continue
 		}
 		switch {
-		case m == nil || !digits.MatchString(m[2]) || m[2] == f.marker():
+		case m == nil || !digits.MatchString(m[2]) || m[2] == f.Marker():
 			fail("NO_CONVERSION_ACTION_FOUND", "The conversion action specified in the upload request cannot be found.", "conversion_action")
 			continue
 		case !adsDateTime.MatchString(dt):
@@ -639,7 +661,7 @@ func (s *Server) adsClicksLocked(cid string, rows []any, f Faults, validateOnly 
 		case gclid == "" && gbraid == "" && wbraid == "" && len(arr(field(c, "userIdentifiers", "user_identifiers"))) == 0:
 			fail("CLICK_NOT_FOUND", "No click ID or user identifier to match.", "")
 			continue
-		case orderID != "" && f.rejectsKey(orderID):
+		case orderID != "" && f.RejectsKey(orderID):
 			fail("CLICK_NOT_FOUND", "The click could not be found (sandbox reject key).", "")
 			continue
 		}
@@ -660,7 +682,7 @@ func (s *Server) adsClicksLocked(cid string, rows []any, f Faults, validateOnly 
 			continue
 		}
 		if _, ok := s.ads[key]; ok {
-			s.recordLocked(GoogleAds, key, false)
+			s.RecordLocked(AdsName, key, false)
 			enum := "ORDER_ID_ALREADY_IN_USE"
 			if orderID == "" {
 				enum = "CLICK_CONVERSION_ALREADY_EXISTS"
@@ -670,7 +692,7 @@ func (s *Server) adsClicksLocked(cid string, rows []any, f Faults, validateOnly 
 			continue
 		}
 		s.ads[key] = &adsConversion{at: at}
-		s.recordLocked(GoogleAds, key, true)
+		s.RecordLocked(AdsName, key, true)
 		res := map[string]any{"conversionAction": str(field(c, "conversionAction", "conversion_action")), "conversionDateTime": dt}
 		for k, v := range map[string]string{"gclid": gclid, "gbraid": gbraid, "wbraid": wbraid} {
 			if v != "" {
@@ -697,7 +719,7 @@ func adsIdentifierProblem(ids []any) string {
 	return ""
 }
 
-func (s *Server) adsAdjustmentsLocked(cid string, rows []any, f Faults, validateOnly bool) ([]adsRowError, []any) {
+func (s *emulator) adsAdjustmentsLocked(cid string, rows []any, f sandbox.Faults, validateOnly bool) ([]adsRowError, []any) {
 	var errs []adsRowError
 	results := make([]any, len(rows))
 	for i, row := range rows {
@@ -711,7 +733,7 @@ func (s *Server) adsAdjustmentsLocked(cid string, rows []any, f Faults, validate
 		typ := str(field(a, "adjustmentType", "adjustment_type"))
 		dt := str(field(a, "adjustmentDateTime", "adjustment_date_time"))
 		switch {
-		case m == nil || !digits.MatchString(m[2]) || m[2] == f.marker():
+		case m == nil || !digits.MatchString(m[2]) || m[2] == f.Marker():
 			fail("NO_CONVERSION_ACTION_FOUND", "The conversion action cannot be found.")
 			continue
 		case !adsDateTime.MatchString(dt):
@@ -724,7 +746,7 @@ func (s *Server) adsAdjustmentsLocked(cid string, rows []any, f Faults, validate
 		case typ == "RETRACTION" && field(a, "restatementValue", "restatement_value") != nil:
 			fail("RESTATEMENT_VALUE_SET_FOR_RETRACTION", "restatementValue must not be set for a retraction.")
 			continue
-		case orderID != "" && f.rejectsKey(orderID):
+		case orderID != "" && f.RejectsKey(orderID):
 			fail("CONVERSION_NOT_FOUND", "The conversion could not be found (sandbox reject key).")
 			continue
 		}
@@ -749,7 +771,7 @@ func (s *Server) adsAdjustmentsLocked(cid string, rows []any, f Faults, validate
 		}
 		if typ == "RETRACTION" {
 			conv.retracted = true
-			s.counts[GoogleAds].Retracted++
+			s.CountsLocked(AdsName).Retracted++
 		}
 		results[i] = map[string]any{"orderId": orderID, "conversionAction": str(field(a, "conversionAction", "conversion_action")),
 			"adjustmentDateTime": dt, "adjustmentType": typ}

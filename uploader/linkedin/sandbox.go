@@ -1,4 +1,4 @@
-package sandbox
+package linkedin
 
 import (
 	"fmt"
@@ -9,6 +9,49 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/closedloop/closedloop/uploader/sandbox"
+	"github.com/closedloop/closedloop/uploader/sandbox/schema"
+)
+
+// Sandbox mounts the LinkedIn Conversions API emulation on a sandbox.Server
+// (Spec().Sandbox):
+//
+//	POST /rest/conversionEvents   one event, or BATCH_CREATE (per-element status)
+//	POST /oauth/v2/accessToken    the Server's token endpoint
+//
+// It takes tokens the token endpoint issued, or its fixed Options.Platforms["linkedin"].AccessToken;
+// requires an active LinkedIn-Version and Rest.li 2.0.0; validates each element against
+// the schema facts, the conversion URN, the 90-day window and a user identifier; an
+// eventId counts once per conversion.
+func Sandbox(s *sandbox.Server) sandbox.Emulator {
+	return &emulator{Server: s, facts: schema.MustLoad(schema.LinkedIn), own: s.Options().Platform(Name)}
+}
+
+type emulator struct {
+	*sandbox.Server
+	facts *schema.Schema
+	own   sandbox.PlatformOptions
+}
+
+func (s *emulator) Platform() string { return Name }
+
+func (s *emulator) ResetLocked() {}
+
+func (s *emulator) Route(r *http.Request) http.HandlerFunc {
+	switch r.URL.Path {
+	case "/rest/conversionEvents":
+		return s.handleLinkedIn
+	case "/oauth/v2/accessToken": // LinkedIn's token path
+		return s.HandleToken
+	}
+	return nil
+}
+
+var (
+	obj = sandbox.Obj
+	arr = sandbox.Arr
+	str = sandbox.Str
 )
 
 // liMaxAge is how old conversionHappenedAt may be.
@@ -19,7 +62,7 @@ var (
 	liURN     = regexp.MustCompile(`^urn:lla:llaPartnerConversion:[0-9]+$`)
 )
 
-func (s *Server) liError(w http.ResponseWriter, status, serviceCode int, code, msg string) {
+func (s *emulator) liError(w http.ResponseWriter, status, serviceCode int, code, msg string) {
 	b := map[string]any{"status": status, "message": msg}
 	if code != "" {
 		b["code"] = code
@@ -27,7 +70,7 @@ func (s *Server) liError(w http.ResponseWriter, status, serviceCode int, code, m
 	if serviceCode != 0 {
 		b["serviceErrorCode"] = serviceCode
 	}
-	writeJSON(w, status, b)
+	sandbox.WriteJSON(w, status, b)
 }
 
 // liVersionActive: a LinkedIn-Version is active from its month until about a year later
@@ -43,17 +86,17 @@ func liVersionActive(v string, now time.Time) bool {
 }
 
 // liAuth accepts a token the token endpoint issued and has not expired, else the fixed
-// Options.LinkedInAccessToken (any non-empty token when that is unset).
-func (s *Server) liAuth(w http.ResponseWriter, r *http.Request, f Faults) bool {
+// PlatformOptions.AccessToken (any non-empty token when that is unset).
+func (s *emulator) liAuth(w http.ResponseWriter, r *http.Request, f sandbox.Faults) bool {
 	tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	s.mu.Lock()
-	exp, issued := s.tokens[tok]
-	expired := f.ExpiredToken || (issued && !s.now().Before(exp))
-	valid := tok != "" && !expired && (issued || s.opts.LinkedInAccessToken == "" || tok == s.opts.LinkedInAccessToken)
+	s.Lock()
+	exp, issued := s.TokenLocked(tok)
+	expired := f.ExpiredToken || (issued && !s.Now().Before(exp))
+	valid := tok != "" && !expired && (issued || s.own.AccessToken == "" || tok == s.own.AccessToken)
 	if !valid {
-		s.counts[LinkedIn].Refused++
+		s.CountsLocked(Name).Refused++
 	}
-	s.mu.Unlock()
+	s.Unlock()
 	switch {
 	case expired:
 		s.liError(w, http.StatusUnauthorized, 65602, "EXPIRED_ACCESS_TOKEN", "The token used in the request has expired")
@@ -63,43 +106,43 @@ func (s *Server) liAuth(w http.ResponseWriter, r *http.Request, f Faults) bool {
 	return valid
 }
 
-func (s *Server) handleLinkedIn(w http.ResponseWriter, r *http.Request) {
+func (s *emulator) handleLinkedIn(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	fl, f := s.draw(LinkedIn)
+	fl, f := s.Draw(Name)
 	if !s.liAuth(w, r, f) {
 		return
 	}
-	now := s.now()
+	now := s.Now()
 	switch v := r.Header.Get("LinkedIn-Version"); {
 	case v == "":
-		s.refused(LinkedIn, 0)
-		s.liError(w, http.StatusBadRequest, 0, "VERSION_MISSING", "A version must be present. Please specify a version by adding the LinkedIn-Version header.")
+		s.Refused(Name, 0)
+		s.liError(w, http.StatusBadRequest, 0, "VERSION_MISSING", "A version must be present. Please specify a version by adding the Name-Version header.")
 		return
 	case !liVersionActive(v, now):
-		s.refused(LinkedIn, 0)
+		s.Refused(Name, 0)
 		s.liError(w, http.StatusUpgradeRequired, 0, "NONEXISTENT_VERSION", fmt.Sprintf("Requested version %s is not active", v))
 		return
 	}
 	if r.Header.Get("X-Restli-Protocol-Version") != "2.0.0" {
-		s.refused(LinkedIn, 0)
+		s.Refused(Name, 0)
 		s.liError(w, http.StatusBadRequest, 0, "ILLEGAL_ARGUMENT", "X-Restli-Protocol-Version must be 2.0.0")
 		return
 	}
 	switch fl {
-	case fault5xx:
+	case sandbox.Fault5xx:
 		s.liError(w, http.StatusInternalServerError, 0, "", "Internal Server Error")
 		return
-	case fault429:
-		w.Header().Set("Retry-After", f.retryAfter())
+	case sandbox.Fault429:
+		w.Header().Set("Retry-After", f.RetryAfter())
 		s.liError(w, http.StatusTooManyRequests, 101, "TOO_MANY_REQUESTS", "Resource level throttle limit for calls to this resource is reached.")
 		return
 	}
-	_, body, err := readJSON(r)
+	_, body, err := sandbox.ReadJSON(r)
 	if err != nil {
-		s.refused(LinkedIn, 0)
+		s.Refused(Name, 0)
 		s.liError(w, http.StatusBadRequest, 0, "ILLEGAL_ARGUMENT", err.Error())
 		return
 	}
@@ -116,12 +159,12 @@ func (s *Server) handleLinkedIn(w http.ResponseWriter, r *http.Request) {
 		lines = append(lines, fmt.Sprintf("Index: %d, ERROR :: %s :: %s", i, path, msg))
 	}
 	if batch && (len(elements) == 0 || len(elements) > 5000) {
-		s.refused(LinkedIn, len(elements))
+		s.Refused(Name, len(elements))
 		s.liError(w, http.StatusBadRequest, 0, "ILLEGAL_ARGUMENT", fmt.Sprintf("elements: must hold 1 to 5000 elements, got %d", len(elements)))
 		return
 	}
 	for i, e := range elements {
-		for _, v := range s.schemas[LinkedIn].Validate("ConversionEvent", e) {
+		for _, v := range s.facts.Validate("ConversionEvent", e) {
 			bad(i, "/"+strings.ReplaceAll(v.Path, ".", "/"), v.Problem)
 		}
 		ev := obj(e)
@@ -136,44 +179,44 @@ func (s *Server) handleLinkedIn(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(lines) > 0 {
-		s.refused(LinkedIn, len(elements))
+		s.Refused(Name, len(elements))
 		s.liError(w, http.StatusUnprocessableEntity, 0, "", strings.Join(lines, "\n")+"\n")
 		return
 	}
-	if s.batchReject(LinkedIn, f) {
-		s.refused(LinkedIn, len(elements))
+	if s.BatchReject(Name, f) {
+		s.Refused(Name, len(elements))
 		s.liError(w, http.StatusBadRequest, 0, "", "the request was rejected (sandbox whole-batch fault)")
 		return
 	}
 	out := make([]any, len(elements))
-	s.mu.Lock()
+	s.Lock()
 	for i, e := range elements {
 		ev := obj(e)
 		id := str(ev["eventId"])
-		if strings.TrimPrefix(str(ev["conversion"]), "urn:lla:llaPartnerConversion:") == f.marker() || (id != "" && f.rejectsKey(id)) {
-			s.counts[LinkedIn].Rejected++
+		if strings.TrimPrefix(str(ev["conversion"]), "urn:lla:llaPartnerConversion:") == f.Marker() || (id != "" && f.RejectsKey(id)) {
+			s.CountsLocked(Name).Rejected++
 			out[i] = map[string]any{"status": http.StatusBadRequest, "error": map[string]any{"status": 400, "message": "the conversion event was rejected (sandbox reject marker)"}}
 			continue
 		}
 		key := str(ev["conversion"]) + "/"
 		if id == "" {
-			key += s.nextID("no-event-id")
+			key += s.NextIDLocked("no-event-id")
 		} else {
 			key += id
 		}
-		kc := s.counts[LinkedIn].Keys[key]
-		s.recordLocked(LinkedIn, key, kc == nil || kc.Effective == 0)
+		kc := s.CountsLocked(Name).Keys[key]
+		s.RecordLocked(Name, key, kc == nil || kc.Effective == 0)
 		out[i] = map[string]any{"status": http.StatusCreated}
 	}
-	s.counts[LinkedIn].Requests++
-	s.mu.Unlock()
-	s.log.Debug("sandbox: linkedin conversion events", zap.Int("events", len(elements)))
-	if fl == faultTimeout {
-		hold(r.Context(), f.timeoutDelay())
+	s.CountsLocked(Name).Requests++
+	s.Unlock()
+	s.Log().Debug("sandbox: linkedin conversion events", zap.Int("events", len(elements)))
+	if fl == sandbox.FaultTimeout {
+		sandbox.Hold(r.Context(), f.TimeoutDelay())
 	}
 	if !batch {
 		w.WriteHeader(http.StatusCreated)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"elements": out})
+	sandbox.WriteJSON(w, http.StatusOK, map[string]any{"elements": out})
 }
