@@ -10,7 +10,11 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/closedloop/closedloop/internal/bench"
+	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/meta"
+	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
+	"github.com/closedloop/closedloop/uploader/tiktok"
 
 	"go.uber.org/zap"
 )
@@ -294,7 +298,7 @@ func (e *env) catchRun(ctx context.Context, plan catchPlan, k int) (CatchUpRun, 
 // quotaWindow once every worker is up.
 func (e *env) quotaRun(ctx context.Context, dsn, group string, k int) (QuotaRun, error) {
 	q := QuotaRun{Instances: k, Limit: quotaLimit, PerSecond: map[string]float64{}}
-	sb := sandbox.New(sandbox.Options{Seed: 1}, zap.NewNop())
+	sb := platforms.NewSandbox(sandbox.Options{Seed: 1}, zap.NewNop())
 	url, err := sb.Start("127.0.0.1:0")
 	if err != nil {
 		return q, err
@@ -335,11 +339,11 @@ func (e *env) quotaRun(ctx context.Context, dsn, group string, k int) (QuotaRun,
 	}
 	after := sb.Counts()
 	q.Seconds = time.Since(start).Seconds()
-	for _, p := range []string{sandbox.Google, sandbox.Meta, sandbox.TikTok} {
+	for _, p := range []string{google.DataManagerName, meta.Name, tiktok.Name} {
 		q.PerSecond[p] = float64(after[p].Requests-before[p].Requests) / q.Seconds
 	}
 	logf("quota, %d instance(s), rate_per_second %d on every destination: requests/s google %.2f, meta %.2f, tiktok %.2f",
-		k, quotaLimit, q.PerSecond[sandbox.Google], q.PerSecond[sandbox.Meta], q.PerSecond[sandbox.TikTok])
+		k, quotaLimit, q.PerSecond[google.DataManagerName], q.PerSecond[meta.Name], q.PerSecond[tiktok.Name])
 	return q, nil
 }
 
