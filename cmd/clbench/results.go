@@ -263,6 +263,21 @@ cores with autovacuum of the tables the previous one filled.
   workers as fast as they are answered; each is verified, keyed and produced with acks=all
   before its 200. Beside it, 64 goroutines write the same messages (key, body, headers)
   with one synchronous kafka-go WriteMessages each, on a writer set as the server's.
+- **catch-up, both topics backlogged**: a day of downtime. N identity captures are
+  produced first (as a relay would), then N won deals as stage changes with every 21st
+  message a re-sent duplicate and N/1370 garbage messages, on 6 partitions each. Workers
+  (1, 2, then 3 in one consumer group, each count on a fresh database) start with the
+  rule sending closed-won to 3 destinations and the uploader off; the time runs from the
+  first start until both groups have committed the end of their topics. Checked after
+  each run: 3N rows, all ready, one dead letter per garbage message, and how many rows were
+  written awaiting identity and released later (written twice). Beside it, on the first
+  run's vacuumed database: a raw group read of the stage topic, a raw COPY of its 3N
+  outbox rows (ceiling = messages / (t_read + t_copy)) and a raw COPY of the identities.
+  CPU is the instances' user+system time over the wall time.
+- **quota**: after each catch-up, the same instances upload that outbox with every
+  destination at rate_per_second 1 (one token bucket per destination in the database,
+  shared by every worker); the sandbox's requests per second over 20 s must stay at the
+  limit however many instances send.
 - **replay**: ` + "`closedloop replay --config --from 2000-01-01 --topic <main topic> --json`" + ` over
   all N already-processed stage changes; rows created counted in the outbox before and
   after; peak RSS from the process's rusage.
