@@ -45,12 +45,14 @@ type Contact struct {
 }
 
 // Fault is injected into the next Times requests to one CRM (0 = every request until
-// cleared): Status (429, 500, 503, 401, 403, 404) answered instead of the real response,
-// after Delay. A Status of 0 with a Delay only slows the answers. RetryAfter is what the
-// 429 tells the client to wait, in the CRM's own header (default 1s).
+// cleared), once After requests have been answered normally: Status (429, 500, 503, 401,
+// 403, 404) answered instead of the real response, after Delay. A Status of 0 with a Delay
+// only slows the answers. RetryAfter is what the 429 tells the client to wait, in the
+// CRM's own header (default 1s).
 type Fault struct {
 	Status     int
 	Times      int
+	After      int
 	Delay      time.Duration
 	RetryAfter time.Duration
 }
@@ -169,7 +171,9 @@ func (s *Server) begin(crm string, w http.ResponseWriter, r *http.Request) bool 
 	s.mu.Lock()
 	s.requests[crm]++
 	var f Fault
-	if q := s.faults[crm]; len(q) > 0 {
+	if q := s.faults[crm]; len(q) > 0 && q[0].After > 0 {
+		q[0].After--
+	} else if len(q) > 0 {
 		f = q[0]
 		if f.Times > 0 {
 			q[0].Times--
