@@ -635,4 +635,6 @@ func sortedKeys(m map[string]string) []string {
 	return out
 }
 
-func (e *Enricher) passPending(ctx context.Context, c *conn, now time.Time) (int, error) { return 0, nil }
+func (e *Enricher) passPending(ctx context.Context, c *conn, now time.Time) (int, error) {
+	return 0, nil
+}
