@@ -10,8 +10,8 @@ import (
 
 // Kinds of CRM connection.
 const (
-	KindHubSpot   = "hubspot"
-	KindPipedrive = "pipedrive"
+	KindHubSpot    = "hubspot"
+	KindPipedrive  = "pipedrive"
 	KindClose      = "close"
 	KindSalesforce = "salesforce"
 	KindAttio      = "attio"
