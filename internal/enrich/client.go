@@ -26,6 +26,12 @@ type Deal struct {
 	Currency   string            `json:"currency,omitempty"`
 	ContactIDs []string          `json:"contact_ids,omitempty"`
 	Properties map[string]string `json:"properties,omitempty"`
+	// Stage, StageAt and Pipeline are what a CRM whose webhooks carry no stage (Attio)
+	// says the changed attribute holds now: its title, since when, and the object or list
+	// it belongs to. Stage is empty when the attribute is not a stage (status or select).
+	Stage    string     `json:"stage,omitempty"`
+	StageAt  *time.Time `json:"stage_at,omitempty"`
+	Pipeline string     `json:"pipeline,omitempty"`
 }
 
 // Contact is a fetched contact, already hashed: Identifiers holds SHA-256 hashes of its

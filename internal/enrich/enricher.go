@@ -22,6 +22,8 @@ import (
 // Store is what the enricher needs from the store.
 type Store interface {
 	ClaimEnrichment(ctx context.Context, c store.EnrichmentClaim) ([]store.Conversion, error)
+	ClaimPending(ctx context.Context, c store.EnrichmentClaim) ([]store.PendingChange, error)
+	CompletePending(ctx context.Context, owner string, results []store.PendingResult) (int, error)
 	CompleteEnrichment(ctx context.Context, owner string, results []store.Enriched) (int, error)
 	FetchCache(ctx context.Context, connection, kind string, ids []string, freshAfter time.Time) (map[string]store.FetchCacheEntry, error)
 	PutFetchCache(ctx context.Context, entries []store.FetchCacheEntry) error
@@ -542,21 +544,10 @@ func (e *Enricher) failed(ctx context.Context, c *conn, rows []store.Conversion,
 	results := make([]store.Enriched, 0, len(rows))
 	switch fe.Class {
 	case ClassSetup:
-		until := now.Add(e.cfg.PauseFor)
-		reason := "crm_unauthorized"
-		if fe.Status == http.StatusForbidden {
-			reason = "crm_forbidden"
-		}
-		state := store.ConnectionState{Name: c.name, PausedUntil: until, Reason: reason, Detail: fe.Error()}
-		if serr := e.opts.Store.SetConnectionState(ctx, state); serr != nil {
+		until, serr := e.pause(ctx, c, fe)
+		if serr != nil {
 			return e.release(ctx, rows, serr)
 		}
-		e.mu.Lock()
-		e.statuses[c.name] = state
-		e.mu.Unlock()
-		e.log.Error("CRM connection paused: the CRM refused the credentials; rows are kept",
-			zap.String("connection", c.name), zap.Int("status", fe.Status), zap.Time("until", until))
-		e.opts.Metrics.paused(c.name, true)
 		for _, r := range rows {
 			results = append(results, store.Enriched{Key: r.Key, State: store.StateAwaitingEnrichment, Reason: store.ReasonCRMPaused,
 				Detail: fe.Error(), NextAttemptAt: until})
@@ -633,8 +624,4 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func (e *Enricher) passPending(ctx context.Context, c *conn, now time.Time) (int, error) {
-	return 0, nil
 }

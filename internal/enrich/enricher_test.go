@@ -61,6 +61,11 @@ func setup(t *testing.T) *env {
 		Match:        crm.RuleMatch{Status: crm.MappingStrings{"won"}},
 		Value:        &crm.ValueRule{Field: "amount", DefaultCurrency: "USD"},
 		Destinations: []crm.RuleDestination{{Destination: "meta-crm", Conversion: "Purchase"}},
+	}, {
+		Name:         "attio-won",
+		Match:        crm.RuleMatch{Source: "attio", Stage: crm.MappingStrings{"Won 🎉"}},
+		Value:        &crm.ValueRule{Field: "amount", DefaultCurrency: "USD"},
+		Destinations: []crm.RuleDestination{{Destination: "meta-crm", Conversion: "Purchase"}},
 	}}, platforms.Targets(map[string]string{"meta-crm": "meta"}))
 	require.NoError(t, err)
 
@@ -69,6 +74,9 @@ func setup(t *testing.T) *env {
 		"hs":    {Kind: enrich.KindHubSpot, Token: crmsandbox.HubSpotToken, BaseURL: srv.URL, RateLimit: 1000},
 		"pd":    {Kind: enrich.KindPipedrive, Token: crmsandbox.PipedriveToken, BaseURL: srv.URL, RateLimit: 1000},
 		"close": {Kind: enrich.KindClose, Token: crmsandbox.CloseAPIKey, BaseURL: srv.URL, RateLimit: 1000},
+		"sf": {Kind: enrich.KindSalesforce, ClientID: crmsandbox.SalesforceClientID, ClientSecret: crmsandbox.SalesforceClientSecret,
+			RefreshToken: crmsandbox.SalesforceRefreshToken, TokenURL: srv.URL + "/services/oauth2/token", BaseURL: srv.URL, RateLimit: 1000},
+		"attio": {Kind: enrich.KindAttio, Token: crmsandbox.AttioToken, BaseURL: srv.URL, RateLimit: 1000},
 	}
 	ecfg := enrich.DefaultConfig()
 	ecfg.Connections = conns
