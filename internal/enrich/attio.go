@@ -223,4 +223,3 @@ func (c *attio) FetchContacts(ctx context.Context, ids []string) (map[string]Con
 	}
 	return out, nil
 }
-
