@@ -78,23 +78,13 @@ func (e *Enricher) plan(ctx context.Context, c *conn, rows []store.PendingChange
 				Detail: "the CRM has no record " + r.ObjectID, CountAttempt: true})
 			e.opts.Metrics.row(c.name, "not_found")
 			continue
-		case d.Stage == "":
+		}
+		sc, ok := ThinStageChange(r.Source, r.ObjectType, r.ObjectID, r.Properties, r.ReceivedAt, *d)
+		if !ok {
 			results = append(results, store.PendingResult{Key: r.Key, State: store.PendingIgnored, Reason: "not_a_stage_change",
 				Detail: "the changed attribute is not a status or select attribute", CountAttempt: true})
 			e.opts.Metrics.row(c.name, "ignored")
 			continue
-		}
-		sc := crm.StageChange{Source: r.Source, ObjectType: r.ObjectType, ObjectID: r.ObjectID, Pipeline: d.Pipeline,
-			Stage: d.Stage, OccurredAt: r.ReceivedAt.UTC(), Amount: d.Amount, Currency: d.Currency, ContactIDs: d.ContactIDs,
-			Properties: map[string]string{}}
-		if d.StageAt != nil && !d.StageAt.After(r.ReceivedAt) {
-			sc.OccurredAt = d.StageAt.UTC() // when the stage took its value, by the CRM
-		}
-		for k, v := range r.Properties {
-			sc.Properties[k] = v
-		}
-		for k, v := range d.Properties {
-			sc.Properties[k] = v
 		}
 		pl, unmatched := mapping.Plan(sc)
 		results = append(results, store.PendingResult{Key: r.Key, State: store.PendingPlanned, CountAttempt: true})
