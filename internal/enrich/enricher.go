@@ -579,6 +579,27 @@ func (e *Enricher) release(_ context.Context, _ []store.Conversion, err error) e
 	return err
 }
 
+// WatchGauges keeps the waiting-rows gauges (Metrics.Observe) current, reading the store
+// every interval until ctx is cancelled; st is usually the enricher's own store.
+func (e *Enricher) WatchGauges(ctx context.Context, st OverviewSource, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		list, err := Overview(ctx, st, e.cfg, e.now())
+		switch {
+		case err != nil && ctx.Err() == nil:
+			e.log.Warn("enrichment gauges", zap.Error(err))
+		case err == nil:
+			e.opts.Metrics.Observe(list, e.now())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
 // Resume clears a connection's pause (after the credentials were fixed).
 func (e *Enricher) Resume(ctx context.Context, name string) error {
 	e.opts.Metrics.paused(name, false)

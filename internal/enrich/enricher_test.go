@@ -272,6 +272,13 @@ func TestUnauthorizedPausesTheConnectionAndKeepsRows(t *testing.T) {
 	}
 	require.True(t, paused.Paused(v.clock.now()))
 	require.Equal(t, "crm_unauthorized", paused.Reason)
+	ov, err := enrich.Overview(context.Background(), v.st, enrich.Config{Connections: map[string]enrich.Connection{"pd": {Kind: enrich.KindPipedrive}}}, v.clock.now())
+	require.NoError(t, err)
+	require.Len(t, ov, 1)
+	require.True(t, ov[0].Paused, "the report and the status page say it is paused")
+	require.Equal(t, "crm_unauthorized", ov[0].PauseReason)
+	require.Equal(t, 1, ov[0].Conversions)
+	require.Equal(t, 1, ov[0].Reasons[store.ReasonCRMPaused])
 	requests := v.sb.Requests(crmsandbox.Pipedrive)
 	v.clock.add(time.Minute)
 	require.Zero(t, v.pass(t))
