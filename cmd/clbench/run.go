@@ -113,6 +113,7 @@ func run(ctx context.Context, o options) error {
 		{"replay", e.replay},
 		{"uploads", e.uploads},
 		{"ingest webhooks", e.ingestWebhooks},
+		{"enrichment", e.enrichment},
 	}
 	for _, s := range steps {
 		if o.Only != "" && s.name != "produce" && s.name != "warm-up" && !strings.Contains(s.name, o.Only) {
