@@ -67,7 +67,7 @@ func (r AttioRef) String() string {
 func ParseAttioRef(s string) (AttioRef, bool) {
 	p := strings.Split(s, "/")
 	for _, part := range p[1:] {
-		if !attioID(part) {
+		if !IsAttioID(part) {
 			return AttioRef{}, false
 		}
 	}
@@ -80,8 +80,8 @@ func ParseAttioRef(s string) (AttioRef, bool) {
 	return AttioRef{}, false
 }
 
-// attioID accepts Attio's ids (UUIDs) and slugs: letters, digits, '-' and '_', at most 64.
-func attioID(s string) bool {
+// IsAttioID accepts Attio's ids (UUIDs) and slugs: letters, digits, '-' and '_', at most 64.
+func IsAttioID(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}
@@ -154,7 +154,7 @@ func attioEvent(raw json.RawMessage) (ThinChange, bool, *DecodeError) {
 		if err != nil {
 			return "", err
 		}
-		if !attioID(s) {
+		if !IsAttioID(s) {
 			return "", decodeErr(field, "is not an Attio id")
 		}
 		return s, nil

@@ -132,12 +132,17 @@ func (c *attio) record(ctx context.Context, object, id string) (attioValues, boo
 	return r.Data.Values, true, nil
 }
 
-// FetchDeals reads each ref's record (and, for a list entry, the entry first); refs that
-// are not crm.AttioRefs are not found. Deals fetched before a failing request are returned.
+// FetchDeals reads each ref's record (and, for a list entry, the entry first). A plain
+// record id (a relay's thin canonical stage change of source attio) is read as a record of
+// the deals object, without a stage; anything else is not found. Deals fetched before a
+// failing request are returned.
 func (c *attio) FetchDeals(ctx context.Context, ids []string) (Fetched, error) {
 	out := Fetched{Deals: map[string]Deal{}}
 	for _, id := range ids {
 		ref, ok := crm.ParseAttioRef(id)
+		if !ok && crm.IsAttioID(id) {
+			ref, ok = crm.AttioRef{Kind: "record", Object: "deals", Record: id}, true
+		}
 		if !ok {
 			continue
 		}

@@ -175,6 +175,13 @@ func TestAttioThinEventPlannedAfterFetch(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, store.StateUnmatched, p.State)
 	require.Equal(t, store.ReasonCRMRecordNotFound, p.Reason)
+
+	// A relay's thin canonical stage change of source attio names the record by its id:
+	// enriched as any other thin conversion.
+	v.clock.add(25 * time.Hour)
+	k := v.thin(t, "attio", crm.ObjectDeal, rec)
+	require.Equal(t, 1, v.pass(t))
+	require.Equal(t, 4200.0, *v.get(t, k).Value)
 }
 
 func TestAttioListEntryAndFaults(t *testing.T) {
