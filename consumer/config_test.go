@@ -65,7 +65,7 @@ func TestConfigValidateNamesYAMLPaths(t *testing.T) {
 		{"no group", func(c *Config) { c.GroupID = "" }, []string{"kafka.group_id: required"}},
 		{"no stage topics", func(c *Config) { c.StageTopics = nil }, []string{"kafka.stage_topics: at least one topic required"}},
 		{"unknown format", func(c *Config) { c.StageTopics = []StageTopic{{Topic: "a", Format: "zoho"}} },
-			[]string{`kafka.stage_topics[0].format: must be one of canonical, hubspot, salesforce, pipedrive, close, got "zoho"`}},
+			[]string{`kafka.stage_topics[0].format: must be one of canonical, hubspot, salesforce, pipedrive, close, attio, got "zoho"`}},
 		{"duplicate topic", func(c *Config) { c.StageTopics = []StageTopic{{Topic: "a"}, {Topic: "a"}} },
 			[]string{`kafka.stage_topics[1].topic: "a" is already listed at stage_topics[0]`}},
 		{"empty topic", func(c *Config) { c.StageTopics = []StageTopic{{Format: "hubspot"}} }, []string{"kafka.stage_topics[0].topic: required"}},

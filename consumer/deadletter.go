@@ -25,9 +25,12 @@ const (
 // Dead-letter reason classes (the closedloop-error-code header and the metrics' reason
 // label): a short, bounded vocabulary.
 const (
-	ReasonTooLarge        = "too_large"        // payload over 1 MiB
-	ReasonUndecodable     = "undecodable"      // the stage-change message as a whole could not be decoded
-	ReasonBadEvent        = "bad_event"        // one event of a batch message could not be decoded
+	ReasonTooLarge    = "too_large"   // payload over 1 MiB
+	ReasonUndecodable = "undecodable" // the stage-change message as a whole could not be decoded
+	ReasonBadEvent    = "bad_event"   // one event of a batch message could not be decoded
+	// ReasonNotEnriched: a thin event (Attio: ids only) whose source no CRM connection
+	// enriches, so it can never be planned; configure `crms:` and replay it.
+	ReasonNotEnriched     = "enrichment_not_configured"
 	ReasonInvalidIdentity = "invalid_identity" // an identity capture failed validation
 )
 

@@ -1,8 +1,14 @@
 package consumer
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/closedloop/closedloop/crm"
@@ -41,4 +47,45 @@ func TestRouteEnrichment(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Attio's webhooks carry ids only: the pipeline stores each event as a pending stage change
+// (with the message's offset, so a redelivery stores nothing new) when a connection
+// enriches attio, and dead-letters it otherwise: nothing is lost either way.
+func TestPipelineStoresThinAttioEventsAsPendingOrDeadLetters(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	payload, err := os.ReadFile(filepath.Join("..", "crm", "testdata", "attio", "documented_record_updated.json"))
+	require.NoError(t, err)
+	msg := msgAt("attio", 0, 7, payload)
+	msg.Headers = []kafka.Header{{Key: HeaderFormat, Value: []byte(crm.FormatAttio)}}
+
+	s := openSQLite(t)
+	dlq := &recordingWriter{}
+	p := newTestPipeline(t, s, dlq, NewMetrics(prometheus.NewRegistry()))
+	p.cfg.Enriches = func(src string) bool { return src == "attio" }
+	st, err := p.Process(ctx, []kafka.Message{msg})
+	require.NoError(t, err)
+	require.Equal(t, 1, st.StageChanges)
+	_, err = p.Process(ctx, []kafka.Message{msg}) // a redelivery
+	require.NoError(t, err)
+	require.Empty(t, dlq.written())
+	want := PendingFromThin(crm.ThinChange{Source: "attio", FetchRef: "record/97052eb9-e65e-443f-a297-f2d9a4a7f795/bf071e1f-6035-429d-b874-d83ea64ea13b/41252299-f8c7-4b5e-99c9-4ff8321d2f96"}, &msg, 0, time.Now())
+	got, err := s.GetPending(ctx, want.Key)
+	require.NoError(t, err)
+	require.Equal(t, store.StateAwaitingEnrichment, got.State)
+	require.Equal(t, "bf071e1f-6035-429d-b874-d83ea64ea13b", got.ObjectID)
+	require.Equal(t, want.FetchRef, got.FetchRef)
+	sum, err := s.AwaitingEnrichmentSummary(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, sum[0].Pending, "stored once")
+	require.Empty(t, listAll(t, s), "nothing planned before the fetch")
+
+	s2 := openSQLite(t)
+	dlq2 := &recordingWriter{}
+	p2 := newTestPipeline(t, s2, dlq2, NewMetrics(prometheus.NewRegistry()))
+	_, err = p2.Process(ctx, []kafka.Message{msg})
+	require.NoError(t, err)
+	require.Len(t, dlq2.written(), 1)
+	require.Equal(t, ReasonNotEnriched, headerMap(dlq2.written()[0].Headers)[HeaderErrorCode])
 }

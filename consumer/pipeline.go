@@ -460,6 +460,16 @@ func (p *Pipeline) decodeBatch(msgs []kafka.Message, mapping *crm.Mapping) *prep
 			p.log.Debug("identifier dropped", zap.String("topic", m.Topic), zap.Int("partition", m.Partition),
 				zap.Int64("offset", m.Offset), zap.String("field", d.Field), zap.String("reason", d.Reason))
 		}
+		for j, tc := range dec.Thin {
+			if p.cfg.Enriches == nil || !p.cfg.Enriches(tc.Source) {
+				prep.dead = append(prep.dead, deadLetter{src: *m, code: ReasonNotEnriched, index: j,
+					reason: "a thin " + tc.Source + " event names only ids; no CRM connection (crms:) enriches source " + tc.Source})
+				continue
+			}
+			prep.stats.StageChanges++
+			prep.sources[tc.Source]++
+			prep.batch.Pending = append(prep.batch.Pending, PendingFromThin(tc, m, j, p.timeNow()))
+		}
 		for _, sc := range dec.Changes {
 			prep.stats.StageChanges++
 			prep.sources[sc.Source]++
@@ -627,7 +637,7 @@ func (p *Pipeline) writeDeadLetters(ctx context.Context, dead []deadLetter) erro
 // miss them (the identity consumer looked for awaiting rows before these existed).
 func (p *Pipeline) write(ctx context.Context, prep *prepared) error {
 	b := prep.batch
-	if len(b.Conversions) == 0 && len(b.StageCounts) == 0 && len(b.Identities) == 0 && len(b.Offsets) == 0 {
+	if len(b.Conversions) == 0 && len(b.StageCounts) == 0 && len(b.Identities) == 0 && len(b.Offsets) == 0 && len(b.Pending) == 0 {
 		return nil
 	}
 	var res store.BatchResult

@@ -17,10 +17,11 @@ const (
 	FormatSalesforce = "salesforce"
 	FormatPipedrive  = "pipedrive"
 	FormatClose      = "close"
+	FormatAttio      = "attio"
 )
 
 // Formats lists every format Decode understands, in the order the CLI shows them.
-var Formats = []string{FormatCanonical, FormatHubSpot, FormatSalesforce, FormatPipedrive, FormatClose}
+var Formats = []string{FormatCanonical, FormatHubSpot, FormatSalesforce, FormatPipedrive, FormatClose, FormatAttio}
 
 // MaxPayloadBytes is the largest message Decode accepts (1 MiB). A HubSpot batch of 100
 // events or a Salesforce outbound message of 100 notifications fits well inside it.
@@ -32,6 +33,10 @@ const MaxPayloadBytes = 1 << 20
 // still decode.
 type Decoded struct {
 	Changes []StageChange `json:"changes,omitempty"`
+	// Thin holds events that name an object but neither its new stage nor a time (Attio):
+	// only a fetch from the CRM's API can say what they are, so the mapping plans them
+	// after enrichment (see ThinChange).
+	Thin []ThinChange `json:"thin,omitempty"`
 	// Ignored counts events that are not stage changes: other subscription types, other
 	// objects, updates that change neither stage nor status, deletions.
 	Ignored int `json:"ignored"`
@@ -138,6 +143,8 @@ func decodeWith(format string, payload []byte, n identifierAdder) (Decoded, erro
 			err = d.pipedrive(payload)
 		case FormatClose:
 			err = d.close(payload)
+		case FormatAttio:
+			err = d.attio(payload)
 		}
 		out = d.out
 	}

@@ -59,6 +59,7 @@ func FuzzDecodeHubSpot(f *testing.F)    { fuzzDecode(f, crm.FormatHubSpot) }
 func FuzzDecodeSalesforce(f *testing.F) { fuzzDecode(f, crm.FormatSalesforce) }
 func FuzzDecodePipedrive(f *testing.F)  { fuzzDecode(f, crm.FormatPipedrive) }
 func FuzzDecodeClose(f *testing.F)      { fuzzDecode(f, crm.FormatClose) }
+func FuzzDecodeAttio(f *testing.F)      { fuzzDecode(f, crm.FormatAttio) }
 
 // FuzzDecodeIdentifiersNotEchoed puts arbitrary email and phone values into every format
 // that carries them and checks that no error, drop note or output ever contains them.

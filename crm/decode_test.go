@@ -100,6 +100,14 @@ func decodeGolden(t *testing.T, format string, payload []byte) []byte {
 // checkDecoded asserts what every successful decode must satisfy.
 func checkDecoded(t testing.TB, dec crm.Decoded) {
 	t.Helper()
+	for _, tc := range dec.Thin {
+		require.Equal(t, "attio", tc.Source)
+		require.NotEmpty(t, tc.ObjectID)
+		ref, ok := crm.ParseAttioRef(tc.FetchRef)
+		require.True(t, ok, "fetch ref %q", tc.FetchRef)
+		require.Equal(t, tc.FetchRef, ref.String())
+		require.NotEmpty(t, tc.Properties[crm.PropertyAttioAttribute])
+	}
 	for _, sc := range dec.Changes {
 		require.NotEmpty(t, sc.Source)
 		require.Contains(t, []string{crm.ObjectDeal, crm.ObjectOpportunity, crm.ObjectLead, crm.ObjectContact}, sc.ObjectType)

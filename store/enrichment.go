@@ -229,21 +229,45 @@ func (s *Store) PutFetchCache(ctx context.Context, entries []FetchCacheEntry) er
 			return invalid(fmt.Sprintf("entries[%d].data", i), "must be JSON")
 		}
 	}
+	// The last entry of an object wins (one statement may not update a row twice).
+	type obj struct{ conn, kind, id string }
+	last := make(map[obj]int, len(entries))
+	for i, e := range entries {
+		last[obj{e.Connection, e.Kind, e.ID}] = i
+	}
+	var conns, kinds, ids, datas []string
+	var founds []bool
+	var ats []time.Time
+	for i, e := range entries {
+		if last[obj{e.Connection, e.Kind, e.ID}] != i {
+			continue
+		}
+		at := e.FetchedAt
+		if at.IsZero() {
+			at = now
+		}
+		data := string(e.Data)
+		if data == "" {
+			data = "{}"
+		}
+		conns, kinds, ids, founds, datas, ats = append(conns, e.Connection), append(kinds, e.Kind), append(ids, e.ID),
+			append(founds, e.Found), append(datas, data), append(ats, utcMicro(at))
+	}
 	err := s.db.inTx(ctx, func(q querier) error {
-		for _, e := range entries {
-			at := e.FetchedAt
-			if at.IsZero() {
-				at = now
-			}
-			data := string(e.Data)
-			if data == "" {
-				data = "{}"
-			}
+		if s.pg {
+			// One statement for the whole round (a HubSpot round is 100s of entries).
+			_, err := q.exec(ctx, `INSERT INTO crm_fetch_cache (connection, kind, id, found, data, fetched_at)
+				SELECT c, k, i, f, d::json, t FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::timestamptz[]) AS u(c, k, i, f, d, t)
+				ON CONFLICT (connection, kind, id) DO UPDATE SET found = excluded.found, data = excluded.data,
+					fetched_at = excluded.fetched_at`, conns, kinds, ids, founds, datas, ats)
+			return err
+		}
+		for i := range conns {
 			if _, err := q.exec(ctx, `INSERT INTO crm_fetch_cache (connection, kind, id, found, data, fetched_at)
 				VALUES ($1, $2, $3, $4, $5, $6)
 				ON CONFLICT (connection, kind, id) DO UPDATE SET found = excluded.found, data = excluded.data,
 					fetched_at = excluded.fetched_at`,
-				e.Connection, e.Kind, e.ID, e.Found, data, s.ts(at)); err != nil {
+				conns[i], kinds[i], ids[i], founds[i], datas[i], s.ts(ats[i])); err != nil {
 				return err
 			}
 		}

@@ -24,6 +24,9 @@ type Batch struct {
 	// consumed offset forward (never back) in the same transaction; see StageCount for
 	// the counts they make exactly-once.
 	Offsets []ConsumedOffset
+	// Pending are stage changes the enricher must fetch before they can be planned
+	// (PendingChange); a key already stored is left alone.
+	Pending []PendingChange
 }
 
 // BatchResult says what WriteBatch did. Created + Existing == len(Batch.Conversions).
@@ -222,6 +225,9 @@ func (s *Store) WriteBatch(ctx context.Context, b Batch) (BatchResult, error) {
 		created, err := s.insertConversions(ctx, q, rows)
 		if err != nil {
 			return fmt.Errorf("store: insert conversions: %w", err)
+		}
+		if err := s.insertPending(ctx, q, b.Pending, now); err != nil {
+			return err
 		}
 		var subjKeys, convKeys []string
 		for _, a := range rows {

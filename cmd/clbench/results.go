@@ -87,6 +87,7 @@ type Results struct {
 	Replay  ReplayResult `json:"replay"`
 
 	Ingest IngestResult `json:"ingest"`
+	Enrich EnrichResult `json:"enrichment"`
 
 	CatchUp CatchUpResult `json:"catch_up"`
 }
@@ -155,6 +156,7 @@ func (r *Results) rows() [][4]string {
 		[4]string{fmt.Sprintf("raw kafka-go produce of the same messages, %d clients, acks=all", r.Ingest.Clients), fmt.Sprintf("%.0f/s, p50 %.1f ms, p99 %.1f ms", r.Ingest.Raw.PerSecond, r.Ingest.Raw.P50, r.Ingest.Raw.P99), "", ""},
 		[4]string{"  ingest ratio to raw produce", fmt.Sprintf("%.2f", r.Ingest.Ratio), "≥ 0.5", verdict(r.Ingest.Ratio >= 0.5)},
 	)
+	out = append(out, r.enrichRows()...)
 	out = append(out, r.CatchUp.rows()...)
 	return out
 }

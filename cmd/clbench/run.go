@@ -119,6 +119,7 @@ func run(ctx context.Context, o options) error {
 		{"replay", e.replay},
 		{"uploads", e.uploads},
 		{"ingest webhooks", e.ingestWebhooks},
+		{"enrichment", e.enrichment},
 		{"catch-up, both topics backlogged", e.catchUp},
 	}
 	for _, s := range steps {

@@ -82,6 +82,14 @@ func crmPrintDecoded(cmd *cobra.Command, dec crm.Decoded) error {
 			return fmt.Errorf("crm decode: write: %w", err)
 		}
 	}
+	for _, tc := range dec.Thin {
+		if err := enc.Encode(tc); err != nil {
+			return fmt.Errorf("crm decode: write: %w", err)
+		}
+	}
+	if len(dec.Thin) > 0 {
+		fmt.Fprintf(errOut, "%d thin event(s) (lines with fetch_ref): they name a record but not its stage; the enricher fetches it before the mapping plans them (mappings explain --enrich shows the result)\n", len(dec.Thin))
+	}
 	if dec.Ignored > 0 {
 		fmt.Fprintf(errOut, "ignored %d event(s) that are not stage changes\n", dec.Ignored)
 	}

@@ -53,6 +53,21 @@ func TestCRMDecodeClose(t *testing.T) {
 	require.Equal(t, "lead_kvgkBQdN9uFQFMSRsTXQiXsN1ZF2AXrpnHqIeRcIbEw", sc.Properties[crm.PropertyCRMLeadID])
 }
 
+func TestCRMDecodeAttioPrintsThinChanges(t *testing.T) {
+	t.Parallel()
+	stdout, stderr, err := runCRMDecode(t, "", "--format", "attio", "../../crm/testdata/attio/documented_list_entry_updated.json")
+	require.NoError(t, err)
+	require.Contains(t, stderr, "1 thin event(s)")
+	var tc crm.ThinChange
+	require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(stdout)), &tc))
+	require.Equal(t, "attio", tc.Source)
+	require.Equal(t, "2e6e29ea-c4e0-4f44-842d-78a891f8c156", tc.ObjectID, "a list entry is its own object")
+	ref, ok := crm.ParseAttioRef(tc.FetchRef)
+	require.True(t, ok)
+	require.Equal(t, "entry", ref.Kind)
+	require.Equal(t, "bf071e1f-6035-429d-b874-d83ea64ea13b", ref.Record, "the parent record is fetched for the value and people")
+}
+
 func TestCRMDecodeReadsStdinAndHashesIdentifiers(t *testing.T) {
 	t.Parallel()
 	in := `{"source":"relay","object_type":"lead","object_id":7,"stage":"sql","occurred_at":"2024-05-01T12:00:00+02:00","phone":"020 7946 0000"}`

@@ -168,8 +168,17 @@ func readCaptures(path string, n pii.Normalizer) ([]store.IdentityCapture, error
 
 // explainOutput is the JSON `mappings explain` prints (DESIGN.md "`mappings explain` output").
 type explainOutput struct {
-	StageChanges []crm.StageChange   `json:"stage_changes"`
-	Conversions  []explainConversion `json:"conversions"`
+	StageChanges []crm.StageChange `json:"stage_changes"`
+	// ThinChanges are events that name a record but not its stage (Attio): the worker
+	// fetches them before the mapping can plan; with --enrich, explain does too and plans
+	// the stage change the fetch describes (listed in stage_changes).
+	ThinChanges []explainThin       `json:"thin_changes,omitempty"`
+	Conversions []explainConversion `json:"conversions"`
+}
+
+type explainThin struct {
+	crm.ThinChange
+	Enrichment *explainEnrichment `json:"enrichment"`
 }
 
 type explainConversion struct {
@@ -252,7 +261,41 @@ func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
 	if out.StageChanges == nil {
 		out.StageChanges = []crm.StageChange{}
 	}
-	for _, sc := range decoded.Changes {
+	changes := decoded.Changes
+	fetchedFirst := map[int]bool{} // indexes in changes planned from a fetched thin event
+	for _, tc := range decoded.Thin {
+		name, conn, ok := in.cfg.CRMs.ConnectionFor(tc.Source)
+		enr := &explainEnrichment{Connection: name, Kind: conn.Kind,
+			Supplies: []string{"stage", "occurred_at", "amount", "currency", "contacts", "email", "phone"}}
+		if !ok {
+			fmt.Fprintf(in.warn, "thin %s event: no CRM connection (crms:) enriches source %s; the worker dead-letters it\n", tc.Source, tc.Source)
+			enr.Supplies = []string{}
+		}
+		out.ThinChanges = append(out.ThinChanges, explainThin{ThinChange: tc, Enrichment: enr})
+		if !ok || !in.enrich {
+			continue
+		}
+		fetched, sc, captures, planned, err := enrichedThin(ctx, in.cfg.CRMs, tc, in.normalizer, in.now)
+		if err != nil {
+			return nil, err
+		}
+		enr.Fetched = fetched
+		if planned {
+			for _, c := range captures {
+				in.captures = append(in.captures, c)
+			}
+			out.StageChanges = append(out.StageChanges, sc)
+			fetchedFirst[len(changes)] = true
+			changes = append(changes, sc)
+		}
+	}
+	if len(decoded.Thin) > 0 && in.enrich {
+		identities := join.Merge(in.captures)
+		for _, id := range identities {
+			bySubject[id.SubjectKey] = id
+		}
+	}
+	for ci, sc := range changes {
 		planned, _ := mapping.Plan(sc)
 		if len(planned) == 0 {
 			continue
@@ -275,6 +318,9 @@ func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
 				platformsByDest[p.Destination] = platform
 			}
 			row := consumer.RowRouted(sc, p, bySubject, false, in.cfg.CRMs.Enriches)
+			if fetchedFirst[ci] {
+				row = consumer.Row(sc, p, bySubject, false) // fetched already: nothing more to fetch
+			}
 			var enr *explainEnrichment
 			if row.State == store.StateAwaitingEnrichment {
 				enr = enrichmentFor(in.cfg.CRMs, sc, p, row)

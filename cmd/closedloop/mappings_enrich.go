@@ -72,7 +72,46 @@ func enrichedChange(ctx context.Context, cfg enrich.Config, sc crm.StageChange, 
 		return out, sc, nil, nil
 	}
 	out.Deal = &d
-	contacts := got.Contacts
+	captures, err := fetchedContacts(ctx, client, name, conn.Source, d, got.Contacts, out, now)
+	if err != nil {
+		return nil, sc, nil, err
+	}
+	return out, d.Apply(sc), captures, nil
+}
+
+// enrichedThin fetches a thin event's record through its connection (one attempt, no
+// cache, nothing stored) and returns what was fetched and, when the record was found and
+// the attribute is a stage, the stage change it describes with the contacts as captures.
+func enrichedThin(ctx context.Context, cfg enrich.Config, tc crm.ThinChange, n pii.Normalizer, now time.Time) (*explainFetched, crm.StageChange, []store.IdentityCapture, bool, error) {
+	name, conn, _ := cfg.ConnectionFor(tc.Source)
+	client, err := enrich.NewClient(conn, nil, n)
+	if err != nil {
+		return nil, crm.StageChange{}, nil, false, err
+	}
+	got, err := client.FetchDeals(ctx, []string{tc.FetchRef})
+	if err != nil {
+		return nil, crm.StageChange{}, nil, false, fmt.Errorf("crms.connections.%s: fetching %s: %w", name, tc.FetchRef, err)
+	}
+	d, found := got.Deals[tc.FetchRef]
+	out := &explainFetched{Found: found, Contacts: []enrich.Contact{}}
+	if !found {
+		return out, crm.StageChange{}, nil, false, nil
+	}
+	out.Deal = &d
+	sc, ok := enrich.ThinStageChange(tc.Source, tc.ObjectType, tc.ObjectID, tc.Properties, now, d)
+	if !ok {
+		return out, crm.StageChange{}, nil, false, nil
+	}
+	captures, err := fetchedContacts(ctx, client, name, conn.Source, d, got.Contacts, out, now)
+	if err != nil {
+		return nil, crm.StageChange{}, nil, false, err
+	}
+	return out, sc, captures, true, nil
+}
+
+// fetchedContacts completes contacts (those fetched with the deal) with the deal's other
+// contacts, lists them in out and returns them as identity captures.
+func fetchedContacts(ctx context.Context, client enrich.Client, name, source string, d enrich.Deal, contacts map[string]enrich.Contact, out *explainFetched, now time.Time) ([]store.IdentityCapture, error) {
 	var missing []string
 	for _, id := range d.ContactIDs {
 		if _, ok := contacts[id]; !ok {
@@ -82,7 +121,7 @@ func enrichedChange(ctx context.Context, cfg enrich.Config, sc crm.StageChange, 
 	if len(missing) > 0 {
 		more, err := client.FetchContacts(ctx, missing)
 		if err != nil {
-			return nil, sc, nil, fmt.Errorf("crms.connections.%s: fetching contacts: %w", name, err)
+			return nil, fmt.Errorf("crms.connections.%s: fetching contacts: %w", name, err)
 		}
 		if contacts == nil {
 			contacts = map[string]enrich.Contact{}
@@ -99,9 +138,9 @@ func enrichedChange(ctx context.Context, cfg enrich.Config, sc crm.StageChange, 
 	slices.Sort(ids)
 	for _, id := range ids {
 		out.Contacts = append(out.Contacts, contacts[id])
-		captures = append(captures, enrich.ContactCapture(conn.Source, contacts[id], now))
+		captures = append(captures, enrich.ContactCapture(source, contacts[id], now))
 	}
-	return out, d.Apply(sc), captures, nil
+	return captures, nil
 }
 
 // replanned is p's counterpart (same rule, destination and key) in the plan of sc.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -140,4 +141,76 @@ func TestMappingsExplainEnrichDealNotFound(t *testing.T) {
 		require.Equal(t, "crm_record_not_found", c.Reason, c.Destination)
 		require.False(t, c.Enrichment.Fetched.Found)
 	}
+}
+
+// An Attio webhook names only ids: without --enrich explain lists it as a thin change and
+// what enrichment supplies (the stage among it), plans nothing and asks no CRM; with
+// --enrich it fetches the record, plans the stage change it describes and shows the bodies.
+func TestMappingsExplainAttioEnrichBeforePlan(t *testing.T) {
+	t.Parallel()
+	sb := crmsandbox.New()
+	sb.AddDeal(crmsandbox.Attio, crmsandbox.Deal{ID: "bf071e1f-6035-429d-b874-d83ea64ea13b", Amount: "4200", Currency: "USD",
+		ContactIDs: []string{"891dcbfc-9141-415d-9b2a-2238a6cc012d"}, Stage: "closedwon",
+		StageAttribute: "41252299-f8c7-4b5e-99c9-4ff8321d2f96", StageAt: time.Date(2026, 10, 14, 9, 0, 0, 0, time.UTC)})
+	sb.AddContact(crmsandbox.Attio, crmsandbox.Contact{ID: "891dcbfc-9141-415d-9b2a-2238a6cc012d", Emails: []string{"jane.doe@example.com"}})
+	srv := httptest.NewServer(sb)
+	t.Cleanup(srv.Close)
+	base, err := os.ReadFile(explainFixture("config.yaml"))
+	require.NoError(t, err)
+	cfgPath := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(cfgPath, []byte(string(base)+"crms:\n  connections:\n    attio-main: {kind: attio, token: "+
+		crmsandbox.AttioToken+", base_url: \""+srv.URL+"\"}\n"), 0o600))
+	args := []string{"explain", "--config", cfgPath, "--format", "attio",
+		"--payload", filepath.Join("..", "..", "crm", "testdata", "attio", "documented_record_updated.json"), "--now", "2026-10-15T08:00:00Z"}
+
+	type thinOut struct {
+		ThinChanges []struct {
+			FetchRef   string `json:"fetch_ref"`
+			Enrichment struct {
+				Connection string   `json:"connection"`
+				Supplies   []string `json:"supplies"`
+				Fetched    *struct {
+					Found bool `json:"found"`
+				} `json:"fetched"`
+			} `json:"enrichment"`
+		} `json:"thin_changes"`
+		StageChanges []struct {
+			Stage      string    `json:"stage"`
+			OccurredAt time.Time `json:"occurred_at"`
+		} `json:"stage_changes"`
+		Conversions []struct {
+			Destination string          `json:"destination"`
+			State       string          `json:"state"`
+			Value       json.RawMessage `json:"value"`
+		} `json:"conversions"`
+	}
+	out, _, err := runMappings(t, args...)
+	require.NoError(t, err)
+	var plain thinOut
+	require.NoError(t, json.Unmarshal([]byte(out), &plain))
+	require.Len(t, plain.ThinChanges, 1)
+	require.Equal(t, "attio-main", plain.ThinChanges[0].Enrichment.Connection)
+	require.Contains(t, plain.ThinChanges[0].Enrichment.Supplies, "stage")
+	require.Nil(t, plain.ThinChanges[0].Enrichment.Fetched)
+	require.Empty(t, plain.Conversions, "nothing can be planned before the fetch")
+	require.Zero(t, sb.Requests(crmsandbox.Attio))
+
+	out, _, err = runMappings(t, append(args, "--enrich")...)
+	require.NoError(t, err)
+	require.NotContains(t, out, crmsandbox.AttioToken)
+	require.NotContains(t, out, "example.com")
+	var enriched thinOut
+	require.NoError(t, json.Unmarshal([]byte(out), &enriched))
+	require.True(t, enriched.ThinChanges[0].Enrichment.Fetched.Found)
+	require.Len(t, enriched.StageChanges, 1)
+	require.Equal(t, "closedwon", enriched.StageChanges[0].Stage)
+	require.True(t, enriched.StageChanges[0].OccurredAt.Equal(time.Date(2026, 10, 14, 9, 0, 0, 0, time.UTC)))
+	require.Len(t, enriched.Conversions, 4)
+	for _, c := range enriched.Conversions {
+		if c.Destination == "meta-crm" {
+			require.Equal(t, "ready", c.State)
+			require.Equal(t, "4200", string(c.Value))
+		}
+	}
+	require.Equal(t, 2, sb.Requests(crmsandbox.Attio), "the record, then its person")
 }

@@ -141,7 +141,7 @@ func TestMappingsExplainUsageErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"bad format", []string{"--format", "zoho", "--payload", explainFixture("won.json")}, `--format: must be one of canonical, hubspot, salesforce, pipedrive, close, got "zoho"`},
+		{"bad format", []string{"--format", "zoho", "--payload", explainFixture("won.json")}, `--format: must be one of canonical, hubspot, salesforce, pipedrive, close, attio, got "zoho"`},
 		{"bad now", []string{"--now", "yesterday", "--payload", explainFixture("won.json")}, `--now: must be RFC 3339`},
 		{"missing payload", []string{"--payload", explainFixture("nope.json")}, "--payload: open"},
 		{"undecodable payload", []string{"--format", "hubspot", "--payload", explainFixture("config.yaml")}, "--payload: hubspot"},

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/closedloop/closedloop/internal/enrich"
 	"github.com/closedloop/closedloop/internal/report"
 	"github.com/closedloop/closedloop/store"
 )
@@ -62,6 +63,9 @@ func newReportCmd() *cobra.Command {
 			})
 			if err != nil {
 				return err
+			}
+			if rep.CRMs, err = enrich.Overview(cmd.Context(), st, cfg.CRMs, time.Now()); err != nil {
+				return fmt.Errorf("report: CRM enrichment: %w", err)
 			}
 			return report.Render(cmd.OutOrStdout(), rep, format)
 		},

@@ -1,8 +1,9 @@
 // Package crmsandbox is a local HTTP server emulating the CRM API endpoints closedloop's
 // enricher reads (HubSpot CRM v3/v4 batch reads, Pipedrive API v2 deals and persons, Close
-// API v1 opportunities and leads), with their auth, their response shapes, their error
+// API v1 opportunities and leads, Salesforce's OAuth token endpoint and SOQL query resource,
+// Attio v2 records and list entries), with their auth, their response shapes, their error
 // bodies and their rate-limit headers, and faults to inject (429 with each CRM's own
-// headers, 5xx, 401, 404, slow answers). It counts every request and every object read, so
+// headers — for Salesforce its 403 REQUEST_LIMIT_EXCEEDED —, 5xx, 401, 404, slow answers). It counts every request and every object read, so
 // tests and the benchmark can check that nothing is fetched more often than the enricher's
 // cache allows. It serves tests, the demo and the benchmark; never production.
 //

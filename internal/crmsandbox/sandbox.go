@@ -12,9 +12,11 @@ import (
 
 // CRMs the sandbox emulates.
 const (
-	HubSpot   = "hubspot"
-	Pipedrive = "pipedrive"
-	Close     = "close"
+	HubSpot    = "hubspot"
+	Pipedrive  = "pipedrive"
+	Close      = "close"
+	Salesforce = "salesforce"
+	Attio      = "attio"
 )
 
 // Tokens the sandbox accepts, per CRM (HubSpot private-app bearer token, Pipedrive
@@ -23,6 +25,11 @@ const (
 	HubSpotToken   = "sandbox-hubspot-token"
 	PipedriveToken = "sandbox-pipedrive-token"
 	CloseAPIKey    = "sandbox-close-key"
+	AttioToken     = "sandbox-attio-token"
+	// Salesforce's OAuth client and refresh token; the sandbox issues access tokens.
+	SalesforceClientID     = "sandbox-sf-client"
+	SalesforceClientSecret = "sandbox-sf-secret"
+	SalesforceRefreshToken = "sandbox-sf-refresh"
 )
 
 // Deal is one deal (Pipedrive, HubSpot) or opportunity (Close). Amount is a decimal in
@@ -34,6 +41,22 @@ type Deal struct {
 	Currency   string
 	ContactIDs []string
 	LeadID     string
+	// Attio: the record's object (id or slug, default "deals"), its stage (a status
+	// attribute: the title, the attribute's id, since when). Entries lists the record's
+	// list entries, each with its own stage.
+	Object         string
+	Stage          string
+	StageAttribute string
+	StageAt        time.Time
+	Entries        []Entry
+}
+
+// Entry is an Attio list entry of a record, whose status attribute is its stage.
+type Entry struct {
+	List, ID       string
+	Stage          string
+	StageAttribute string
+	StageAt        time.Time
 }
 
 // Contact is a HubSpot contact, a Pipedrive person or a Close contact.
@@ -45,12 +68,14 @@ type Contact struct {
 }
 
 // Fault is injected into the next Times requests to one CRM (0 = every request until
-// cleared): Status (429, 500, 503, 401, 403, 404) answered instead of the real response,
-// after Delay. A Status of 0 with a Delay only slows the answers. RetryAfter is what the
-// 429 tells the client to wait, in the CRM's own header (default 1s).
+// cleared), once After requests have been answered normally: Status (429, 500, 503, 401,
+// 403, 404) answered instead of the real response, after Delay. A Status of 0 with a Delay
+// only slows the answers. RetryAfter is what the 429 tells the client to wait, in the
+// CRM's own header (default 1s).
 type Fault struct {
 	Status     int
 	Times      int
+	After      int
 	Delay      time.Duration
 	RetryAfter time.Duration
 }
@@ -63,7 +88,11 @@ type Server struct {
 	faults   map[string][]Fault
 	requests map[string]int // crm → requests answered (faults included)
 	reads    map[string]int // crm/kind/id → times the object was returned
-	mux      *http.ServeMux
+	sfTokens map[string]bool
+	sfIssued int
+	// sfSingleCurrency: the Salesforce org has no CurrencyIsoCode field.
+	sfSingleCurrency bool
+	mux              *http.ServeMux
 }
 
 // New returns an empty sandbox.
@@ -71,7 +100,7 @@ func New() *Server {
 	s := &Server{
 		deals: map[string]map[string]Deal{}, contacts: map[string]map[string]Contact{},
 		faults: map[string][]Fault{}, requests: map[string]int{}, reads: map[string]int{},
-		mux: http.NewServeMux(),
+		sfTokens: map[string]bool{}, mux: http.NewServeMux(),
 	}
 	s.mux.HandleFunc("POST /crm/v3/objects/deals/batch/read", s.hubspotDeals)
 	s.mux.HandleFunc("POST /crm/v4/associations/deals/contacts/batch/read", s.hubspotAssociations)
@@ -80,6 +109,10 @@ func New() *Server {
 	s.mux.HandleFunc("GET /api/v2/persons/{id}", s.pipedrivePerson)
 	s.mux.HandleFunc("GET /api/v1/opportunity/{id}/", s.closeOpportunity)
 	s.mux.HandleFunc("GET /api/v1/lead/{id}/", s.closeLead)
+	s.mux.HandleFunc("POST /services/oauth2/token", s.salesforceToken)
+	s.mux.HandleFunc("GET /services/data/{version}/query", s.salesforceQuery)
+	s.mux.HandleFunc("GET /v2/objects/{object}/records/{id}", s.attioRecord)
+	s.mux.HandleFunc("GET /v2/lists/{list}/entries/{id}", s.attioEntry)
 	return s
 }
 
@@ -169,7 +202,9 @@ func (s *Server) begin(crm string, w http.ResponseWriter, r *http.Request) bool 
 	s.mu.Lock()
 	s.requests[crm]++
 	var f Fault
-	if q := s.faults[crm]; len(q) > 0 {
+	if q := s.faults[crm]; len(q) > 0 && q[0].After > 0 {
+		q[0].After--
+	} else if len(q) > 0 {
 		f = q[0]
 		if f.Times > 0 {
 			q[0].Times--
@@ -186,7 +221,7 @@ func (s *Server) begin(crm string, w http.ResponseWriter, r *http.Request) bool 
 			return false
 		}
 	}
-	if !authorized(crm, r) {
+	if !s.authorized(crm, r) {
 		f.Status = http.StatusUnauthorized
 	}
 	if f.Status == 0 {
@@ -194,6 +229,16 @@ func (s *Server) begin(crm string, w http.ResponseWriter, r *http.Request) bool 
 	}
 	writeFault(crm, w, f)
 	return false
+}
+
+func (s *Server) authorized(crm string, r *http.Request) bool {
+	if crm == Salesforce {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return ok && s.sfTokens[tok]
+	}
+	return authorized(crm, r)
 }
 
 func authorized(crm string, r *http.Request) bool {
@@ -205,6 +250,8 @@ func authorized(crm string, r *http.Request) bool {
 	case Close:
 		user, _, ok := r.BasicAuth()
 		return ok && user == CloseAPIKey
+	case Attio:
+		return r.Header.Get("Authorization") == "Bearer "+AttioToken
 	}
 	return false
 }
@@ -247,6 +294,38 @@ func writeFault(crm string, w http.ResponseWriter, f Fault) {
 		} else {
 			body = map[string]any{"error": http.StatusText(f.Status)}
 		}
+	case Salesforce:
+		status := f.Status
+		switch f.Status {
+		case http.StatusTooManyRequests:
+			// Salesforce's own limit answer: the org's API allocation is used up.
+			status = http.StatusForbidden
+			body = []map[string]any{{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}}
+		case http.StatusUnauthorized:
+			body = []map[string]any{{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}}
+		case http.StatusForbidden:
+			body = []map[string]any{{"message": "The REST API is not enabled for this Organization.", "errorCode": "API_DISABLED_FOR_ORG"}}
+		case http.StatusNotFound:
+			body = []map[string]any{{"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}}
+		default:
+			body = []map[string]any{{"message": http.StatusText(f.Status), "errorCode": "SERVER_UNAVAILABLE"}}
+		}
+		writeJSON(w, status, body)
+		return
+	case Attio:
+		code, typ := "server_error", "api_error"
+		switch f.Status {
+		case http.StatusTooManyRequests:
+			h.Set("Retry-After", time.Now().Add(wait).UTC().Format(http.TimeFormat))
+			code, typ = "rate_limit_exceeded", "rate_limit_error"
+		case http.StatusUnauthorized:
+			code, typ = "unauthorized", "auth_error"
+		case http.StatusForbidden:
+			code, typ = "forbidden", "auth_error"
+		case http.StatusNotFound:
+			code, typ = "not_found", "invalid_request_error"
+		}
+		body = map[string]any{"status_code": f.Status, "type": typ, "code": code, "message": http.StatusText(f.Status)}
 	}
 	writeJSON(w, f.Status, body)
 }
@@ -447,6 +526,9 @@ func (s *Server) pipedriveDeal(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"success": true, "data": data})
 }
+
+// jsonNumber renders a decimal string as a JSON number.
+func jsonNumber(s string) json.Number { return json.Number(orZero(s)) }
 
 func orZero(s string) string {
 	if s == "" {

@@ -41,6 +41,8 @@ const (
 	pipedriveN   = 150
 	closeN       = 150
 	renewals     = 300 // HubSpot deals that move on to a second mapped stage after the drain
+	salesforceN  = 150
+	attioN       = 150
 )
 
 // Rules of the enrichment proof's mapping.
@@ -49,6 +51,10 @@ const (
 	ruleHSRenewal  = "hs-renewal"
 	rulePDWon      = "pd-won"
 	ruleCloseWon   = "close-won"
+	ruleSFWon      = "sf-won"
+	ruleAttioWon   = "attio-won"
+	attioStageAttr = "41252299-f8c7-4b5e-99c9-4ff8321d2f96"
+	attioObjectID  = "97052eb9-e65e-443f-a297-f2d9a4a7f795"
 	enrichDataset  = "123456789012345"
 	enrichDestName = destMeta
 )
@@ -72,6 +78,16 @@ func (d thinData) closeFirst(i int) string  { return fmt.Sprintf("cont_e2e%04da"
 func (d thinData) closeSecond(i int) string { return fmt.Sprintf("cont_e2e%04db", i) }
 func (d thinData) closeCents(i int) int     { return 10000 + 37*i }
 func (d thinData) closeEmail(i int) string  { return fmt.Sprintf("close.contact.%d@example.com", i) }
+
+func (d thinData) sfOpp(i int) string     { return fmt.Sprintf("0065g%010dAAZ", i) }
+func (d thinData) sfContact(i int) string { return fmt.Sprintf("0035g%010dAAV", i) }
+func (d thinData) sfAmount(i int) string  { return strconv.Itoa(900 + i) }
+func (d thinData) sfEmail(i int) string   { return fmt.Sprintf("sf.contact.%d@example.com", i) }
+
+func (d thinData) attioRecord(i int) string { return fmt.Sprintf("bf071e1f-6035-429d-b874-%012d", i) }
+func (d thinData) attioPerson(i int) string { return fmt.Sprintf("891dcbfc-9141-415d-9b2a-%012d", i) }
+func (d thinData) attioAmount(i int) string { return fmt.Sprintf("%d.5", 40+i) }
+func (d thinData) attioEmail(i int) string  { return fmt.Sprintf("attio.person.%d@example.com", i) }
 
 // emailHash is the hash the uploader must send for raw.
 func (d thinData) emailHash(raw string) string {
@@ -104,6 +120,14 @@ func (d thinData) expected() map[string]expect {
 		v, _ := strconv.ParseFloat(d.pdAmount(i), 64)
 		out[crm.ConversionKey(crmsandbox.Pipedrive, crm.ObjectDeal, d.pdDeal(i), rulePDWon, enrichDestName)] = expect{value: v, currency: "USD", emailHash: d.emailHash(d.pdEmail(i))}
 	}
+	for i := range salesforceN {
+		v, _ := strconv.ParseFloat(d.sfAmount(i), 64)
+		out[crm.ConversionKey(crmsandbox.Salesforce, crm.ObjectOpportunity, d.sfOpp(i), ruleSFWon, enrichDestName)] = expect{value: v, currency: "EUR", emailHash: d.emailHash(d.sfEmail(i))}
+	}
+	for i := range attioN {
+		v, _ := strconv.ParseFloat(d.attioAmount(i), 64)
+		out[crm.ConversionKey(crmsandbox.Attio, crm.ObjectDeal, d.attioRecord(i), ruleAttioWon, enrichDestName)] = expect{value: v, currency: "GBP", emailHash: d.emailHash(d.attioEmail(i))}
+	}
 	for i := range closeN {
 		out[crm.ConversionKey(crmsandbox.Close, crm.ObjectOpportunity, d.closeOpp(i), ruleCloseWon, enrichDestName)] = expect{
 			value: float64(d.closeCents(i)) / 100, currency: "USD", emailHash: d.emailHash(d.closeEmail(i))}
@@ -131,6 +155,15 @@ func (d thinData) seed(sb *crmsandbox.Server) {
 	for i := range pipedriveN {
 		sb.AddDeal(crmsandbox.Pipedrive, crmsandbox.Deal{ID: d.pdDeal(i), Amount: d.pdAmount(i), Currency: "USD", ContactIDs: []string{d.pdPerson(i)}})
 		sb.AddContact(crmsandbox.Pipedrive, crmsandbox.Contact{ID: d.pdPerson(i), Emails: []string{d.pdEmail(i)}})
+	}
+	for i := range salesforceN {
+		sb.AddDeal(crmsandbox.Salesforce, crmsandbox.Deal{ID: d.sfOpp(i), Amount: d.sfAmount(i), Currency: "EUR", ContactIDs: []string{d.sfContact(i)}})
+		sb.AddContact(crmsandbox.Salesforce, crmsandbox.Contact{ID: d.sfContact(i), Emails: []string{d.sfEmail(i)}})
+	}
+	for i := range attioN {
+		sb.AddDeal(crmsandbox.Attio, crmsandbox.Deal{ID: d.attioRecord(i), Amount: d.attioAmount(i), Currency: "GBP",
+			ContactIDs: []string{d.attioPerson(i)}, Stage: "Won 🎉", StageAttribute: attioStageAttr, StageAt: d.now.Add(-time.Hour)})
+		sb.AddContact(crmsandbox.Attio, crmsandbox.Contact{ID: d.attioPerson(i), Emails: []string{d.attioEmail(i)}})
 	}
 	for i := range closeN {
 		sb.AddDeal(crmsandbox.Close, crmsandbox.Deal{ID: d.closeOpp(i), Amount: fmt.Sprintf("%d.%02d", d.closeCents(i)/100, d.closeCents(i)%100),
@@ -178,6 +211,28 @@ func (d thinData) pipedriveWebhook(i int, at time.Time) kafka.Message {
 		"data": map[string]any{"id": n, "stage_id": 9, "pipeline_id": 2, "status": "won", "value": v, "currency": "USD",
 			"person_id": p, "update_time": rfc3339(at), "won_time": rfc3339(at)},
 		"previous": map[string]any{"status": "open"},
+	})
+}
+
+// salesforceWebhook is a Change Data Capture event of opportunity i's stage changed to
+// Closed Won: only the changed field, no amount, no contacts.
+func (d thinData) salesforceWebhook(i int, at time.Time) kafka.Message {
+	return withFormat(crm.FormatSalesforce, d.sfOpp(i), map[string]any{
+		"ChangeEventHeader": map[string]any{"entityName": "Opportunity", "changeType": "UPDATE", "recordIds": []string{d.sfOpp(i)},
+			"commitTimestamp": at.UnixMilli(), "changeOrigin": "com/salesforce/api/soap/61.0;client=e2e", "transactionKey": fmt.Sprintf("tx-%d", i),
+			"sequenceNumber": 1, "commitUser": "005xx000001X8Uz", "changedFields": []string{"StageName", "LastModifiedDate"}},
+		"StageName": "Closed Won", "LastModifiedDate": rfc3339(at),
+	})
+}
+
+// attioWebhook is Attio's record.updated of record i's stage attribute: ids only.
+func (d thinData) attioWebhook(i int) kafka.Message {
+	return withFormat(crm.FormatAttio, d.attioRecord(i), map[string]any{
+		"webhook_id": "23e42eaf-323a-41da-b5bb-fd67eebda553",
+		"events": []map[string]any{{"event_type": "record.updated",
+			"id": map[string]any{"workspace_id": "14beef7a-99f7-4534-a87e-70b564330a4c", "object_id": attioObjectID,
+				"record_id": d.attioRecord(i), "attribute_id": attioStageAttr},
+			"actor": map[string]any{"type": "workspace-member", "id": "50cf242c-7fa3-4cad-87d0-75b1af71c57b"}}},
 	})
 }
 

@@ -55,6 +55,9 @@ crms:
     hubspot-main: {kind: hubspot, token: "${E2E_HS_TOKEN}", base_url: "${E2E_CRM}", rate_limit: 1000, burst: 50, timeout: 5s}
     pipedrive-main: {kind: pipedrive, token: "${E2E_PD_TOKEN}", base_url: "${E2E_CRM}", rate_limit: 1000, burst: 50, timeout: 5s}
     close-main: {kind: close, token: "${E2E_CLOSE_KEY}", base_url: "${E2E_CRM}", rate_limit: 1000, burst: 50, timeout: 5s}
+    salesforce-main: {kind: salesforce, client_id: "${E2E_SF_CLIENT}", client_secret: "${E2E_SF_SECRET}", refresh_token: "${E2E_SF_REFRESH}",
+      token_url: "${E2E_CRM}/services/oauth2/token", base_url: "${E2E_CRM}", rate_limit: 1000, burst: 50, timeout: 5s}
+    attio-main: {kind: attio, token: "${E2E_ATTIO_TOKEN}", base_url: "${E2E_CRM}", rate_limit: 1000, burst: 50, timeout: 5s}
 destinations:
   meta-crm:
     platform: meta
@@ -81,6 +84,14 @@ mappings:
     match: {source: close, status: won}
     value: {field: amount, currency_field: currency, default_currency: USD}
     destinations: [{destination: meta-crm, conversion: Purchase}]
+  - name: sf-won
+    match: {source: salesforce, stage: "Closed Won"}
+    value: {field: amount, currency_field: currency, default_currency: USD}
+    destinations: [{destination: meta-crm, conversion: Purchase}]
+  - name: attio-won
+    match: {source: attio, stage: "Won 🎉"}
+    value: {field: amount, currency_field: currency, default_currency: USD}
+    destinations: [{destination: meta-crm, conversion: Purchase}]
 `
 
 // TestThinWebhooksEnrichedUnderFaults is issue 14's proof: native HubSpot deal webhooks
@@ -105,7 +116,7 @@ func TestThinWebhooksEnrichedUnderFaults(t *testing.T) {
 
 	data := thinData{now: time.Now().UTC(), norm: pii.Normalizer{DefaultRegion: "US"}}
 	want := data.expected()
-	require.Len(t, want, hubspotDeals+renewals+pipedriveN+closeN)
+	require.Len(t, want, hubspotDeals+renewals+pipedriveN+closeN+salesforceN+attioN)
 
 	crmSB := crmsandbox.New()
 	data.seed(crmSB)
@@ -130,6 +141,8 @@ func TestThinWebhooksEnrichedUnderFaults(t *testing.T) {
 		"E2E_BROKER": brokers[0], "E2E_GROUP": group, "E2E_STAGE_TOPIC": stageTopic, "E2E_DLQ_TOPIC": dlqTopic,
 		"E2E_DSN": dsn, "E2E_SANDBOX": recSrv.URL, "E2E_CRM": crmSrv.URL,
 		"E2E_HS_TOKEN": crmsandbox.HubSpotToken, "E2E_PD_TOKEN": crmsandbox.PipedriveToken, "E2E_CLOSE_KEY": crmsandbox.CloseAPIKey,
+		"E2E_SF_CLIENT": crmsandbox.SalesforceClientID, "E2E_SF_SECRET": crmsandbox.SalesforceClientSecret,
+		"E2E_SF_REFRESH": crmsandbox.SalesforceRefreshToken, "E2E_ATTIO_TOKEN": crmsandbox.AttioToken,
 	}
 	cfg, err := config.Parse([]byte(enrichConfigYAML), func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
 	require.NoError(t, err)
@@ -166,6 +179,13 @@ func TestThinWebhooksEnrichedUnderFaults(t *testing.T) {
 	crmSB.Inject(crmsandbox.Pipedrive, crmsandbox.Fault{Status: 500, Times: 2})
 	crmSB.Inject(crmsandbox.Pipedrive, crmsandbox.Fault{Status: 429, Times: 1, RetryAfter: time.Second})
 	crmSB.Inject(crmsandbox.Close, crmsandbox.Fault{Status: 401})
+	// Salesforce: the org's API allocation runs out once (403 REQUEST_LIMIT_EXCEEDED) and
+	// fails once; Attio throttles and fails. Attio's webhooks carry ids only: they wait as
+	// pending stage changes and are planned after the fetch.
+	crmSB.Inject(crmsandbox.Salesforce, crmsandbox.Fault{Status: 429, Times: 1})
+	crmSB.Inject(crmsandbox.Salesforce, crmsandbox.Fault{Status: 503, Times: 1})
+	crmSB.Inject(crmsandbox.Attio, crmsandbox.Fault{Status: 429, Times: 2, RetryAfter: time.Second})
+	crmSB.Inject(crmsandbox.Attio, crmsandbox.Fault{Status: 503, Times: 1})
 	at := data.now.Add(-time.Hour)
 	half := hubspotDeals / 2
 	first := data.hubspotWebhooks(0, half, "closedwon", at)
@@ -174,6 +194,12 @@ func TestThinWebhooksEnrichedUnderFaults(t *testing.T) {
 	}
 	for i := range closeN {
 		first = append(first, data.closeWebhook(i, at))
+	}
+	for i := range salesforceN {
+		first = append(first, data.salesforceWebhook(i, at))
+	}
+	for i := range attioN / 2 {
+		first = append(first, data.attioWebhook(i))
 	}
 	require.NoError(t, produce(ctx, brokers, stageTopic, first))
 
@@ -193,7 +219,12 @@ func TestThinWebhooksEnrichedUnderFaults(t *testing.T) {
 	require.Positive(t, before[store.StateAwaitingEnrichment], "the stop must come mid-enrichment: %v", before)
 	run.stop(t)
 	t.Logf("worker stopped with %v", before)
-	require.NoError(t, produce(ctx, brokers, stageTopic, data.hubspotWebhooks(half, hubspotDeals, "closedwon", at)))
+	second := data.hubspotWebhooks(half, hubspotDeals, "closedwon", at)
+	for i := attioN / 2; i < attioN; i++ {
+		second = append(second, data.attioWebhook(i))
+	}
+	require.NoError(t, produce(ctx, brokers, stageTopic, second))
+	crmSB.ExpireSalesforceSessions() // the new worker's first Salesforce token is new anyway; this expires the old ones
 
 	// 3. A new worker. The pause outlives the restart: the new worker probes Close after
 	// pause_for, is refused again, and only then does the key work again.
@@ -224,9 +255,9 @@ func TestThinWebhooksEnrichedUnderFaults(t *testing.T) {
 			return total == rows && s[store.StateAccepted] == rows, fmt.Sprintf("%d rows of %d; states %v", total, rows, s), err
 		}))
 	}
-	drain("every conversion to be accepted", hubspotDeals+pipedriveN+closeN)
+	drain("every conversion to be accepted", hubspotDeals+pipedriveN+closeN+salesforceN+attioN)
 	phase1 := map[string]int{}
-	for _, c := range []string{crmsandbox.HubSpot, crmsandbox.Pipedrive, crmsandbox.Close} {
+	for _, c := range []string{crmsandbox.HubSpot, crmsandbox.Pipedrive, crmsandbox.Close, crmsandbox.Salesforce, crmsandbox.Attio} {
 		phase1[c] = crmSB.Requests(c)
 	}
 
@@ -278,9 +309,10 @@ func TestThinWebhooksEnrichedUnderFaults(t *testing.T) {
 	// 8. The emulator: every deal was read; a deal (or contact) is read again only when a
 	// fetch of its batch failed or was cut by the stop before the cache write: at most one
 	// extra batch per injected fault (7) and one for the stop, per CRM.
-	faultsPerCRM := map[string]int{crmsandbox.HubSpot: 4, crmsandbox.Pipedrive: 3, crmsandbox.Close: 0}
-	distinct := map[string]int{crmsandbox.HubSpot: hubspotDeals, crmsandbox.Pipedrive: pipedriveN, crmsandbox.Close: closeN}
-	for _, c := range []string{crmsandbox.HubSpot, crmsandbox.Pipedrive, crmsandbox.Close} {
+	faultsPerCRM := map[string]int{crmsandbox.HubSpot: 4, crmsandbox.Pipedrive: 3, crmsandbox.Close: 0, crmsandbox.Salesforce: 2, crmsandbox.Attio: 3}
+	distinct := map[string]int{crmsandbox.HubSpot: hubspotDeals, crmsandbox.Pipedrive: pipedriveN, crmsandbox.Close: closeN,
+		crmsandbox.Salesforce: salesforceN, crmsandbox.Attio: attioN}
+	for _, c := range []string{crmsandbox.HubSpot, crmsandbox.Pipedrive, crmsandbox.Close, crmsandbox.Salesforce, crmsandbox.Attio} {
 		most, objects := crmSB.MaxReads(c, "deal")
 		require.Equal(t, distinct[c], objects, "%s: every deal read", c)
 		reads := crmSB.TotalReads(c, "deal")
@@ -294,6 +326,10 @@ func TestThinWebhooksEnrichedUnderFaults(t *testing.T) {
 		t.Logf("%-9s requests %4d | deals %4d read %4d times (most %d) | %ss read %4d times (most %d)",
 			c, crmSB.Requests(c), objects, reads, most, people, crmSB.TotalReads(c, people), first2(crmSB.MaxReads(c, people)))
 	}
+	t.Logf("salesforce token requests %d", crmSB.TokenRequests())
+	pendingLeft, err := st.AwaitingEnrichmentSummary(ctx)
+	require.NoError(t, err)
+	require.Empty(t, pendingLeft, "nothing left awaiting enrichment")
 	contactMost, _ := crmSB.MaxReads(crmsandbox.HubSpot, "contact")
 	require.LessOrEqual(t, contactMost, 2+faultsPerCRM[crmsandbox.HubSpot], "a HubSpot contact shared by two deals is not read per deal")
 

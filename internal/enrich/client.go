@@ -26,6 +26,12 @@ type Deal struct {
 	Currency   string            `json:"currency,omitempty"`
 	ContactIDs []string          `json:"contact_ids,omitempty"`
 	Properties map[string]string `json:"properties,omitempty"`
+	// Stage, StageAt and Pipeline are what a CRM whose webhooks carry no stage (Attio)
+	// says the changed attribute holds now: its title, since when, and the object or list
+	// it belongs to. Stage is empty when the attribute is not a stage (status or select).
+	Stage    string     `json:"stage,omitempty"`
+	StageAt  *time.Time `json:"stage_at,omitempty"`
+	Pipeline string     `json:"pipeline,omitempty"`
 }
 
 // Contact is a fetched contact, already hashed: Identifiers holds SHA-256 hashes of its
@@ -93,6 +99,13 @@ type httpClient struct {
 	hc      *http.Client
 	limiter *rate.Limiter
 	auth    func(*http.Request)
+	// authCtx, when set, replaces auth: it may fetch a token (Salesforce OAuth).
+	authCtx func(context.Context, *http.Request) error
+	// refusal, when set, classifies a non-2xx answer from the CRM's own error body (class,
+	// detail, retry-after); nil = by status alone.
+	refusal func(status int, h http.Header, body []byte) (class, detail string, retryAfter time.Duration)
+	// notFoundIsError: a 404 is a failed request, not an absent object (query APIs).
+	notFoundIsError bool
 	// retryAfter reads the CRM's own rate-limit headers and body of a 429.
 	retryAfter func(h http.Header, body []byte) time.Duration
 	norm       pii.Normalizer
@@ -134,7 +147,13 @@ func (c *httpClient) do(ctx context.Context, method, path string, in, out any) (
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	c.auth(req)
+	if c.authCtx != nil {
+		if err := c.authCtx(ctx, req); err != nil {
+			return false, 0, err
+		}
+	} else {
+		c.auth(req)
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -150,9 +169,13 @@ func (c *httpClient) do(ctx context.Context, method, path string, in, out any) (
 		return false, resp.StatusCode, &FetchError{Class: ClassTransient, Status: resp.StatusCode, Detail: "reading the response: " + cutDetail(err.Error())}
 	}
 	switch {
-	case resp.StatusCode == http.StatusNotFound:
+	case resp.StatusCode == http.StatusNotFound && !c.notFoundIsError:
 		return true, resp.StatusCode, nil
 	case resp.StatusCode < 200 || resp.StatusCode > 299:
+		if c.refusal != nil {
+			class, detail, wait := c.refusal(resp.StatusCode, resp.Header, raw)
+			return false, resp.StatusCode, &FetchError{Class: class, Status: resp.StatusCode, Detail: detail, RetryAfter: wait}
+		}
 		fe := &FetchError{Class: classify(resp.StatusCode), Status: resp.StatusCode, Detail: errorMessage(raw)}
 		if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
 			fe.RetryAfter = c.retryAfter(resp.Header, raw)
@@ -247,6 +270,10 @@ func NewClient(conn Connection, hc *http.Client, norm pii.Normalizer) (Client, e
 		return newPipedrive(conn, hc, norm), nil
 	case KindClose:
 		return newClose(conn, hc, norm), nil
+	case KindSalesforce:
+		return newSalesforce(conn, hc, norm), nil
+	case KindAttio:
+		return newAttio(conn, hc, norm), nil
 	}
 	return nil, errors.New("enrich: unknown connection kind " + strconv.Quote(conn.Kind))
 }

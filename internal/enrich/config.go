@@ -10,13 +10,15 @@ import (
 
 // Kinds of CRM connection.
 const (
-	KindHubSpot   = "hubspot"
-	KindPipedrive = "pipedrive"
-	KindClose     = "close"
+	KindHubSpot    = "hubspot"
+	KindPipedrive  = "pipedrive"
+	KindClose      = "close"
+	KindSalesforce = "salesforce"
+	KindAttio      = "attio"
 )
 
 // Kinds lists the connection kinds this package can fetch from.
-var Kinds = []string{KindHubSpot, KindPipedrive, KindClose}
+var Kinds = []string{KindHubSpot, KindPipedrive, KindClose, KindSalesforce, KindAttio}
 
 // Connection is one CRM account under `crms.connections.<name>`.
 //
@@ -28,15 +30,27 @@ var Kinds = []string{KindHubSpot, KindPipedrive, KindClose}
 //	      rate_limit: 9       # requests per second
 //	      cache_ttl: 24h
 type Connection struct {
-	Kind string `yaml:"kind"` // hubspot | pipedrive | close
+	Kind string `yaml:"kind"` // hubspot | pipedrive | close | salesforce | attio
 	// Source is the stage-change source this connection enriches (default: the kind, which
 	// is what the native decoders report). One connection per source.
 	Source string `yaml:"source"`
-	// Token is the HubSpot private-app (or OAuth access) token, the Pipedrive API token or
-	// the Close API key. Give it as ${ENV_VAR}; it is never logged.
+	// Token is the HubSpot private-app (or OAuth access) token, the Pipedrive API token,
+	// the Close API key, the Attio access token, or a fixed Salesforce access token (no
+	// refresh). Give it as ${ENV_VAR}; it is never logged.
 	Token string `yaml:"token"`
+	// Salesforce OAuth (refresh-token flow): the connected app's client id and secret and
+	// a refresh token; TokenURL defaults to https://login.salesforce.com/services/oauth2/token
+	// (https://test.salesforce.com/... for a sandbox org). Either these or Token.
+	ClientID     string `yaml:"client_id"`
+	ClientSecret string `yaml:"client_secret"`
+	RefreshToken string `yaml:"refresh_token"`
+	TokenURL     string `yaml:"token_url"`
+	// APIVersion is the Salesforce REST API version (default v62.0).
+	APIVersion string `yaml:"api_version"`
 	// BaseURL defaults to the CRM's public API (https://api.hubapi.com,
-	// https://api.pipedrive.com, https://api.close.com); the sandbox or a proxy overrides it.
+	// https://api.pipedrive.com, https://api.close.com, https://api.attio.com); the sandbox
+	// or a proxy overrides it. Salesforce has none: give the org's instance URL
+	// (https://MyDomainName.my.salesforce.com).
 	BaseURL string `yaml:"base_url"`
 	// RateLimit is the most requests per second closedloop sends; Burst how many at once.
 	RateLimit float64 `yaml:"rate_limit"`
@@ -69,7 +83,14 @@ var defaultBaseURLs = map[string]string{
 	KindHubSpot:   "https://api.hubapi.com",
 	KindPipedrive: "https://api.pipedrive.com",
 	KindClose:     "https://api.close.com",
+	KindAttio:     "https://api.attio.com",
 }
+
+// SalesforceTokenURL is the default Salesforce OAuth token endpoint.
+const SalesforceTokenURL = "https://login.salesforce.com/services/oauth2/token"
+
+// SalesforceAPIVersion is the default Salesforce REST API version.
+const SalesforceAPIVersion = "v62.0"
 
 // WithDefaults fills a connection's unset fields.
 func (c Connection) WithDefaults() Connection {
@@ -79,8 +100,20 @@ func (c Connection) WithDefaults() Connection {
 	if c.BaseURL == "" {
 		c.BaseURL = defaultBaseURLs[c.Kind]
 	}
+	if c.Kind == KindSalesforce {
+		if c.TokenURL == "" {
+			c.TokenURL = SalesforceTokenURL
+		}
+		if c.APIVersion == "" {
+			c.APIVersion = SalesforceAPIVersion
+		}
+	}
 	if c.RateLimit == 0 {
 		switch c.Kind {
+		case KindAttio:
+			c.RateLimit = 50 // Attio allows 100 reads per second
+		case KindSalesforce:
+			c.RateLimit = 5 // the limit is a daily allocation per org, shared by every integration
 		case KindHubSpot:
 			c.RateLimit = 9 // HubSpot allows 100 or more per 10 s per account
 		case KindPipedrive:
@@ -152,8 +185,19 @@ func (c Config) Validate(prefix string) []error {
 		if !known {
 			bad(p+".kind", "must be one of %s, got %q", strings.Join(Kinds, ", "), conn.Kind)
 		}
-		if conn.Token == "" {
+		switch {
+		case conn.Kind == KindSalesforce && conn.Token == "":
+			if conn.ClientID == "" || conn.RefreshToken == "" {
+				bad(p+".refresh_token", "salesforce needs client_id, client_secret and refresh_token (or a fixed token), as ${ENV_VAR}")
+			}
+			if u, err := url.Parse(conn.TokenURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				bad(p+".token_url", "must be an http(s) URL, got %q", conn.TokenURL)
+			}
+		case conn.Token == "":
 			bad(p+".token", "required (give it as ${ENV_VAR})")
+		}
+		if conn.Kind == KindSalesforce && !strings.HasPrefix(conn.APIVersion, "v") {
+			bad(p+".api_version", "must look like v62.0, got %q", conn.APIVersion)
 		}
 		if u, err := url.Parse(conn.BaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			bad(p+".base_url", "must be an http(s) URL, got %q", conn.BaseURL)

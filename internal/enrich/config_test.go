@@ -19,7 +19,7 @@ func TestConfigValidateNamesYAMLPaths(t *testing.T) {
 	}
 	err := errors.Join(cfg.WithDefaults().Validate("crms")...)
 	require.ErrorContains(t, err, `crms.connections.hs2.source: source "hubspot" is already enriched by connection hs`)
-	require.ErrorContains(t, err, `crms.connections.zz.kind: must be one of hubspot, pipedrive, close, got "zoho"`)
+	require.ErrorContains(t, err, `crms.connections.zz.kind: must be one of hubspot, pipedrive, close, salesforce, attio, got "zoho"`)
 	require.ErrorContains(t, err, `crms.connections.zz.token: required`)
 	require.ErrorContains(t, err, `crms.connections.zz.base_url: must be an http(s) URL`)
 	require.ErrorContains(t, err, `crms.connections.zz.rate_limit: must be positive`)

@@ -22,6 +22,8 @@ import (
 // Store is what the enricher needs from the store.
 type Store interface {
 	ClaimEnrichment(ctx context.Context, c store.EnrichmentClaim) ([]store.Conversion, error)
+	ClaimPending(ctx context.Context, c store.EnrichmentClaim) ([]store.PendingChange, error)
+	CompletePending(ctx context.Context, owner string, results []store.PendingResult) (int, error)
 	CompleteEnrichment(ctx context.Context, owner string, results []store.Enriched) (int, error)
 	FetchCache(ctx context.Context, connection, kind string, ids []string, freshAfter time.Time) (map[string]store.FetchCacheEntry, error)
 	PutFetchCache(ctx context.Context, entries []store.FetchCacheEntry) error
@@ -123,24 +125,40 @@ func (c Config) Enriches(source string) bool {
 	return false
 }
 
-// Run claims and enriches due rows until ctx is cancelled; it returns nil then. Store
-// errors are logged and retried at the next poll: the rows stay durable.
+// Run claims and enriches due rows until ctx is cancelled; it returns nil then. Each
+// connection runs its own loop (claim, fetch, complete), so a slow or failing CRM delays
+// only its own rows. Store errors are logged and retried at the next poll: the rows stay
+// durable.
 func (e *Enricher) Run(ctx context.Context) error {
 	if len(e.conns) == 0 {
 		<-ctx.Done()
 		return nil
 	}
+	var wg sync.WaitGroup
+	for _, src := range e.sources {
+		wg.Add(1)
+		go func(c *conn) {
+			defer wg.Done()
+			e.loop(ctx, c)
+		}(e.conns[src])
+	}
+	wg.Wait()
+	return nil
+}
+
+// loop is one connection's claim-fetch-complete loop.
+func (e *Enricher) loop(ctx context.Context, c *conn) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-timer.C:
 		}
-		n, err := e.Pass(ctx)
+		n, err := e.passOne(ctx, c)
 		if err != nil && ctx.Err() == nil {
-			e.log.Warn("enrichment pass failed; retrying", zap.Error(err))
+			e.log.Warn("enrichment pass failed; retrying", zap.String("connection", c.name), zap.Error(err))
 		}
 		wait := e.cfg.PollInterval
 		if n >= e.cfg.Batch && err == nil {
@@ -150,52 +168,70 @@ func (e *Enricher) Run(ctx context.Context) error {
 	}
 }
 
-// Pass runs one claim-fetch-complete round over every running connection and returns how
-// many rows it claimed.
+// Pass runs one claim-fetch-complete round of every connection, the connections
+// concurrently, and returns how many rows they claimed together.
 func (e *Enricher) Pass(ctx context.Context) (int, error) {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		total int
+		errs  []error
+	)
+	for _, src := range e.sources {
+		wg.Add(1)
+		go func(c *conn) {
+			defer wg.Done()
+			n, err := e.passOne(ctx, c)
+			mu.Lock()
+			total += n
+			if err != nil {
+				errs = append(errs, err)
+			}
+			mu.Unlock()
+		}(e.conns[src])
+	}
+	wg.Wait()
+	return total, errors.Join(errs...)
+}
+
+// passOne runs one round for one connection: unless it is paused, claim its due rows (a
+// full batch of conversions, then of stage changes waiting to be planned), enrich them.
+func (e *Enricher) passOne(ctx context.Context, c *conn) (int, error) {
 	now := e.now()
-	states, err := e.opts.Store.ConnectionStates(ctx)
-	if err != nil {
+	paused, err := e.refreshState(ctx, c.name, now)
+	if err != nil || paused {
 		return 0, err
 	}
-	paused := map[string]bool{}
-	e.mu.Lock()
-	for _, s := range states {
-		e.statuses[s.Name] = s
-		paused[s.Name] = s.Paused(now)
+	n, err := e.passPending(ctx, c, now)
+	if err != nil {
+		return n, err
 	}
-	e.mu.Unlock()
-	for _, src := range e.sources {
-		e.opts.Metrics.paused(e.conns[src].name, paused[e.conns[src].name])
-	}
-	var sources []string
-	for _, src := range e.sources {
-		if !paused[e.conns[src].name] {
-			sources = append(sources, src)
-		}
-	}
-	if len(sources) == 0 {
-		return 0, nil
-	}
-	rows, err := e.opts.Store.ClaimEnrichment(ctx, store.EnrichmentClaim{Sources: sources, Owner: e.owner,
+	rows, err := e.opts.Store.ClaimEnrichment(ctx, store.EnrichmentClaim{Sources: []string{c.cfg.Source}, Owner: e.owner,
 		Limit: e.cfg.Batch, LeaseFor: e.cfg.LeaseFor, Now: now})
 	if err != nil || len(rows) == 0 {
-		return 0, err
+		return n, err
 	}
-	bySource := map[string][]store.Conversion{}
-	for _, r := range rows {
-		bySource[r.Source] = append(bySource[r.Source], r)
+	return n + len(rows), e.enrich(ctx, c, rows)
+}
+
+// refreshState reads the connection's stored state (another instance may have paused or
+// resumed it) and reports whether it is paused at now.
+func (e *Enricher) refreshState(ctx context.Context, name string, now time.Time) (bool, error) {
+	states, err := e.opts.Store.ConnectionStates(ctx)
+	if err != nil {
+		return false, err
 	}
-	var errs []error
-	for _, src := range sources {
-		if len(bySource[src]) == 0 {
-			continue
+	paused := false
+	e.mu.Lock()
+	for _, s := range states {
+		if s.Name == name {
+			e.statuses[s.Name] = s
+			paused = s.Paused(now)
 		}
-		if err := e.enrich(ctx, e.conns[src], bySource[src]); err != nil {
-			errs = append(errs, err)
-		}
 	}
-	return len(rows), errors.Join(errs...)
+	e.mu.Unlock()
+	e.opts.Metrics.paused(name, paused)
+	return paused, nil
 }
 
 // Statuses returns the last known state of every connection, by name, for the status page
@@ -223,17 +259,40 @@ const (
 
 // enrich handles the claimed rows of one connection.
 func (e *Enricher) enrich(ctx context.Context, c *conn, rows []store.Conversion) error {
-	now := e.now()
-	fresh := now.Add(-c.cfg.CacheTTL)
 	dealIDs := uniq(rows, func(r store.Conversion) string { return r.ObjectID })
-	deals := map[string]*Deal{} // nil value: not found
-	cached, err := e.opts.Store.FetchCache(ctx, c.name, cacheDeal, dealIDs, fresh)
+	deals, err := e.load(ctx, c, dealIDs, nil)
 	if err != nil {
+		var fe *FetchError
+		if errors.As(err, &fe) {
+			return e.failed(ctx, c, rows, err)
+		}
 		return e.release(ctx, rows, err)
 	}
+	return e.complete(ctx, c, rows, deals)
+}
+
+// load returns the deals of ids (a nil value: the CRM has no such deal) from the fetch
+// cache when fresh, else from the CRM, and makes sure their contacts are fresh in the
+// store as identities. notBefore, when it names an id, is the earliest fetch time that
+// counts as fresh for it (a stage change that only a fetch after it can describe).
+//
+// What was fetched is recorded (identities first, then the cache) as soon as each request
+// answers, so a later request of the same round failing does not make the next round fetch
+// it again. A *FetchError says a request failed; any other error is the store's.
+func (e *Enricher) load(ctx context.Context, c *conn, ids []string, notBefore map[string]time.Time) (map[string]*Deal, error) {
+	now := e.now()
+	fresh := now.Add(-c.cfg.CacheTTL)
+	deals := map[string]*Deal{} // nil value: not found
+	cached, err := e.opts.Store.FetchCache(ctx, c.name, cacheDeal, ids, fresh)
+	if err != nil {
+		return nil, err
+	}
 	var missing []string
-	for _, id := range dealIDs {
+	for _, id := range ids {
 		ent, ok := cached[id]
+		if ok && ent.FetchedAt.Before(notBefore[id]) {
+			ok = false // fetched before the change it must describe
+		}
 		if !ok {
 			missing = append(missing, id)
 			continue
@@ -250,41 +309,44 @@ func (e *Enricher) enrich(ctx context.Context, c *conn, rows []store.Conversion)
 		}
 		deals[id] = &d
 	}
-	var captures []store.IdentityCapture
-	var entries []store.FetchCacheEntry
+	// Contacts recorded in this round (fetched with their deals, or on their own).
+	have := map[string]bool{}
 	if len(missing) > 0 {
 		start := time.Now()
-		got, err := c.client.FetchDeals(ctx, missing)
-		e.opts.Metrics.fetch(c.name, cacheDeal, len(missing), time.Since(start), err)
-		if err != nil {
-			return e.failed(ctx, c, rows, err)
-		}
+		got, ferr := c.client.FetchDeals(ctx, missing)
+		e.opts.Metrics.fetch(c.name, cacheDeal, len(missing), time.Since(start), ferr)
+		var captures []store.IdentityCapture
+		var entries []store.FetchCacheEntry
 		for _, id := range missing {
-			e.opts.Metrics.cache(c.name, cacheDeal, false)
 			d, ok := got.Deals[id]
 			if !ok {
-				deals[id] = nil
-				entries = append(entries, store.FetchCacheEntry{Connection: c.name, Kind: cacheDeal, ID: id, Found: false, FetchedAt: now})
+				if ferr == nil { // a complete answer without it: not found
+					e.opts.Metrics.cache(c.name, cacheDeal, false)
+					deals[id] = nil
+					entries = append(entries, store.FetchCacheEntry{Connection: c.name, Kind: cacheDeal, ID: id, Found: false, FetchedAt: now})
+				}
 				continue
 			}
+			e.opts.Metrics.cache(c.name, cacheDeal, false)
 			data, _ := json.Marshal(d)
 			deals[id] = &d
 			entries = append(entries, store.FetchCacheEntry{Connection: c.name, Kind: cacheDeal, ID: id, Found: true, Data: data, FetchedAt: now})
 		}
 		for id, ct := range got.Contacts {
+			have[id] = true
 			captures = append(captures, contactCapture(c.cfg.Source, ct, now))
 			entries = append(entries, store.FetchCacheEntry{Connection: c.name, Kind: cacheContact, ID: id, Found: true, FetchedAt: now})
 		}
-	}
-	// The deals' contacts not fetched with them nor fresh in the cache.
-	have := map[string]bool{}
-	for _, ent := range entries {
-		if ent.Kind == cacheContact {
-			have[ent.ID] = true
+		if err := e.record(ctx, captures, entries); err != nil {
+			return nil, err
+		}
+		if ferr != nil {
+			return nil, ferr
 		}
 	}
+	// The deals' contacts not fetched with them nor fresh in the cache.
 	var contactIDs []string
-	for _, id := range dealIDs {
+	for _, id := range ids {
 		if d := deals[id]; d != nil {
 			for _, cid := range d.ContactIDs {
 				if !have[cid] {
@@ -294,44 +356,52 @@ func (e *Enricher) enrich(ctx context.Context, c *conn, rows []store.Conversion)
 			}
 		}
 	}
-	if len(contactIDs) > 0 {
-		cachedContacts, err := e.opts.Store.FetchCache(ctx, c.name, cacheContact, contactIDs, fresh)
-		if err != nil {
-			return e.release(ctx, rows, err)
-		}
-		var stale []string
-		for _, id := range contactIDs {
-			if _, ok := cachedContacts[id]; ok {
-				e.opts.Metrics.cache(c.name, cacheContact, true)
-			} else {
-				e.opts.Metrics.cache(c.name, cacheContact, false)
-				stale = append(stale, id)
-			}
-		}
-		if len(stale) > 0 {
-			start := time.Now()
-			got, err := c.client.FetchContacts(ctx, stale)
-			e.opts.Metrics.fetch(c.name, cacheContact, len(stale), time.Since(start), err)
-			if err != nil {
-				return e.failed(ctx, c, rows, err)
-			}
-			for id, ct := range got {
-				captures = append(captures, contactCapture(c.cfg.Source, ct, now))
-				entries = append(entries, store.FetchCacheEntry{Connection: c.name, Kind: cacheContact, ID: id, Found: true, FetchedAt: now})
-			}
+	if len(contactIDs) == 0 {
+		return deals, nil
+	}
+	cachedContacts, err := e.opts.Store.FetchCache(ctx, c.name, cacheContact, contactIDs, fresh)
+	if err != nil {
+		return nil, err
+	}
+	var stale []string
+	for _, id := range contactIDs {
+		if _, ok := cachedContacts[id]; ok {
+			e.opts.Metrics.cache(c.name, cacheContact, true)
+		} else {
+			e.opts.Metrics.cache(c.name, cacheContact, false)
+			stale = append(stale, id)
 		}
 	}
-	// Identities first, then the cache, then the rows: a crash in between refetches at
-	// most, and loses nothing.
+	if len(stale) == 0 {
+		return deals, nil
+	}
+	start := time.Now()
+	got, ferr := c.client.FetchContacts(ctx, stale)
+	e.opts.Metrics.fetch(c.name, cacheContact, len(stale), time.Since(start), ferr)
+	var captures []store.IdentityCapture
+	var entries []store.FetchCacheEntry
+	for id, ct := range got {
+		captures = append(captures, contactCapture(c.cfg.Source, ct, now))
+		entries = append(entries, store.FetchCacheEntry{Connection: c.name, Kind: cacheContact, ID: id, Found: true, FetchedAt: now})
+	}
+	if err := e.record(ctx, captures, entries); err != nil {
+		return nil, err
+	}
+	if ferr != nil {
+		return nil, ferr
+	}
+	return deals, nil
+}
+
+// record stores fetched contacts as identities, then the fetch cache entries: a crash in
+// between refetches at most, and loses nothing.
+func (e *Enricher) record(ctx context.Context, captures []store.IdentityCapture, entries []store.FetchCacheEntry) error {
 	if len(captures) > 0 {
 		if _, err := e.opts.Store.WriteBatch(ctx, store.Batch{Identities: captures}); err != nil {
-			return e.release(ctx, rows, err)
+			return err
 		}
 	}
-	if err := e.opts.Store.PutFetchCache(ctx, entries); err != nil {
-		return e.release(ctx, rows, err)
-	}
-	return e.complete(ctx, c, rows, deals)
+	return e.opts.Store.PutFetchCache(ctx, entries)
 }
 
 // contactCapture is a fetched contact as an identity capture of source:contact:<id>.
@@ -474,21 +544,10 @@ func (e *Enricher) failed(ctx context.Context, c *conn, rows []store.Conversion,
 	results := make([]store.Enriched, 0, len(rows))
 	switch fe.Class {
 	case ClassSetup:
-		until := now.Add(e.cfg.PauseFor)
-		reason := "crm_unauthorized"
-		if fe.Status == http.StatusForbidden {
-			reason = "crm_forbidden"
-		}
-		state := store.ConnectionState{Name: c.name, PausedUntil: until, Reason: reason, Detail: fe.Error()}
-		if serr := e.opts.Store.SetConnectionState(ctx, state); serr != nil {
+		until, serr := e.pause(ctx, c, fe)
+		if serr != nil {
 			return e.release(ctx, rows, serr)
 		}
-		e.mu.Lock()
-		e.statuses[c.name] = state
-		e.mu.Unlock()
-		e.log.Error("CRM connection paused: the CRM refused the credentials; rows are kept",
-			zap.String("connection", c.name), zap.Int("status", fe.Status), zap.Time("until", until))
-		e.opts.Metrics.paused(c.name, true)
 		for _, r := range rows {
 			results = append(results, store.Enriched{Key: r.Key, State: store.StateAwaitingEnrichment, Reason: store.ReasonCRMPaused,
 				Detail: fe.Error(), NextAttemptAt: until})
@@ -518,6 +577,27 @@ func (e *Enricher) failed(ctx context.Context, c *conn, rows []store.Conversion,
 // claimed again; nothing else changes.
 func (e *Enricher) release(_ context.Context, _ []store.Conversion, err error) error {
 	return err
+}
+
+// WatchGauges keeps the waiting-rows gauges (Metrics.Observe) current, reading the store
+// every interval until ctx is cancelled; st is usually the enricher's own store.
+func (e *Enricher) WatchGauges(ctx context.Context, st OverviewSource, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		list, err := Overview(ctx, st, e.cfg, e.now())
+		switch {
+		case err != nil && ctx.Err() == nil:
+			e.log.Warn("enrichment gauges", zap.Error(err))
+		case err == nil:
+			e.opts.Metrics.Observe(list, e.now())
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 // Resume clears a connection's pause (after the credentials were fixed).

@@ -61,6 +61,11 @@ func setup(t *testing.T) *env {
 		Match:        crm.RuleMatch{Status: crm.MappingStrings{"won"}},
 		Value:        &crm.ValueRule{Field: "amount", DefaultCurrency: "USD"},
 		Destinations: []crm.RuleDestination{{Destination: "meta-crm", Conversion: "Purchase"}},
+	}, {
+		Name:         "attio-won",
+		Match:        crm.RuleMatch{Source: "attio", Stage: crm.MappingStrings{"Won 🎉"}},
+		Value:        &crm.ValueRule{Field: "amount", DefaultCurrency: "USD"},
+		Destinations: []crm.RuleDestination{{Destination: "meta-crm", Conversion: "Purchase"}},
 	}}, platforms.Targets(map[string]string{"meta-crm": "meta"}))
 	require.NoError(t, err)
 
@@ -69,6 +74,9 @@ func setup(t *testing.T) *env {
 		"hs":    {Kind: enrich.KindHubSpot, Token: crmsandbox.HubSpotToken, BaseURL: srv.URL, RateLimit: 1000},
 		"pd":    {Kind: enrich.KindPipedrive, Token: crmsandbox.PipedriveToken, BaseURL: srv.URL, RateLimit: 1000},
 		"close": {Kind: enrich.KindClose, Token: crmsandbox.CloseAPIKey, BaseURL: srv.URL, RateLimit: 1000},
+		"sf": {Kind: enrich.KindSalesforce, ClientID: crmsandbox.SalesforceClientID, ClientSecret: crmsandbox.SalesforceClientSecret,
+			RefreshToken: crmsandbox.SalesforceRefreshToken, TokenURL: srv.URL + "/services/oauth2/token", BaseURL: srv.URL, RateLimit: 1000},
+		"attio": {Kind: enrich.KindAttio, Token: crmsandbox.AttioToken, BaseURL: srv.URL, RateLimit: 1000},
 	}
 	ecfg := enrich.DefaultConfig()
 	ecfg.Connections = conns
@@ -202,6 +210,43 @@ func TestRateLimitedAndFailingCRMRetriesHonouringItsHeaders(t *testing.T) {
 	require.Equal(t, 3, got.Attempts)
 }
 
+func TestLaterRequestFailingDoesNotRefetchWhatWasFetched(t *testing.T) {
+	t.Parallel()
+	v := setup(t)
+	v.sb.AddDeal(crmsandbox.HubSpot, crmsandbox.Deal{ID: "1", Amount: "10", Currency: "USD", ContactIDs: []string{"2"}})
+	v.sb.AddContact(crmsandbox.HubSpot, crmsandbox.Contact{ID: "2", Emails: []string{rawEmail}})
+	key := v.thin(t, "hubspot", crm.ObjectDeal, "1")
+
+	// Deals and associations answer; the contacts batch read fails.
+	v.sb.Inject(crmsandbox.HubSpot, crmsandbox.Fault{Status: 503, Times: 1, After: 2})
+	require.Equal(t, 1, v.pass(t))
+	require.Equal(t, store.ReasonCRMRetry, v.get(t, key).Reason)
+	require.Equal(t, 3, v.sb.Requests(crmsandbox.HubSpot))
+
+	v.clock.add(time.Minute)
+	require.Equal(t, 1, v.pass(t))
+	got := v.get(t, key)
+	require.Equal(t, store.StateReady, got.State)
+	require.Equal(t, 10.0, *got.Value)
+	require.Equal(t, 4, v.sb.Requests(crmsandbox.HubSpot), "the retry reads only the contacts: the deal was cached when it answered")
+	most, _ := v.sb.MaxReads(crmsandbox.HubSpot, "deal")
+	require.Equal(t, 1, most)
+
+	// Pipedrive: the second deal of a round fails; the first is not fetched again.
+	v.sb.AddDeal(crmsandbox.Pipedrive, crmsandbox.Deal{ID: "7", Amount: "7", Currency: "USD"})
+	v.sb.AddDeal(crmsandbox.Pipedrive, crmsandbox.Deal{ID: "8", Amount: "8", Currency: "USD"})
+	k7, k8 := v.thin(t, "pipedrive", crm.ObjectDeal, "7"), v.thin(t, "pipedrive", crm.ObjectDeal, "8")
+	v.sb.Inject(crmsandbox.Pipedrive, crmsandbox.Fault{Status: 500, Times: 1, After: 1})
+	require.Equal(t, 2, v.pass(t))
+	v.clock.add(time.Minute)
+	require.Equal(t, 2, v.pass(t))
+	require.Equal(t, 8.0, *v.get(t, k8).Value)
+	require.Equal(t, 7.0, *v.get(t, k7).Value)
+	for _, id := range []string{"7", "8"} {
+		require.Equal(t, 1, v.sb.Reads(crmsandbox.Pipedrive, "deal", id), "deal %s read once", id)
+	}
+}
+
 func TestUnauthorizedPausesTheConnectionAndKeepsRows(t *testing.T) {
 	t.Parallel()
 	v := setup(t)
@@ -227,6 +272,13 @@ func TestUnauthorizedPausesTheConnectionAndKeepsRows(t *testing.T) {
 	}
 	require.True(t, paused.Paused(v.clock.now()))
 	require.Equal(t, "crm_unauthorized", paused.Reason)
+	ov, err := enrich.Overview(context.Background(), v.st, enrich.Config{Connections: map[string]enrich.Connection{"pd": {Kind: enrich.KindPipedrive}}}, v.clock.now())
+	require.NoError(t, err)
+	require.Len(t, ov, 1)
+	require.True(t, ov[0].Paused, "the report and the status page say it is paused")
+	require.Equal(t, "crm_unauthorized", ov[0].PauseReason)
+	require.Equal(t, 1, ov[0].Conversions)
+	require.Equal(t, 1, ov[0].Reasons[store.ReasonCRMPaused])
 	requests := v.sb.Requests(crmsandbox.Pipedrive)
 	v.clock.add(time.Minute)
 	require.Zero(t, v.pass(t))

@@ -53,3 +53,26 @@ func (d Deal) Apply(sc crm.StageChange) crm.StageChange {
 	}
 	return sc
 }
+
+// ThinStageChange is the stage change a thin event describes once its record d is
+// fetched: the stage attribute's current title, the time it took that value (when the CRM
+// says so and it is not after the event arrived at receivedAt; else receivedAt), the
+// deal's value and people. ok is false when the attribute is no stage (d.Stage empty).
+func ThinStageChange(source, objectType, objectID string, props map[string]string, receivedAt time.Time, d Deal) (crm.StageChange, bool) {
+	if d.Stage == "" {
+		return crm.StageChange{}, false
+	}
+	sc := crm.StageChange{Source: source, ObjectType: objectType, ObjectID: objectID, Pipeline: d.Pipeline,
+		Stage: d.Stage, OccurredAt: receivedAt.UTC(), Amount: d.Amount, Currency: d.Currency, ContactIDs: d.ContactIDs,
+		Properties: map[string]string{}}
+	if d.StageAt != nil && !d.StageAt.After(receivedAt) {
+		sc.OccurredAt = d.StageAt.UTC()
+	}
+	for k, v := range props {
+		sc.Properties[k] = v
+	}
+	for k, v := range d.Properties {
+		sc.Properties[k] = v
+	}
+	return sc, true
+}

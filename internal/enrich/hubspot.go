@@ -99,6 +99,7 @@ func hubspotProp(props map[string]json.RawMessage, name string) string {
 	return ""
 }
 
+// FetchDeals returns the deals of complete batches when a later request fails.
 func (c *hubspot) FetchDeals(ctx context.Context, ids []string) (Fetched, error) {
 	out := Fetched{Deals: map[string]Deal{}}
 	err := c.batch(ctx, "/crm/v3/objects/deals/batch/read", ids, []string{"amount", "deal_currency_code", "pipeline", "dealstage"}, func(r hubspotBatchResp) {
@@ -133,7 +134,11 @@ func (c *hubspot) FetchDeals(ctx context.Context, ids []string) (Fetched, error)
 			out.Deals[res.From.ID] = d
 		}
 	})
-	return out, err
+	if err != nil {
+		// A deal without its associations is not complete: none is returned.
+		return Fetched{}, err
+	}
+	return out, nil
 }
 
 func (c *hubspot) FetchContacts(ctx context.Context, ids []string) (map[string]Contact, error) {

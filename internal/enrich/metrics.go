@@ -14,6 +14,8 @@ type Metrics struct {
 	cached   *prometheus.CounterVec   // connection, kind, hit
 	rows     *prometheus.CounterVec   // connection, outcome
 	pausedG  *prometheus.GaugeVec     // connection
+	waiting  *prometheus.GaugeVec     // connection, kind (conversions, stage_changes)
+	oldest   *prometheus.GaugeVec     // connection
 }
 
 // NewMetrics registers the enricher's series on reg (nil: a private registry).
@@ -34,8 +36,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Conversions the enricher moved on, per connection and outcome (ready, awaiting_identity, not_found, retry)."}, []string{"connection", "outcome"}),
 		pausedG: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "closedloop_enrich_connection_paused",
 			Help: "1 while a CRM connection is paused after a 401/403."}, []string{"connection"}),
+		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "closedloop_enrich_awaiting_rows",
+			Help: "Rows waiting for a CRM connection's API: conversions awaiting enrichment and thin stage changes awaiting their fetch (kind)."}, []string{"connection", "kind"}),
+		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "closedloop_enrich_oldest_awaiting_age_seconds",
+			Help: "Age of the oldest row waiting for a CRM connection's API (0 when none waits)."}, []string{"connection"}),
 	}
-	reg.MustRegister(m.requests, m.objects, m.seconds, m.cached, m.rows, m.pausedG)
+	reg.MustRegister(m.requests, m.objects, m.seconds, m.cached, m.rows, m.pausedG, m.waiting, m.oldest)
 	return m
 }
 
@@ -79,4 +85,25 @@ func (m *Metrics) paused(conn string, paused bool) {
 		v = 1
 	}
 	m.pausedG.WithLabelValues(conn).Set(v)
+}
+
+// Observe sets the waiting-rows gauges from an Overview taken at now.
+func (m *Metrics) Observe(list []ConnectionOverview, now time.Time) {
+	if m == nil {
+		return
+	}
+	for _, o := range list {
+		name := o.Name
+		if name == "" {
+			name = "source:" + o.Source
+		}
+		m.waiting.WithLabelValues(name, "conversions").Set(float64(o.Conversions))
+		m.waiting.WithLabelValues(name, "stage_changes").Set(float64(o.Pending))
+		age := 0.0
+		if o.Oldest != nil && o.Waiting() > 0 {
+			age = now.Sub(*o.Oldest).Seconds()
+		}
+		m.oldest.WithLabelValues(name).Set(age)
+		m.paused(name, o.Paused)
+	}
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/closedloop/closedloop/internal/enrich"
 )
 
 // Formats the report renders to.
@@ -80,6 +82,7 @@ func renderTable(w io.Writer, r Report) error {
 			fmt.Fprintf(&b, "! partial     %d rows in requests the platform reports partly failed: %s\n", c.Total.Partial, reasons(c.Total.PartialBy))
 		}
 	}
+	writeCRMs(&b, r.CRMs)
 	b.WriteString("\nmatch = stage changes matched; made = conversions created; queue = waiting\nto upload; retry = waiting after a transient error; ! = needs a look\n")
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -184,3 +187,29 @@ func kindCells(c Counts, s IdentifierShares) []string {
 }
 
 func f(x float64) string { return strconv.FormatFloat(x, 'f', 4, 64) }
+
+// writeCRMs writes the enrichment lines: per CRM connection, the rows waiting for its API
+// (now, whatever the period) and its pause.
+func writeCRMs(b *strings.Builder, crms []enrich.ConnectionOverview) {
+	if len(crms) == 0 {
+		return
+	}
+	b.WriteString("\nCRM enrichment now (rows waiting for the CRM's API)\n")
+	for _, c := range crms {
+		name := c.Name
+		if name == "" {
+			name = "(no connection)"
+		}
+		fmt.Fprintf(b, "%-16s %-10s %6d conversions %6d stage changes", name, c.Source, c.Conversions, c.Pending)
+		if c.Waiting() > 0 && c.OldestAge != "" {
+			fmt.Fprintf(b, ", oldest %s", c.OldestAge)
+		}
+		if c.Paused {
+			fmt.Fprintf(b, "\n! paused        %s since %s until %s: %s", c.PauseReason, c.PausedSince.Format("2006-01-02 15:04"),
+				c.PausedUntil.Format("15:04"), c.PauseDetail)
+		} else if c.Name == "" {
+			b.WriteString("\n! no connection enriches this source: its rows wait until one is configured")
+		}
+		b.WriteByte('\n')
+	}
+}

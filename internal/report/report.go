@@ -13,6 +13,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/closedloop/closedloop/internal/enrich"
 	"github.com/closedloop/closedloop/store"
 )
 
@@ -172,6 +173,9 @@ type Report struct {
 	StageTotal  int          `json:"stage_changes"`           // every CRM stage change seen in the period
 	StageNoRule int          `json:"stage_changes_unmatched"` // those no rule matched
 	Conversions []Conversion `json:"conversions"`
+	// CRMs is, per CRM connection, what waits for enrichment now and whether the
+	// connection is paused (filled by the caller with enrich.Overview; not period-bound).
+	CRMs []enrich.ConnectionOverview `json:"crm_connections,omitempty"`
 }
 
 type cellKey struct{ dest, platform, conv string }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/closedloop/closedloop/internal/enrich"
 	"github.com/closedloop/closedloop/store"
 )
 
@@ -282,4 +283,30 @@ func TestFormatPeriod(t *testing.T) {
 	require.NoError(t, Render(&buf, r, "table"))
 	require.Contains(t, buf.String(), "(7d 1h, UTC)")
 	require.NotContains(t, buf.String(), "7.04")
+}
+
+// TestRenderCRMEnrichment: the report's table and JSON say, per CRM connection, what waits
+// for its API, since when, and a pause with its reason and time.
+func TestRenderCRMEnrichment(t *testing.T) {
+	t.Parallel()
+	since := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	until := since.Add(time.Hour)
+	r := Report{Since: since.Add(-24 * time.Hour), Until: since, CRMs: []enrich.ConnectionOverview{
+		{Name: "hubspot-main", Kind: "hubspot", Source: "hubspot", Conversions: 120, Oldest: &since, OldestAge: "3h 5m"},
+		{Name: "attio-main", Kind: "attio", Source: "attio", Pending: 4, Oldest: &since, OldestAge: "40s", Paused: true,
+			PauseReason: "crm_unauthorized", PauseDetail: "crm setup error: HTTP 401", PausedSince: &since, PausedUntil: &until},
+		{Source: "zoho", Conversions: 2, Oldest: &since, OldestAge: "1d 2h"},
+	}}
+	var table strings.Builder
+	require.NoError(t, Render(&table, r, "table"))
+	out := table.String()
+	require.Contains(t, out, "hubspot-main     hubspot       120 conversions      0 stage changes, oldest 3h 5m")
+	require.Contains(t, out, "attio-main       attio           0 conversions      4 stage changes, oldest 40s\n! paused        crm_unauthorized since 2026-03-02 09:00 until 10:00: crm setup error: HTTP 401")
+	require.Contains(t, out, "(no connection)  zoho")
+	require.Contains(t, out, "! no connection enriches this source")
+	var js strings.Builder
+	require.NoError(t, Render(&js, r, "json"))
+	require.Contains(t, js.String(), `"connection": "attio-main"`)
+	require.Contains(t, js.String(), `"awaiting_stage_changes": 4`)
+	require.Contains(t, js.String(), `"paused_since": "2026-03-02T09:00:00Z"`)
 }

@@ -1,7 +1,8 @@
 // Package statuspage renders the admin server's status page: plain server-rendered HTML, no
 // build step and no script. It shows each destination (healthy or paused, and why), the last
 // 24 hours per destination as a small hourly chart of accepted / rejected / expired, the most
-// frequent rejection reasons with an example conversion key, and the active mapping version.
+// frequent rejection reasons with an example conversion key, the active mapping version, and
+// per CRM connection the rows waiting for enrichment (count, oldest) and any pause.
 //
 // Every number on the page carries a data-* attribute so a browser test can read it back
 // and compare it with the report's JSON.
@@ -17,6 +18,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/closedloop/closedloop/internal/enrich"
 	"github.com/closedloop/closedloop/store"
 )
 
@@ -42,6 +44,13 @@ type Source interface {
 	HourlyCounts(ctx context.Context, since, until time.Time) ([]store.HourCount, error)
 	TopRejections(ctx context.Context, since, until time.Time, limit int) ([]store.Rejection, error)
 	IdentifierCounts(ctx context.Context, since, until time.Time) ([]store.IdentifierCount, error)
+}
+
+// CRMSource is what the page reads of the CRM enrichment when the Source also implements
+// it (the worker does when CRM connections are configured): per connection, the rows
+// waiting for its API and its pause.
+type CRMSource interface {
+	CRMConnections(ctx context.Context) ([]enrich.ConnectionOverview, error)
 }
 
 //go:embed page.html.tmpl
@@ -96,6 +105,7 @@ type view struct {
 	MappingVersion string
 	Destinations   []destView
 	Rejections     []store.Rejection
+	CRMs           []enrich.ConnectionOverview
 }
 
 const chartHeight = 60
@@ -114,6 +124,11 @@ func build(ctx context.Context, src Source, since, until time.Time) (view, error
 		return view{}, err
 	}
 	v := view{Since: since, Until: until, MappingVersion: src.MappingVersion(), Rejections: rej}
+	if cs, ok := src.(CRMSource); ok {
+		if v.CRMs, err = cs.CRMConnections(ctx); err != nil {
+			return view{}, err
+		}
+	}
 	byDest := map[string]*destView{}
 	for _, d := range src.Destinations() {
 		dv := &destView{DestinationStatus: d}

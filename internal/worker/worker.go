@@ -30,6 +30,7 @@ import (
 	"github.com/closedloop/closedloop/crm"
 	"github.com/closedloop/closedloop/internal/admin"
 	"github.com/closedloop/closedloop/internal/config"
+	"github.com/closedloop/closedloop/internal/enrich"
 	"github.com/closedloop/closedloop/internal/ingest"
 	"github.com/closedloop/closedloop/internal/mappingreload"
 	"github.com/closedloop/closedloop/internal/pii"
@@ -202,7 +203,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		}
 		return nil
 	})
-	srv.Handle("GET /{$}", statuspage.Handler(&status{st: st, mapping: mapping, dispatchers: dispatchers}, time.Now, log.Named("status")))
+	srv.Handle("GET /{$}", statuspage.Handler(&status{st: st, mapping: mapping, dispatchers: dispatchers, crms: cfg.CRMs}, time.Now, log.Named("status")))
 	addr, err := srv.Start(cfg.Admin.Listen)
 	if err != nil {
 		if webhooks != nil {
@@ -238,6 +239,7 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 	g.Go(func() error { return watchOldest(gctx, st, oldest, log) })
 	if enricher != nil {
 		g.Go(func() error { return enricher.Run(gctx) })
+		g.Go(func() error { return enricher.WatchGauges(gctx, st, 15*time.Second) })
 	}
 	if webhooks != nil {
 		g.Go(func() error { return webhooks.Serve(gctx, cfg.Admin.ShutdownTimeout) })
@@ -327,6 +329,12 @@ type status struct {
 	st          *store.Store
 	mapping     func() *crm.Mapping
 	dispatchers []*uploader.Dispatcher
+	crms        enrich.Config
+}
+
+// CRMConnections is the page's CRM enrichment section (statuspage.CRMSource).
+func (s *status) CRMConnections(ctx context.Context) ([]enrich.ConnectionOverview, error) {
+	return enrich.Overview(ctx, s.st, s.crms, time.Now())
 }
 
 func (s *status) Destinations() []statuspage.DestinationStatus {

@@ -168,6 +168,15 @@ func testFetchCache(t *testing.T, open Opener) {
 	require.NoError(t, err)
 	require.JSONEq(t, `{"amount":"5"}`, string(got["old"].Data), "a refetch replaces the entry")
 
+	require.NoError(t, s.PutFetchCache(c, []store.FetchCacheEntry{
+		{Connection: "hs", Kind: "contact", ID: "7", Found: true, Data: json.RawMessage(`{"n":1}`), FetchedAt: at(1)},
+		{Connection: "hs", Kind: "contact", ID: "7", Found: true, Data: json.RawMessage(`{"n":2}`), FetchedAt: at(2)},
+	}), "an object twice in one call")
+	got, err = s.FetchCache(c, "hs", "contact", []string{"7"}, at(-1))
+	require.NoError(t, err)
+	require.JSONEq(t, `{"n":2}`, string(got["7"].Data), "the last entry wins")
+	require.True(t, got["7"].FetchedAt.Equal(at(2)))
+
 	var inv *store.InvalidError
 	require.ErrorAs(t, s.PutFetchCache(c, []store.FetchCacheEntry{{Kind: "deal", ID: "1"}}), &inv)
 	require.ErrorAs(t, s.PutFetchCache(c, []store.FetchCacheEntry{{Connection: "hs", Kind: "deal", ID: "1", Data: json.RawMessage(`{`)}}), &inv)

@@ -64,6 +64,7 @@ func Run(t *testing.T, open Opener) {
 		{"CompleteEnrichment", testCompleteEnrichment},
 		{"FetchCache", testFetchCache},
 		{"ConnectionStates", testConnectionStates},
+		{"PendingChanges", testPendingChanges},
 		{"ConsumedOffsets", testConsumedOffsets},
 		{"ConsumedOffsetsInvalid", testConsumedOffsetsInvalid},
 		{"ConsumedOffsetsConcurrent", testConsumedOffsetsConcurrent},
