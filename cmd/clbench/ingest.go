@@ -57,10 +57,10 @@ func (e *env) ingestWebhooks(ctx context.Context) error {
 	src = ingest.Config{Sources: []ingest.SourceConfig{src}}.WithDefaults(e.topics.ingest).Sources[0]
 	url := "http://" + listen + src.Path
 	// Warm both paths (connections, the broker's produce path) untimed.
-	if _, err := bench.IngestLoad(ctx, url, src, "w", min(n, 2000), ingestClients); err != nil {
+	if _, err := bench.IngestLoad(ctx, url, src, 1_000_000_000, min(n, 2000), ingestClients); err != nil {
 		return err
 	}
-	res, err := bench.IngestLoad(ctx, url, src, "i", n, ingestClients)
+	res, err := bench.IngestLoad(ctx, url, src, 2_000_000_000, n, ingestClients)
 	if err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func (e *env) ingestWebhooks(ctx context.Context) error {
 	at := []byte(time.Now().UTC().Format(time.RFC3339Nano))
 	msgs := make([]kafka.Message, n)
 	for i := range msgs {
-		key, body := bench.HubSpotWebhook("r", i, time.Now())
+		key, body := bench.HubSpotWebhook(3_000_000_000, i, time.Now())
 		msgs[i] = kafka.Message{Key: []byte(key), Value: body, Headers: []kafka.Header{
 			{Key: ingest.HeaderFormat, Value: []byte("hubspot")}, {Key: ingest.HeaderSource, Value: []byte(src.Name)},
 			{Key: ingest.HeaderReceivedAt, Value: at}, {Key: ingest.HeaderEventID, Value: []byte(fmt.Sprint(i + 1))},

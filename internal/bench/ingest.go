@@ -27,22 +27,24 @@ type LoadResult struct {
 	Failed    map[int]int `json:"failed,omitempty"`
 }
 
-// HubSpotWebhook is single-event HubSpot webhook i (a deal reaching closedwon) and its
-// record key, as the ingest server keys it.
-func HubSpotWebhook(prefix string, i int, at time.Time) (key string, body []byte) {
-	id := prefix + strconv.Itoa(100000000+i)
+// HubSpotWebhook is single-event HubSpot webhook i (a deal reaching closedwon) and the
+// record key the ingest server gives it. The deal's objectId is first+i: a JSON number,
+// as HubSpot sends it (a body the splitter cannot read is published whole, keyed by the
+// source name, so every message would land on one partition).
+func HubSpotWebhook(first int64, i int, at time.Time) (key string, body []byte) {
+	id := strconv.FormatInt(first+int64(i), 10)
 	return "hubspot:deal:" + id, []byte(`[{"eventId":` + strconv.Itoa(i+1) + `,"subscriptionId":501,"portalId":62515,"appId":1160452,"occurredAt":` +
 		strconv.FormatInt(at.UnixMilli(), 10) + `,"subscriptionType":"deal.propertyChange","attemptNumber":0,"objectId":` + id +
 		`,"changeSource":"CRM_UI","propertyName":"dealstage","propertyValue":"closedwon"}]`)
 }
 
-// IngestLoad posts n single-event HubSpot webhooks, signed for src, to url with vegeta
-// at clients concurrent workers (as fast as they are answered).
-func IngestLoad(ctx context.Context, url string, src ingest.SourceConfig, prefix string, n, clients int) (LoadResult, error) {
+// IngestLoad posts n single-event HubSpot webhooks (deals first, first+1, ...), signed for
+// src, to url with vegeta at clients concurrent workers (as fast as they are answered).
+func IngestLoad(ctx context.Context, url string, src ingest.SourceConfig, first int64, n, clients int) (LoadResult, error) {
 	now := time.Now()
 	targets := make([]vegeta.Target, n)
 	for i := range targets {
-		_, body := HubSpotWebhook(prefix, i, now)
+		_, body := HubSpotWebhook(first, i, now)
 		h, err := ingest.Sign(src, http.MethodPost, body, now)
 		if err != nil {
 			return LoadResult{}, err
