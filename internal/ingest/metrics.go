@@ -15,6 +15,7 @@ type metrics struct {
 	messages     *prometheus.CounterVec   // source
 	unsplitTotal *prometheus.CounterVec   // source
 	seconds      *prometheus.HistogramVec // source
+	batch        prometheus.Histogram     // messages per produce request
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -41,7 +42,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
 		}, []string{"source"}),
 	}
-	reg.MustRegister(m.requests, m.refusals, m.messages, m.unsplitTotal, m.seconds)
+	m.batch = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "closedloop_ingest_produce_batch_messages",
+		Help:    "Messages per Kafka produce request: the webhooks of concurrent requests share one.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+	})
+	reg.MustRegister(m.requests, m.refusals, m.messages, m.unsplitTotal, m.seconds, m.batch)
 	return m
 }
 

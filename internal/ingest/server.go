@@ -50,17 +50,12 @@ type Server struct {
 	cfg     Config
 	log     *zap.Logger
 	metrics *metrics
-	writer  messageWriter
+	kafka   *producer
 	closeW  func() error
 	mux     *http.ServeMux
 	srv     *http.Server
 	ln      net.Listener
 	now     func() time.Time
-}
-
-// messageWriter is the part of *kafka.Writer the server uses.
-type messageWriter interface {
-	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 }
 
 // source is one configured endpoint, ready to serve.
@@ -93,22 +88,15 @@ func New(cfg Config, k Kafka, reg prometheus.Registerer, log *zap.Logger) (*Serv
 		s.metrics.init(sc.Name)
 	}
 	tr := &kafka.Transport{ClientID: k.ClientID}
-	w := &kafka.Writer{
-		Addr:         kafka.TCP(k.Brokers...),
-		Balancer:     &kafka.Hash{}, // the record id picks the partition: one record, one order
-		RequiredAcks: kafka.RequireAll,
-		BatchSize:    200,
-		BatchTimeout: 2 * time.Millisecond, // concurrent requests share produce requests
-		BatchBytes:   int64(cfg.MaxBody) + 64<<10,
-		MaxAttempts:  3,
-		WriteTimeout: cfg.PublishTimeout,
-		Compression:  kafka.Lz4, // a body near max_body still fits the broker's 1 MB default
-		Transport:    tr,
-		ErrorLogger:  kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka writer", zap.String("msg", fmt.Sprintf(msg, args...))) }),
-	}
-	s.writer = w
+	// The batching limits are those the server had with kafka-go's Writer (BatchSize 200,
+	// BatchBytes max_body + 64KiB, 3 attempts, publish_timeout per attempt); the producer
+	// sends without lingering and coalesces concurrent requests instead.
+	p := newProducer(&kafka.Client{Addr: kafka.TCP(k.Brokers...), Transport: tr, Timeout: cfg.PublishTimeout},
+		200, int64(cfg.MaxBody)+64<<10, 3, cfg.PublishTimeout)
+	p.observe = func(n int) { s.metrics.batch.Observe(float64(n)) }
+	s.kafka = p
 	s.closeW = func() error {
-		err := w.Close()
+		err := p.Close()
 		tr.CloseIdleConnections()
 		return err
 	}
@@ -258,12 +246,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, src *source, rece
 	}
 	if len(msgs) > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.PublishTimeout)
-		err := s.writer.WriteMessages(ctx, msgs...)
+		err := s.kafka.Publish(ctx, msgs)
 		cancel()
 		if err != nil {
 			// Some messages may be on the topic: the CRM's retry publishes them again, and
 			// the pipeline is idempotent. What matters is that this request is not 2xx.
-			log.Warn("publish failed: answered 503", zap.Int("messages", len(msgs)), zap.Error(publishError(err)))
+			log.Warn("publish failed: answered 503", zap.Int("messages", len(msgs)), zap.Error(err))
 			w.Header().Set("Retry-After", "5")
 			http.Error(w, "kafka unavailable", http.StatusServiceUnavailable)
 			return http.StatusServiceUnavailable
@@ -280,18 +268,4 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, src *source, rece
 	w.WriteHeader(http.StatusOK)
 	_, _ = fmt.Fprintf(w, "{\"published\":%d}\n", len(msgs))
 	return http.StatusOK
-}
-
-// publishError keeps a kafka-go error's text short: a WriteErrors of 100 messages lists
-// one error each; the first says what happened.
-func publishError(err error) error {
-	var we kafka.WriteErrors
-	if errors.As(err, &we) {
-		for _, e := range we {
-			if e != nil {
-				return fmt.Errorf("%d of %d messages failed, first: %w", we.Count(), len(we), e)
-			}
-		}
-	}
-	return err
 }
