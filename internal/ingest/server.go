@@ -63,6 +63,7 @@ type source struct {
 	cfg    SourceConfig
 	verify verifier
 	slots  chan struct{} // MaxConcurrent tokens
+	m      *sourceMetrics
 }
 
 // New builds the server for cfg (validated, defaults applied) publishing to k. Its
@@ -83,9 +84,8 @@ func New(cfg Config, k Kafka, reg prometheus.Registerer, log *zap.Logger) (*Serv
 		if err != nil {
 			return nil, fmt.Errorf("ingest source %s: %w", sc.Name, err)
 		}
-		src := &source{cfg: sc, verify: v, slots: make(chan struct{}, sc.MaxConcurrent)}
+		src := &source{cfg: sc, verify: v, slots: make(chan struct{}, sc.MaxConcurrent), m: s.metrics.source(sc.Name)}
 		s.mux.Handle("POST "+sc.Path, s.handler(src))
-		s.metrics.init(sc.Name)
 	}
 	tr := &kafka.Transport{ClientID: k.ClientID}
 	// The batching limits are those the server had with kafka-go's Writer (BatchSize 200,
@@ -182,12 +182,11 @@ func (s *Server) Close() error {
 
 // handler answers one source's webhooks: verify, split, publish, and only then 2xx.
 func (s *Server) handler(src *source) http.Handler {
-	name := src.cfg.Name
-	log := s.log.With(zap.String("source", name))
+	log := s.log.With(zap.String("source", src.cfg.Name))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		received := s.now()
 		code := s.serve(w, r, src, received, log)
-		s.metrics.observe(name, code, time.Since(received))
+		src.m.observe(code, time.Since(received))
 	})
 }
 
@@ -200,7 +199,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, src *source, rece
 		http.Error(w, "busy", http.StatusServiceUnavailable)
 		return http.StatusServiceUnavailable
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBody)))
+	body, err := readBody(w, r, int64(s.cfg.MaxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -256,7 +255,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, src *source, rece
 			http.Error(w, "kafka unavailable", http.StatusServiceUnavailable)
 			return http.StatusServiceUnavailable
 		}
-		s.metrics.published(src.cfg.Name, len(msgs))
+		src.m.messages.Add(float64(len(msgs)))
 	}
 	if src.cfg.CRM == CRMSalesforce {
 		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
@@ -264,8 +263,26 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, src *source, rece
 		_, _ = io.WriteString(w, SalesforceAck)
 		return http.StatusOK
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(http.StatusOK)
-	_, _ = fmt.Fprintf(w, "{\"published\":%d}\n", len(msgs))
+	_, _ = w.Write(strconv.AppendInt(append(make([]byte, 0, 24), `{"published":`...), int64(len(msgs)), 10))
+	_, _ = io.WriteString(w, "}\n")
 	return http.StatusOK
+}
+
+var jsonContentType = []string{"application/json"}
+
+// readBody reads the request body, at most limit bytes (more: a *http.MaxBytesError),
+// straight into a buffer of its Content-Length when it announces one (net/http ends the
+// body there, and a body cut short is an error).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	if n := r.ContentLength; n > 0 && n <= limit {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(rd, buf); err != nil {
+			return nil, err
+		}
+		return buf, nil
+	}
+	return io.ReadAll(rd)
 }
