@@ -79,5 +79,4 @@ func (sm *sourceMetrics) observe(code int, d time.Duration) {
 
 func (m *metrics) refused(source, reason string) { m.refusals.WithLabelValues(source, reason).Inc() }
 
-
 func (m *metrics) unsplit(source string) { m.unsplitTotal.WithLabelValues(source).Inc() }
