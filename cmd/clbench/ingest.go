@@ -83,6 +83,17 @@ func (e *env) ingestWebhooks(ctx context.Context) error {
 	e.res.Ingest = IngestResult{Clients: ingestClients, Ingest: res, Raw: raw}
 	logf("ingest %d webhooks: %.0f/s p50 %.1fms p99 %.1fms; raw produce %.0f/s p50 %.1fms p99 %.1fms",
 		n, res.PerSecond, res.P50, res.P99, raw.PerSecond, raw.P50, raw.P99)
+	// Not a result: the same load against a server that only reads and answers, to show
+	// how much of the gap to the raw produce is the HTTP path itself on this machine.
+	nullURL, stop, err := bench.NullWebhookServer()
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if null, err := bench.IngestLoad(ctx, nullURL, src, 4_000_000_000, n, ingestClients); err == nil && len(null.Failed) == 0 {
+		logf("ingest ceiling (same load, HTTP only: no verification, no Kafka): %.0f/s p50 %.1fms p99 %.1fms, %.2f of the raw produce",
+			null.PerSecond, null.P50, null.P99, null.PerSecond/raw.PerSecond)
+	}
 	return nil
 }
 

@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
@@ -85,6 +87,25 @@ func IngestLoad(ctx context.Context, url string, src ingest.SourceConfig, first 
 		return res, err
 	}
 	return finishLoad(res, lat, last.Sub(start)), nil
+}
+
+// NullWebhookServer serves, on a loopback port of this process, webhooks answered as the
+// ingest server answers them (body read, 200 {"published":1}) but neither verified nor
+// published: the load against it is what the HTTP path alone allows on this machine
+// with this load generator, the ceiling of any webhook server's line. Stop it with the
+// returned function.
+func NullWebhookServer() (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"published":1}`+"\n")
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String() + "/webhooks/null", func() { _ = srv.Close() }, nil
 }
 
 // RawProduce writes msgs to topic with kafka-go from clients goroutines, one synchronous
