@@ -46,7 +46,9 @@ func setup(t *testing.T, brokers []string, mutate func(*Config)) *testServer {
 func startServer(t *testing.T, brokers []string, shutdownTimeout time.Duration, mutate func(*Config)) (*testServer, func() error) {
 	t.Helper()
 	topic := testenv.CreateTopic(t, brokers, 3)
-	cfg := Config{Listen: "127.0.0.1:0", Sources: testSources(topic), PublishTimeout: 3 * time.Second}
+	// A generous publish_timeout: a loaded machine and a fresh topic can take seconds to
+	// acknowledge the first messages (tests that want 503s set their own).
+	cfg := Config{Listen: "127.0.0.1:0", Sources: testSources(topic), PublishTimeout: 30 * time.Second}
 	if mutate != nil {
 		mutate(&cfg)
 	}
