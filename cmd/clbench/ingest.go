@@ -57,10 +57,10 @@ func (e *env) ingestWebhooks(ctx context.Context) error {
 	src = ingest.Config{Sources: []ingest.SourceConfig{src}}.WithDefaults(e.topics.ingest).Sources[0]
 	url := "http://" + listen + src.Path
 	// Warm both paths (connections, the broker's produce path) untimed.
-	if _, err := bench.IngestLoad(ctx, url, src, "w", min(n, 2000), ingestClients); err != nil {
+	if _, err := bench.IngestLoad(ctx, url, src, 1_000_000_000, min(n, 2000), ingestClients); err != nil {
 		return err
 	}
-	res, err := bench.IngestLoad(ctx, url, src, "i", n, ingestClients)
+	res, err := bench.IngestLoad(ctx, url, src, 2_000_000_000, n, ingestClients)
 	if err != nil {
 		return err
 	}
@@ -70,7 +70,7 @@ func (e *env) ingestWebhooks(ctx context.Context) error {
 	at := []byte(time.Now().UTC().Format(time.RFC3339Nano))
 	msgs := make([]kafka.Message, n)
 	for i := range msgs {
-		key, body := bench.HubSpotWebhook("r", i, time.Now())
+		key, body := bench.HubSpotWebhook(3_000_000_000, i, time.Now())
 		msgs[i] = kafka.Message{Key: []byte(key), Value: body, Headers: []kafka.Header{
 			{Key: ingest.HeaderFormat, Value: []byte("hubspot")}, {Key: ingest.HeaderSource, Value: []byte(src.Name)},
 			{Key: ingest.HeaderReceivedAt, Value: at}, {Key: ingest.HeaderEventID, Value: []byte(fmt.Sprint(i + 1))},
@@ -83,6 +83,17 @@ func (e *env) ingestWebhooks(ctx context.Context) error {
 	e.res.Ingest = IngestResult{Clients: ingestClients, Ingest: res, Raw: raw}
 	logf("ingest %d webhooks: %.0f/s p50 %.1fms p99 %.1fms; raw produce %.0f/s p50 %.1fms p99 %.1fms",
 		n, res.PerSecond, res.P50, res.P99, raw.PerSecond, raw.P50, raw.P99)
+	// Not a result: the same load against a server that only reads and answers, to show
+	// how much of the gap to the raw produce is the HTTP path itself on this machine.
+	nullURL, stop, err := bench.NullWebhookServer()
+	if err != nil {
+		return err
+	}
+	defer stop()
+	if null, err := bench.IngestLoad(ctx, nullURL, src, 4_000_000_000, n, ingestClients); err == nil && len(null.Failed) == 0 {
+		logf("ingest ceiling (same load, HTTP only: no verification, no Kafka): %.0f/s p50 %.1fms p99 %.1fms, %.2f of the raw produce",
+			null.PerSecond, null.P50, null.P99, null.PerSecond/raw.PerSecond)
+	}
 	return nil
 }
 

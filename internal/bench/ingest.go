@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
@@ -27,22 +29,24 @@ type LoadResult struct {
 	Failed    map[int]int `json:"failed,omitempty"`
 }
 
-// HubSpotWebhook is single-event HubSpot webhook i (a deal reaching closedwon) and its
-// record key, as the ingest server keys it.
-func HubSpotWebhook(prefix string, i int, at time.Time) (key string, body []byte) {
-	id := prefix + strconv.Itoa(100000000+i)
+// HubSpotWebhook is single-event HubSpot webhook i (a deal reaching closedwon) and the
+// record key the ingest server gives it. The deal's objectId is first+i: a JSON number,
+// as HubSpot sends it (a body the splitter cannot read is published whole, keyed by the
+// source name, so every message would land on one partition).
+func HubSpotWebhook(first int64, i int, at time.Time) (key string, body []byte) {
+	id := strconv.FormatInt(first+int64(i), 10)
 	return "hubspot:deal:" + id, []byte(`[{"eventId":` + strconv.Itoa(i+1) + `,"subscriptionId":501,"portalId":62515,"appId":1160452,"occurredAt":` +
 		strconv.FormatInt(at.UnixMilli(), 10) + `,"subscriptionType":"deal.propertyChange","attemptNumber":0,"objectId":` + id +
 		`,"changeSource":"CRM_UI","propertyName":"dealstage","propertyValue":"closedwon"}]`)
 }
 
-// IngestLoad posts n single-event HubSpot webhooks, signed for src, to url with vegeta
-// at clients concurrent workers (as fast as they are answered).
-func IngestLoad(ctx context.Context, url string, src ingest.SourceConfig, prefix string, n, clients int) (LoadResult, error) {
+// IngestLoad posts n single-event HubSpot webhooks (deals first, first+1, ...), signed for
+// src, to url with vegeta at clients concurrent workers (as fast as they are answered).
+func IngestLoad(ctx context.Context, url string, src ingest.SourceConfig, first int64, n, clients int) (LoadResult, error) {
 	now := time.Now()
 	targets := make([]vegeta.Target, n)
 	for i := range targets {
-		_, body := HubSpotWebhook(prefix, i, now)
+		_, body := HubSpotWebhook(first, i, now)
 		h, err := ingest.Sign(src, http.MethodPost, body, now)
 		if err != nil {
 			return LoadResult{}, err
@@ -83,6 +87,25 @@ func IngestLoad(ctx context.Context, url string, src ingest.SourceConfig, prefix
 		return res, err
 	}
 	return finishLoad(res, lat, last.Sub(start)), nil
+}
+
+// NullWebhookServer serves, on a loopback port of this process, webhooks answered as the
+// ingest server answers them (body read, 200 {"published":1}) but neither verified nor
+// published: the load against it is what the HTTP path alone allows on this machine
+// with this load generator, the ceiling of any webhook server's line. Stop it with the
+// returned function.
+func NullWebhookServer() (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"published":1}`+"\n")
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	return "http://" + ln.Addr().String() + "/webhooks/null", func() { _ = srv.Close() }, nil
 }
 
 // RawProduce writes msgs to topic with kafka-go from clients goroutines, one synchronous

@@ -6,7 +6,7 @@
 //
 //	POST /webhooks/<source>  ─► concurrency slot (else 503) ─► body ≤ max_body (else 413)
 //	  ─► verify per CRM (else 401, closedloop_ingest_refused_total{source,reason})
-//	  ─► split per CRM record ─► kafka-go WriteMessages, acks=all ─► 200 (503 if Kafka fails)
+//	  ─► split per CRM record ─► producer (coalescing, acks=all) ─► 200 (503 if Kafka fails)
 //
 // `closedloop ingest --config FILE` runs it alone; `closedloop run` runs it beside the
 // worker when ingest.listen is set. Shutdown (Serve's ctx ending) stops accepting, lets the
@@ -59,10 +59,15 @@
 // when it has them). A verified body the splitter cannot key is published whole, keyed
 // by the source name, and the consumer dead-letters it with the decoder's reason.
 //
-// The request is answered 200 only when kafka-go's synchronous WriteMessages (acks=all)
-// returned nil for all of its messages; any error, or publish_timeout passing, is a 503
-// with Retry-After, and the CRM retries (messages of a failed request that did reach
+// The request is answered 200 only when the producer (producer.go) reports every one of
+// its messages acknowledged with acks=all; any error, or publish_timeout passing, is a
+// 503 with Retry-After, and the CRM retries (messages of a failed request that did reach
 // Kafka are published again by that retry; the pipeline is idempotent by conversion key).
+// The producer keeps one produce request in flight per partition and sends the messages
+// of all requests that arrived meanwhile in the next one, as soon as the previous is
+// answered: no linger when idle, bigger produce requests when busy, and one partition's
+// produce requests never overlap, so a record's messages keep their order, retries
+// included. Calls whose request already gave up are left out of the next produce request.
 //
 // Depends on kafka-go, prometheus, zap and crm.SubjectKey; not on the consumer. See
 // config.go for the `ingest:` config section.

@@ -15,6 +15,7 @@ type metrics struct {
 	messages     *prometheus.CounterVec   // source
 	unsplitTotal *prometheus.CounterVec   // source
 	seconds      *prometheus.HistogramVec // source
+	batch        prometheus.Histogram     // messages per produce request
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -41,23 +42,41 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
 		}, []string{"source"}),
 	}
-	reg.MustRegister(m.requests, m.refusals, m.messages, m.unsplitTotal, m.seconds)
+	m.batch = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "closedloop_ingest_produce_batch_messages",
+		Help:    "Messages per Kafka produce request: the webhooks of concurrent requests share one.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+	})
+	reg.MustRegister(m.requests, m.refusals, m.messages, m.unsplitTotal, m.seconds, m.batch)
 	return m
 }
 
-// init makes a source's series visible at 0 before its first request.
-func (m *metrics) init(source string) {
-	m.messages.WithLabelValues(source)
-	m.unsplitTotal.WithLabelValues(source)
+// sourceMetrics are one source's series of the busy path, looked up once.
+type sourceMetrics struct {
+	m        *metrics
+	name     string
+	ok       prometheus.Counter // requests answered 200
+	seconds  prometheus.Observer
+	messages prometheus.Counter
 }
 
-func (m *metrics) observe(source string, code int, d time.Duration) {
-	m.requests.WithLabelValues(source, strconv.Itoa(code)).Inc()
-	m.seconds.WithLabelValues(source).Observe(d.Seconds())
+// source makes a source's series visible at 0 before its first request and returns
+// them.
+func (m *metrics) source(name string) *sourceMetrics {
+	m.unsplitTotal.WithLabelValues(name)
+	return &sourceMetrics{m: m, name: name, ok: m.requests.WithLabelValues(name, "200"),
+		seconds: m.seconds.WithLabelValues(name), messages: m.messages.WithLabelValues(name)}
+}
+
+func (sm *sourceMetrics) observe(code int, d time.Duration) {
+	if code == 200 {
+		sm.ok.Inc()
+	} else {
+		sm.m.requests.WithLabelValues(sm.name, strconv.Itoa(code)).Inc()
+	}
+	sm.seconds.Observe(d.Seconds())
 }
 
 func (m *metrics) refused(source, reason string) { m.refusals.WithLabelValues(source, reason).Inc() }
-
-func (m *metrics) published(source string, n int) { m.messages.WithLabelValues(source).Add(float64(n)) }
 
 func (m *metrics) unsplit(source string) { m.unsplitTotal.WithLabelValues(source).Inc() }

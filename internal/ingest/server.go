@@ -50,7 +50,7 @@ type Server struct {
 	cfg     Config
 	log     *zap.Logger
 	metrics *metrics
-	writer  messageWriter
+	kafka   *producer
 	closeW  func() error
 	mux     *http.ServeMux
 	srv     *http.Server
@@ -58,16 +58,12 @@ type Server struct {
 	now     func() time.Time
 }
 
-// messageWriter is the part of *kafka.Writer the server uses.
-type messageWriter interface {
-	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
-}
-
 // source is one configured endpoint, ready to serve.
 type source struct {
 	cfg    SourceConfig
 	verify verifier
 	slots  chan struct{} // MaxConcurrent tokens
+	m      *sourceMetrics
 }
 
 // New builds the server for cfg (validated, defaults applied) publishing to k. Its
@@ -88,27 +84,19 @@ func New(cfg Config, k Kafka, reg prometheus.Registerer, log *zap.Logger) (*Serv
 		if err != nil {
 			return nil, fmt.Errorf("ingest source %s: %w", sc.Name, err)
 		}
-		src := &source{cfg: sc, verify: v, slots: make(chan struct{}, sc.MaxConcurrent)}
+		src := &source{cfg: sc, verify: v, slots: make(chan struct{}, sc.MaxConcurrent), m: s.metrics.source(sc.Name)}
 		s.mux.Handle("POST "+sc.Path, s.handler(src))
-		s.metrics.init(sc.Name)
 	}
 	tr := &kafka.Transport{ClientID: k.ClientID}
-	w := &kafka.Writer{
-		Addr:         kafka.TCP(k.Brokers...),
-		Balancer:     &kafka.Hash{}, // the record id picks the partition: one record, one order
-		RequiredAcks: kafka.RequireAll,
-		BatchSize:    200,
-		BatchTimeout: 2 * time.Millisecond, // concurrent requests share produce requests
-		BatchBytes:   int64(cfg.MaxBody) + 64<<10,
-		MaxAttempts:  3,
-		WriteTimeout: cfg.PublishTimeout,
-		Compression:  kafka.Lz4, // a body near max_body still fits the broker's 1 MB default
-		Transport:    tr,
-		ErrorLogger:  kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka writer", zap.String("msg", fmt.Sprintf(msg, args...))) }),
-	}
-	s.writer = w
+	// The batching limits are those the server had with kafka-go's Writer (BatchSize 200,
+	// BatchBytes max_body + 64KiB, 3 attempts, publish_timeout per attempt); the producer
+	// sends without lingering and coalesces concurrent requests instead.
+	p := newProducer(&kafka.Client{Addr: kafka.TCP(k.Brokers...), Transport: tr, Timeout: cfg.PublishTimeout},
+		200, int64(cfg.MaxBody)+64<<10, 3, cfg.PublishTimeout)
+	p.observe = func(n int) { s.metrics.batch.Observe(float64(n)) }
+	s.kafka = p
 	s.closeW = func() error {
-		err := w.Close()
+		err := p.Close()
 		tr.CloseIdleConnections()
 		return err
 	}
@@ -194,12 +182,11 @@ func (s *Server) Close() error {
 
 // handler answers one source's webhooks: verify, split, publish, and only then 2xx.
 func (s *Server) handler(src *source) http.Handler {
-	name := src.cfg.Name
-	log := s.log.With(zap.String("source", name))
+	log := s.log.With(zap.String("source", src.cfg.Name))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		received := s.now()
 		code := s.serve(w, r, src, received, log)
-		s.metrics.observe(name, code, time.Since(received))
+		src.m.observe(code, time.Since(received))
 	})
 }
 
@@ -212,7 +199,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, src *source, rece
 		http.Error(w, "busy", http.StatusServiceUnavailable)
 		return http.StatusServiceUnavailable
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBody)))
+	body, err := readBody(w, r, int64(s.cfg.MaxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -258,17 +245,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, src *source, rece
 	}
 	if len(msgs) > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.PublishTimeout)
-		err := s.writer.WriteMessages(ctx, msgs...)
+		err := s.kafka.Publish(ctx, msgs)
 		cancel()
 		if err != nil {
 			// Some messages may be on the topic: the CRM's retry publishes them again, and
 			// the pipeline is idempotent. What matters is that this request is not 2xx.
-			log.Warn("publish failed: answered 503", zap.Int("messages", len(msgs)), zap.Error(publishError(err)))
+			log.Warn("publish failed: answered 503", zap.Int("messages", len(msgs)), zap.Error(err))
 			w.Header().Set("Retry-After", "5")
 			http.Error(w, "kafka unavailable", http.StatusServiceUnavailable)
 			return http.StatusServiceUnavailable
 		}
-		s.metrics.published(src.cfg.Name, len(msgs))
+		src.m.messages.Add(float64(len(msgs)))
 	}
 	if src.cfg.CRM == CRMSalesforce {
 		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
@@ -276,22 +263,26 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, src *source, rece
 		_, _ = io.WriteString(w, SalesforceAck)
 		return http.StatusOK
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(http.StatusOK)
-	_, _ = fmt.Fprintf(w, "{\"published\":%d}\n", len(msgs))
+	_, _ = w.Write(strconv.AppendInt(append(make([]byte, 0, 24), `{"published":`...), int64(len(msgs)), 10))
+	_, _ = io.WriteString(w, "}\n")
 	return http.StatusOK
 }
 
-// publishError keeps a kafka-go error's text short: a WriteErrors of 100 messages lists
-// one error each; the first says what happened.
-func publishError(err error) error {
-	var we kafka.WriteErrors
-	if errors.As(err, &we) {
-		for _, e := range we {
-			if e != nil {
-				return fmt.Errorf("%d of %d messages failed, first: %w", we.Count(), len(we), e)
-			}
+var jsonContentType = []string{"application/json"}
+
+// readBody reads the request body, at most limit bytes (more: a *http.MaxBytesError),
+// straight into a buffer of its Content-Length when it announces one (net/http ends the
+// body there, and a body cut short is an error).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	rd := http.MaxBytesReader(w, r.Body, limit)
+	if n := r.ContentLength; n > 0 && n <= limit {
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(rd, buf); err != nil {
+			return nil, err
 		}
+		return buf, nil
 	}
-	return err
+	return io.ReadAll(rd)
 }

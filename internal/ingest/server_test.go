@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,19 +23,32 @@ import (
 )
 
 type testServer struct {
+	addr    string
 	url     string
 	brokers []string
 	topic   string
 	sources map[string]SourceConfig
 	reg     *prometheus.Registry
+	client  *http.Client
 }
 
 // setup starts a server with one source per CRM kind on a topic of its own on the real
 // broker; it stops (and is checked to drain) when the test ends.
 func setup(t *testing.T, brokers []string, mutate func(*Config)) *testServer {
 	t.Helper()
+	ts, stop := startServer(t, brokers, 10*time.Second, mutate)
+	t.Cleanup(func() { require.NoError(t, stop()) })
+	return ts
+}
+
+// startServer starts the server of setup and returns it with its stop: cancel Serve's
+// context and wait for Serve (draining within shutdownTimeout) to return.
+func startServer(t *testing.T, brokers []string, shutdownTimeout time.Duration, mutate func(*Config)) (*testServer, func() error) {
+	t.Helper()
 	topic := testenv.CreateTopic(t, brokers, 3)
-	cfg := Config{Listen: "127.0.0.1:0", Sources: testSources(topic), PublishTimeout: 3 * time.Second}
+	// A generous publish_timeout: a loaded machine and a fresh topic can take seconds to
+	// acknowledge the first messages (tests that want 503s set their own).
+	cfg := Config{Listen: "127.0.0.1:0", Sources: testSources(topic), PublishTimeout: 30 * time.Second}
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -47,16 +61,22 @@ func setup(t *testing.T, brokers []string, mutate func(*Config)) *testServer {
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, 10*time.Second) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	ts := &testServer{url: "http://" + addr, brokers: brokers, topic: topic, sources: map[string]SourceConfig{}, reg: reg}
+	go func() { done <- srv.Serve(ctx, shutdownTimeout) }()
+	var once sync.Once
+	var serveErr error
+	stop := func() error {
+		once.Do(func() { cancel(); serveErr = <-done })
+		return serveErr
+	}
+	scheme := "http://"
+	if cfg.TLSCert != "" {
+		scheme = "https://"
+	}
+	ts := &testServer{addr: addr, url: scheme + addr, brokers: brokers, topic: topic, sources: map[string]SourceConfig{}, reg: reg, client: http.DefaultClient}
 	for _, s := range cfg.Sources {
 		ts.sources[s.Name] = s
 	}
-	return ts
+	return ts, stop
 }
 
 func (ts *testServer) post(t *testing.T, source string, h http.Header, body []byte) (int, string) {
@@ -66,7 +86,7 @@ func (ts *testServer) post(t *testing.T, source string, h http.Header, body []by
 	for k, v := range h {
 		req.Header[k] = v
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := ts.client.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -345,7 +365,7 @@ func TestKafkaUnavailableIs503(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, 5*time.Second) }()
 	defer func() { cancel(); require.NoError(t, <-done) }()
-	ts := &testServer{url: "http://" + addr, sources: map[string]SourceConfig{}}
+	ts := &testServer{addr: addr, url: "http://" + addr, sources: map[string]SourceConfig{}, client: http.DefaultClient}
 	for _, s := range cfg.Sources {
 		ts.sources[s.Name] = s
 	}

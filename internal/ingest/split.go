@@ -52,6 +52,9 @@ func jsonID(raw json.RawMessage) string {
 	if len(raw) == 0 || string(raw) == "null" {
 		return ""
 	}
+	if digits(raw) {
+		return string(raw) // the usual case: a plain integer, as json.Number spells it
+	}
 	var s string
 	if raw[0] == '"' {
 		if json.Unmarshal(raw, &s) != nil {
@@ -64,6 +67,15 @@ func jsonID(raw json.RawMessage) string {
 		return ""
 	}
 	return n.String()
+}
+
+func digits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return len(b) > 0
 }
 
 // group collects events per key in order of first appearance.
@@ -106,33 +118,61 @@ func joinArray(evs []json.RawMessage) []byte {
 	return b.Bytes()
 }
 
+// hubspotEvent is what splitHubSpot reads of a HubSpot event.
+type hubspotEvent struct {
+	EventID          json.RawMessage `json:"eventId"`
+	SubscriptionType string          `json:"subscriptionType"`
+	ObjectID         json.RawMessage `json:"objectId"`
+	ObjectTypeID     string          `json:"objectTypeId"`
+}
+
+// key is the event's record key, "" when it names no record.
+func (e *hubspotEvent) key() string {
+	id := jsonID(e.ObjectID)
+	object, _, _ := strings.Cut(e.SubscriptionType, ".")
+	if object == "object" && e.ObjectTypeID != "" {
+		object = e.ObjectTypeID
+	}
+	if id == "" || object == "" {
+		return ""
+	}
+	return crm.SubjectKey(crm.FormatHubSpot, strings.ToLower(object), id)
+}
+
 // splitHubSpot: a JSON array of events, each with objectId and a subscriptionType
 // "<object>.<change>" (the generic "object.*" types name the object in objectTypeId).
+// A batch of one record (a single event, the usual webhook) is published as it came,
+// byte for byte, after one JSON pass; only a batch of several records is cut up.
 func splitHubSpot(body []byte) ([]record, error) {
-	var events []json.RawMessage
+	var events []hubspotEvent
 	if err := json.Unmarshal(body, &events); err != nil {
 		return nil, errUnsplittable
 	}
+	if len(events) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(events))
+	ids := make([]string, 0, len(events))
+	one := true
+	for i := range events {
+		if keys[i] = events[i].key(); keys[i] == "" {
+			return nil, errUnsplittable
+		}
+		one = one && keys[i] == keys[0]
+		if id := jsonID(events[i].EventID); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	if one {
+		return []record{{key: keys[0], eventID: strings.Join(ids, ","), value: body}}, nil
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(body, &raws); err != nil || len(raws) != len(events) {
+		return nil, errUnsplittable
+	}
 	var g group
-	for _, ev := range events {
-		var e struct {
-			EventID          json.RawMessage `json:"eventId"`
-			SubscriptionType string          `json:"subscriptionType"`
-			ObjectID         json.RawMessage `json:"objectId"`
-			ObjectTypeID     string          `json:"objectTypeId"`
-		}
-		if json.Unmarshal(ev, &e) != nil {
-			return nil, errUnsplittable
-		}
-		id := jsonID(e.ObjectID)
-		object, _, _ := strings.Cut(e.SubscriptionType, ".")
-		if object == "object" && e.ObjectTypeID != "" {
-			object = e.ObjectTypeID
-		}
-		if id == "" || object == "" {
-			return nil, errUnsplittable
-		}
-		g.add(crm.SubjectKey(crm.FormatHubSpot, strings.ToLower(object), id), jsonID(e.EventID), ev)
+	for i, ev := range raws {
+		g.add(keys[i], jsonID(events[i].EventID), ev)
 	}
 	out := make([]record, 0, len(g.order))
 	for _, k := range g.order {
