@@ -131,8 +131,8 @@ func NotSupported(reason string) bool {
 
 // Conversion is one row of the outbox: one conversion for one destination.
 type Conversion struct {
-	Key            string // crm.ConversionKey; unique; the platform dedup key
-	Kind           string // KindConversion | KindRetraction | KindRestatement
+	Key  string // crm.ConversionKey; unique; the platform dedup key
+	Kind string // KindConversion | KindRetraction | KindRestatement
 	// RetractsKey is set on adjustments only: the key of the conversion a retraction takes
 	// back or a restatement restates (the platform's orderId / transactionId).
 	RetractsKey    string
