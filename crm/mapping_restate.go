@@ -67,4 +67,6 @@ func (v *ruleValidator) restate(r MappingRule, dests []compiledDest) {
 }
 
 // restateSummary is the restate_on line of Summary.
-func restateSummary(RuleRestate) string { return "amount changed (a later matching change with another value)" }
+func restateSummary(RuleRestate) string {
+	return "amount changed (a later matching change with another value)"
+}
