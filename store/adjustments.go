@@ -171,19 +171,14 @@ func splitCols(colList string) []string {
 	return out
 }
 
-// AdjustedConversions returns the stored conversions with keys (the RetractsKey of
-// adjustments being sent), by key, in one query; absent keys are missing from the map.
-func (s *Store) AdjustedConversions(ctx context.Context, keys []string) (map[string]Conversion, error) {
-	out := make(map[string]Conversion, len(keys))
+// AdjustedConversions returns, in one query, the stored conversions with keys (the
+// RetractsKey of adjustments being sent) and every adjustment of them (rows whose
+// RetractsKey is one of keys), oldest occurred_at first.
+func (s *Store) AdjustedConversions(ctx context.Context, keys []string) ([]Conversion, error) {
 	if len(keys) == 0 {
-		return out, nil
+		return nil, nil
 	}
-	list, err := s.listQuery(ctx, "adjusted conversions", `SELECT `+cols("")+` FROM conversions WHERE `+s.in("key", 1), s.list(keys))
-	if err != nil {
-		return nil, err
-	}
-	for _, c := range list {
-		out[c.Key] = c
-	}
-	return out, nil
+	return s.listQuery(ctx, "adjusted conversions", `SELECT `+cols("")+` FROM conversions
+		WHERE `+s.in("key", 1)+` OR (retracts_key <> '' AND `+s.in("retracts_key", 1)+`)
+		ORDER BY occurred_at, key`, s.list(keys))
 }

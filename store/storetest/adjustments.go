@@ -69,10 +69,13 @@ func testRestatements(t *testing.T, open Opener) {
 	write(t, s, ret)
 	require.Empty(t, restate(t, s, restatement("c2", -45, 500, "EUR")))
 
-	adj, err := s.AdjustedConversions(ctx(t), []string{"c1", "c2", "nope"})
+	adj, err := s.AdjustedConversions(ctx(t), []string{"c1", "nope"})
 	require.NoError(t, err)
-	require.Len(t, adj, 2)
-	require.Equal(t, 120.5, *adj["c1"].Value, "the conversion as stored, never rewritten")
+	require.Equal(t, []string{"c1", r1.Key, r2.Key, r5.Key}, keysOf(adj), "the conversion and its adjustments, oldest first")
+	require.Equal(t, 120.5, *adj[0].Value, "the conversion as stored, never rewritten")
+	adj, err = s.AdjustedConversions(ctx(t), []string{"c2"})
+	require.NoError(t, err)
+	require.Len(t, adj, 3, "c2, its restatement and its retraction")
 
 	_, err = s.WriteBatch(ctx(t), store.Batch{Restatements: []store.Conversion{conv("x")}})
 	require.ErrorContains(t, err, "restatements[0].kind")
