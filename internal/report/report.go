@@ -45,11 +45,11 @@ type Counts struct {
 	// NotSupportedBy: made, kept and shown, never sent.
 	NotSupported   int            `json:"not_supported"`
 	NotSupportedBy map[string]int `json:"not_supported_by_reason,omitempty"`
-	Unmatched  int            `json:"unmatched"`
-	Awaiting   int            `json:"awaiting"` // awaiting identity
-	Pending    int            `json:"pending"`  // ready or in flight, never tried or not yet failed
-	InRetry    int            `json:"in_retry"` // ready again after a transient failure
-	Failed     int            `json:"failed"`   // retries exhausted
+	Unmatched      int            `json:"unmatched"`
+	Awaiting       int            `json:"awaiting"` // awaiting identity
+	Pending        int            `json:"pending"`  // ready or in flight, never tried or not yet failed
+	InRetry        int            `json:"in_retry"` // ready again after a transient failure
+	Failed         int            `json:"failed"`   // retries exhausted
 	// Held counts rows whose conversion action the platform refused (unknown, disabled):
 	// kept, resent at each hold probe, by reason in HeldBy.
 	Held   int            `json:"held"`
