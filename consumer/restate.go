@@ -5,6 +5,13 @@ import (
 	"github.com/closedloop/closedloop/store"
 )
 
+// RestatementRow is the candidate restatement row the pipeline offers the store for a
+// planned conversion with a RestateKey, exported so that `mappings explain` shows exactly
+// what the worker would write and send.
+func RestatementRow(sc crm.StageChange, pl crm.Planned, replay bool) store.Conversion {
+	return restatementRow(sc, pl, pl.MappingVersion, replay)
+}
+
 // restatementRow is the candidate restatement a planned conversion of a rule with
 // restate_on offers (pl.RestateKey set): the store inserts it, in the batch's transaction,
 // only when the conversion exists with another, older value (store.Batch.Restatements).
