@@ -11,6 +11,7 @@ import (
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
 )
 
@@ -66,4 +67,49 @@ func TestDataManagerRestatementResendsTheEvent(t *testing.T) {
 	e := dm.Check(&ret, r.OccurredAt)
 	require.NotNil(t, e)
 	require.Equal(t, store.ReasonRetractionUnsupported, e.Reason)
+}
+
+// TestAdjustmentsRoundTrip: the sandbox applies each restatement once (a resend is a
+// duplicate it ignores), refuses a restatement of a retracted conversion, and counts Data
+// Manager's resent transactionId with a new value as a restatement.
+func TestAdjustmentsRoundTrip(t *testing.T) {
+	t.Parallel()
+	e := setup(t, sandbox.Options{})
+	ads := google.NewAdsAPI(baseConfig("google_ads", e.url), nil, zaptest.NewLogger(t))
+	orig := rows(t)[:1]
+	res, err := send(t, ads, orig)
+	require.NoError(t, err)
+	require.Equal(t, uploader.ClassAccepted, res[0].Class)
+	r := restatementOf(orig[0], 9000)
+	for range 2 {
+		res, err = send(t, ads, []store.Conversion{r})
+		require.NoError(t, err)
+		require.Equal(t, uploader.ClassAccepted, res[0].Class)
+	}
+	require.Equal(t, "RESTATEMENT_ALREADY_EXISTS", res[0].Reason, "the resend is ignored")
+	ret := store.Conversion{Key: "k-lost", Kind: store.KindRetraction, RetractsKey: orig[0].Key, ConversionName: "987654321", OccurredAt: r.OccurredAt.Add(time.Hour)}
+	_, err = send(t, ads, []store.Conversion{ret})
+	require.NoError(t, err)
+	later := restatementOf(orig[0], 1)
+	later.OccurredAt = ret.OccurredAt.Add(time.Hour)
+	res, err = send(t, ads, []store.Conversion{later})
+	require.NoError(t, err)
+	require.Equal(t, "CONVERSION_ALREADY_RETRACTED", res[0].Reason)
+	c := e.sb.Counts()[sandbox.GoogleAds]
+	require.Equal(t, 1, c.AcceptedUnique)
+	require.Equal(t, 1, c.Restated)
+	require.Equal(t, 1, c.Retracted)
+	require.Equal(t, 1, c.AdjustmentDuplicates)
+
+	dm := google.NewDataManager(baseConfig("google", e.url), nil, zaptest.NewLogger(t))
+	_, err = send(t, dm, orig)
+	require.NoError(t, err)
+	for range 2 {
+		_, err = send(t, dm, []store.Conversion{restatementOf(orig[0], 9000)})
+		require.NoError(t, err)
+	}
+	c = e.sb.Counts()[sandbox.Google]
+	require.Equal(t, 1, c.AcceptedUnique)
+	require.Equal(t, 1, c.Restated)
+	require.Equal(t, 1, c.Duplicates, "the same value resent is a duplicate")
 }

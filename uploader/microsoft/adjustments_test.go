@@ -12,7 +12,9 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/closedloop/closedloop/store"
+	"github.com/closedloop/closedloop/uploader"
 	"github.com/closedloop/closedloop/uploader/microsoft"
+	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/sandbox/schema"
 )
 
@@ -55,4 +57,30 @@ func TestAdjustmentsBody(t *testing.T) {
 	noOrig[0].Adjusted = nil
 	_, err = p.Body(noOrig)
 	require.ErrorContains(t, err, "no Adjusted conversion")
+}
+
+// TestAdjustmentsRoundTrip: against the sandbox a restatement and a retraction of an
+// accepted conversion apply once each; resent, they are ignored duplicates.
+func TestAdjustmentsRoundTrip(t *testing.T) {
+	t.Parallel()
+	h := setup(t, sandbox.Options{})
+	res, err := send(t, h.p, rows(t)[:1])
+	require.NoError(t, err)
+	require.Equal(t, uploader.ClassAccepted, res[0].Class)
+	for range 2 {
+		res, err = send(t, h.p, adjustments(t))
+		require.NoError(t, err)
+		require.Equal(t, []uploader.Class{uploader.ClassAccepted, uploader.ClassAccepted}, []uploader.Class{res[0].Class, res[1].Class}, "%+v", res)
+	}
+	c := h.sb.Counts()[sandbox.Microsoft]
+	require.Equal(t, 1, c.AcceptedUnique)
+	require.Equal(t, 1, c.Restated)
+	require.Equal(t, 1, c.Retracted)
+	require.Equal(t, 2, c.AdjustmentDuplicates)
+
+	unknown := adjustments(t)[:1]
+	unknown[0].Adjusted.OccurredAt = unknown[0].Adjusted.OccurredAt.Add(time.Minute)
+	res, err = send(t, h.p, unknown)
+	require.NoError(t, err)
+	require.Equal(t, uploader.ClassUnknown, res[0].Class, "an unconfirmed error code is retried, never rejected")
 }

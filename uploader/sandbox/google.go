@@ -241,8 +241,13 @@ func (s *Server) handleDMIngest(w http.ResponseWriter, r *http.Request) {
 			}
 			kc := s.counts[Google].Keys[key]
 			// Data Manager treats a resent transactionId as an adjustment of the same
-			// conversion: received again, no new conversion.
+			// conversion: received again, no new conversion; with another value it is a
+			// restatement (adjustments.go).
+			if kc != nil && kc.Effective > 0 && s.dmRestatesLocked(key, ev) {
+				continue
+			}
 			s.recordLocked(Google, key, kc == nil || kc.Effective == 0)
+			s.dmValueLocked(key, ev)
 		}
 	}
 	s.dmReqs[id] = st
@@ -724,6 +729,10 @@ func (s *Server) adsAdjustmentsLocked(cid string, rows []any, f Faults, validate
 		case typ == "RETRACTION" && field(a, "restatementValue", "restatement_value") != nil:
 			fail("RESTATEMENT_VALUE_SET_FOR_RETRACTION", "restatementValue must not be set for a retraction.")
 			continue
+		case typ == "RESTATEMENT" && field(a, "restatementValue", "restatement_value") == nil:
+			errs = append(errs, adsRowError{index: i, typ: "fieldError", enum: "REQUIRED", msg: "restatementValue is required for a restatement.", field: "restatement_value"})
+			results[i] = map[string]any{}
+			continue
 		case orderID != "" && f.rejectsKey(orderID):
 			fail("CONVERSION_NOT_FOUND", "The conversion could not be found (sandbox reject key).")
 			continue
@@ -739,17 +748,33 @@ func (s *Server) adsAdjustmentsLocked(cid string, rows []any, f Faults, validate
 			fail("ADJUSTMENT_PRECEDES_CONVERSION", "The adjustment date time precedes the conversion.")
 			continue
 		}
-		if typ == "RETRACTION" && conv.retracted {
+		if conv.retracted {
+			if typ == "RETRACTION" && !validateOnly {
+				s.recordAdjustmentLocked(GoogleAds, typ, key+"/"+typ, false)
+			}
 			fail("CONVERSION_ALREADY_RETRACTED", "The conversion was already retracted.")
 			continue
+		}
+		if typ == "RESTATEMENT" {
+			if enum, msg := s.adsRestatementProblemLocked(key, adjAt); enum != "" {
+				if !validateOnly {
+					s.recordAdjustmentLocked(GoogleAds, typ, key+"/"+typ+"@"+dt, false)
+				}
+				fail(enum, msg)
+				continue
+			}
 		}
 		if validateOnly {
 			results[i] = map[string]any{}
 			continue
 		}
-		if typ == "RETRACTION" {
+		switch typ {
+		case "RETRACTION":
 			conv.retracted = true
-			s.counts[GoogleAds].Retracted++
+			s.recordAdjustmentLocked(GoogleAds, typ, key+"/"+typ, true)
+		case "RESTATEMENT":
+			s.adsRestatedLocked(key, adjAt)
+			s.recordAdjustmentLocked(GoogleAds, typ, key+"/"+typ+"@"+dt, true)
 		}
 		results[i] = map[string]any{"orderId": orderID, "conversionAction": str(field(a, "conversionAction", "conversion_action")),
 			"adjustmentDateTime": dt, "adjustmentType": typ}

@@ -119,8 +119,15 @@ type Counts struct {
 	AcceptedUnique int                  `json:"accepted_unique"` // events that took effect
 	Duplicates     int                  `json:"duplicates"`      // received but dropped by the platform's dedup
 	Rejected       int                  `json:"rejected"`        // events refused (row errors, async failures)
-	Retracted      int                  `json:"retracted"`       // Google Ads retractions applied
+	Retracted      int                  `json:"retracted"`       // retractions applied (Google Ads, Microsoft)
 	Keys           map[string]*KeyCount `json:"keys"`
+	// Restated counts restatements applied (Google Ads RESTATEMENT, Microsoft Restate, a
+	// Data Manager transactionId resent with another value); AdjustmentDuplicates the
+	// adjustments the platform ignored as already applied; Adjustments is per adjustment
+	// key (see adjustments.go). Conversions' counts above never include adjustments.
+	Restated             int                  `json:"restated"`
+	AdjustmentDuplicates int                  `json:"adjustment_duplicates"`
+	Adjustments          map[string]*KeyCount `json:"adjustments,omitempty"`
 }
 
 // Server emulates the platforms. It is an http.Handler; safe for concurrent use.
@@ -140,6 +147,7 @@ type Server struct {
 	dmReqs   map[string]*dmRequestState
 	ads      map[string]*adsConversion // Google Ads key → stored conversion
 	metaSeen map[string]time.Time      // Meta dedup key → first effective time
+	adj      map[string]*adjState      // platform/conversion key → its adjustments (adjustments.go)
 
 	httpSrv *http.Server
 }
@@ -175,8 +183,9 @@ func (s *Server) resetLocked() {
 	s.tokens = map[string]time.Time{}
 	s.counts = map[string]*Counts{}
 	for _, p := range []string{Google, GoogleAds, Meta, TikTok, Microsoft, LinkedIn} {
-		s.counts[p] = &Counts{Keys: map[string]*KeyCount{}}
+		s.counts[p] = &Counts{Keys: map[string]*KeyCount{}, Adjustments: map[string]*KeyCount{}}
 	}
+	s.adj = map[string]*adjState{}
 	s.dmReqs = map[string]*dmRequestState{}
 	s.ads = map[string]*adsConversion{}
 	s.metaSeen = map[string]time.Time{}
@@ -215,6 +224,11 @@ func (s *Server) Counts() map[string]Counts {
 			kc := *v
 			cp.Keys[k] = &kc
 		}
+		cp.Adjustments = make(map[string]*KeyCount, len(c.Adjustments))
+		for k, v := range c.Adjustments {
+			kc := *v
+			cp.Adjustments[k] = &kc
+		}
 		out[p] = cp
 	}
 	return out
@@ -252,6 +266,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.handleToken(w, r) // Google's, the Microsoft identity platform's and LinkedIn's paths
 	case path == "/CampaignManagement/v13/OfflineConversions/Apply":
 		s.handleMicrosoft(w, r)
+	case path == "/CampaignManagement/v13/OfflineConversionAdjustments/Apply":
+		s.handleMicrosoftAdjustments(w, r)
 	case path == "/rest/conversionEvents":
 		s.handleLinkedIn(w, r)
 	case path == "/sandbox/counts":
