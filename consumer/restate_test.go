@@ -80,11 +80,21 @@ func TestPipelineRestatesChangedAmounts(t *testing.T) {
 	process(append(first, second)...) // redelivered
 	require.Len(t, restatements(), 2, "a repeated amount and redeliveries restate nothing")
 
-	// Two changes in one batch: the latest value wins, once.
-	process(msgAt("crm", 0, 4, won(t0.Add(3*time.Hour), "90")), msgAt("crm", 0, 5, won(t0.Add(4*time.Hour), "95")))
+	// Changes in one batch apply in the order they happened: 90, then 90 again (nothing),
+	// then 95, on each destination.
+	process(msgAt("crm", 0, 4, won(t0.Add(3*time.Hour), "90")), msgAt("crm", 0, 5, won(t0.Add(4*time.Hour), "95")),
+		msgAt("crm", 0, 6, won(t0.Add(3*time.Hour+time.Minute), "90")))
 	rs = restatements()
-	require.Len(t, rs, 4)
-	require.Equal(t, 95.0, *rs[len(rs)-1].Value)
+	require.Len(t, rs, 6)
+	last := map[string]store.Conversion{}
+	for _, r := range rs {
+		if l, ok := last[r.Destination]; !ok || r.OccurredAt.After(l.OccurredAt) {
+			last[r.Destination] = r
+		}
+	}
+	for _, r := range last {
+		require.Equal(t, 95.0, *r.Value, "%s ends at the latest value", r.Destination)
+	}
 	for _, r := range rs {
 		require.Equal(t, "won", r.Rule, "the rule without restate_on never restates")
 	}

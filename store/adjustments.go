@@ -3,19 +3,24 @@ package store
 import (
 	"context"
 	"fmt"
+	"sort"
 	"time"
 )
 
-// prepareRestatements validates and encodes the batch's candidate restatements: per
-// conversion (RetractsKey) only the latest by OccurredAt (the first of equal ones), whose
-// value is the one the platform should end with. A restatement is ready at once: it names
-// its conversion by key.
-func (s *Store) prepareRestatements(in []Conversion, now time.Time, scratch *[]byte) ([]convArgs, error) {
+// prepareRestatements validates and encodes the batch's candidate restatements (first of
+// each key only) and orders them in rounds: round r holds the r-th candidate, by
+// OccurredAt, of every conversion (RetractsKey). One round is one statement, so a batch
+// with one candidate per conversion (the usual case) is one statement, and several
+// changes of one conversion in one batch are applied in the order they happened, each
+// compared with the one before. A restatement is ready at once: it names its conversion
+// by key.
+func (s *Store) prepareRestatements(in []Conversion, now time.Time, scratch *[]byte) ([][]convArgs, error) {
 	if len(in) == 0 {
 		return nil, nil
 	}
-	out := make([]convArgs, 0, len(in))
-	latest := make(map[string]int, len(in)) // RetractsKey → index in out
+	byConv := map[string][]convArgs{}
+	var order []string
+	seen := make(map[string]bool, len(in))
 	for i, c := range in {
 		f := func(name string) string { return fmt.Sprintf("restatements[%d].%s", i, name) }
 		switch {
@@ -34,26 +39,51 @@ func (s *Store) prepareRestatements(in []Conversion, now time.Time, scratch *[]b
 		if err != nil {
 			return nil, err
 		}
-		if j, ok := latest[c.RetractsKey]; ok {
-			if c.OccurredAt.After(out[j].c.OccurredAt) {
-				out[j] = a
-			}
+		if seen[c.Key] {
 			continue
 		}
-		latest[c.RetractsKey] = len(out)
-		out = append(out, a)
+		seen[c.Key] = true
+		if _, ok := byConv[c.RetractsKey]; !ok {
+			order = append(order, c.RetractsKey)
+		}
+		byConv[c.RetractsKey] = append(byConv[c.RetractsKey], a)
+	}
+	var rounds [][]convArgs
+	for _, k := range order {
+		list := byConv[k]
+		sort.SliceStable(list, func(i, j int) bool { return list[i].c.OccurredAt.Before(list[j].c.OccurredAt) })
+		for r, a := range list {
+			if r == len(rounds) {
+				rounds = append(rounds, nil)
+			}
+			rounds[r] = append(rounds[r], a)
+		}
+	}
+	return rounds, nil
+}
+
+// insertRestatements inserts, round by round (see prepareRestatements), each candidate
+// restatement whose key is new and that changes the conversion it restates, in the batch's
+// transaction, after its conversions: the conversion (RetractsKey) exists, no retraction
+// of it happened at or before the candidate, and its latest value (its own or its latest
+// restatement's, by occurred_at) is older than the candidate and differs from it in value
+// or currency. Replaying a change therefore restates nothing, nor does a repeated change
+// with the same amount, nor an older change arriving late. It returns the inserted keys.
+func (s *Store) insertRestatements(ctx context.Context, q querier, rounds [][]convArgs) ([]string, error) {
+	var out []string
+	for _, r := range rounds {
+		keys, err := s.insertRestatementRound(ctx, q, r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, keys...)
 	}
 	return out, nil
 }
 
-// insertRestatements inserts each candidate restatement whose key is new and that changes
-// the conversion it restates, in the batch's transaction, after its conversions: the
-// conversion (RetractsKey) exists, is not retracted, and its latest value (its own or its
-// latest restatement's, by occurred_at) is older than the candidate and differs from it in
-// value or currency. Replaying a change therefore restates nothing, nor does a repeated
-// change with the same amount, nor an older change arriving late. It returns the inserted
-// keys. On PostgreSQL it is one statement for the whole batch.
-func (s *Store) insertRestatements(ctx context.Context, q querier, batch []convArgs) ([]string, error) {
+// insertRestatementRound is one round: at most one candidate per conversion. On
+// PostgreSQL it is one statement.
+func (s *Store) insertRestatementRound(ctx context.Context, q querier, batch []convArgs) ([]string, error) {
 	if len(batch) == 0 {
 		return nil, nil
 	}
@@ -61,7 +91,8 @@ func (s *Store) insertRestatements(ctx context.Context, q querier, batch []convA
 		object_id, subject_keys, conversion_name, occurred_at, value, currency, identity, with_identifier, state,
 		reason, detail, attempts, next_attempt_at, platform_ref, replay, created_at, updated_at`
 	// latest is the value the platform holds for conversion $k, by occurred_at.
-	const changes = `NOT EXISTS (SELECT 1 FROM conversions r WHERE r.retracts_key = u.retracts_key AND r.kind = 'retraction')
+	const changes = `NOT EXISTS (SELECT 1 FROM conversions r WHERE r.retracts_key = u.retracts_key AND r.kind = 'retraction'
+			AND r.occurred_at <= u.occurred_at)
 		AND EXISTS (SELECT 1 FROM (
 				SELECT t.occurred_at, t.value, t.currency FROM conversions t
 				WHERE t.key = u.retracts_key OR (t.retracts_key = u.retracts_key AND t.kind = 'restatement')
@@ -116,8 +147,7 @@ func (s *Store) insertRestatements(ctx context.Context, q querier, batch []convA
 		}
 		return out, nil
 	}
-	// SQLite: one statement per candidate, in batch order, so a later candidate of the same
-	// conversion compares with an earlier one inserted here.
+	// SQLite: one statement per candidate.
 	stmt := `INSERT INTO conversions (` + insertCols + `)
 		SELECT * FROM (SELECT ` + aliased(insertCols) + `) AS u
 		WHERE ` + fmt.Sprintf(changes, "IS NOT") + `

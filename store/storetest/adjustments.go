@@ -43,9 +43,11 @@ func testRestatements(t *testing.T, open Opener) {
 	r2 := restatement("c1", -30, 150, "USD")
 	require.Equal(t, []string{r2.Key}, restate(t, s, r2), "a currency change restates")
 
-	// In one batch only the latest candidate per conversion counts: the value to end with.
+	// Several changes of one conversion in one batch apply in the order they happened,
+	// each compared with the one before: back to the first value is a restatement too.
 	r3, r4 := restatement("c1", -20, 120.5, "EUR"), restatement("c1", -10, 150, "USD")
-	require.Empty(t, restate(t, s, r3, r4), "the latest candidate equals the latest value")
+	r3b := restatement("c1", -15, 120.5, "EUR")
+	require.Equal(t, []string{r3.Key, r4.Key}, restate(t, s, r4, r3b, r3), "r3b repeats r3; r4 goes back to r2's value")
 	r5 := restatement("c1", -5, 99, "USD")
 	require.Equal(t, []string{r5.Key}, restate(t, s, r4, r5))
 
@@ -63,19 +65,20 @@ func testRestatements(t *testing.T, open Opener) {
 	require.Equal(t, []string{c2.Key}, res.CreatedKeys)
 	require.Len(t, res.RestatedKeys, 1)
 
-	// A retracted conversion is never restated.
+	// A retracted conversion is never restated; a change before the retraction still is.
 	ret := conv("c2:retract")
 	ret.Kind, ret.RetractsKey, ret.OccurredAt = store.KindRetraction, "c2", at(-46)
 	write(t, s, ret)
 	require.Empty(t, restate(t, s, restatement("c2", -45, 500, "EUR")))
+	require.Len(t, restate(t, s, restatement("c2", -46.5, 500, "EUR")), 1)
 
 	adj, err := s.AdjustedConversions(ctx(t), []string{"c1", "nope"})
 	require.NoError(t, err)
-	require.Equal(t, []string{"c1", r1.Key, r2.Key, r5.Key}, keysOf(adj), "the conversion and its adjustments, oldest first")
+	require.Equal(t, []string{"c1", r1.Key, r2.Key, r3.Key, r4.Key, r5.Key}, keysOf(adj), "the conversion and its adjustments, oldest first")
 	require.Equal(t, 120.5, *adj[0].Value, "the conversion as stored, never rewritten")
 	adj, err = s.AdjustedConversions(ctx(t), []string{"c2"})
 	require.NoError(t, err)
-	require.Len(t, adj, 3, "c2, its restatement and its retraction")
+	require.Len(t, adj, 4, "c2, its two restatements and its retraction")
 
 	_, err = s.WriteBatch(ctx(t), store.Batch{Restatements: []store.Conversion{conv("x")}})
 	require.ErrorContains(t, err, "restatements[0].kind")
