@@ -551,7 +551,7 @@ func (p *Pipeline) decodeBatch(msgs []kafka.Message, mapping *crm.Mapping) *prep
 // retry says) and builds the rows. It may run again on the same batch: it rebuilds them.
 func (p *Pipeline) join(ctx context.Context, prep *prepared, retry backoff) error {
 	changes := prep.changes
-	prep.batch.Conversions = nil
+	prep.batch.Conversions, prep.batch.Restatements = nil, nil
 	prep.stats.Ready, prep.stats.Awaiting, prep.stats.Planned = 0, 0, 0
 	if len(changes) == 0 {
 		return nil
@@ -587,6 +587,9 @@ func (p *Pipeline) join(ctx context.Context, prep *prepared, retry backoff) erro
 		sk := subjectKeys(ch.sc)
 		joined := resolve(ch.sc, sk, ids)
 		for _, pl := range ch.planned {
+			if pl.RestateKey != "" { // a rule with restate_on; the store decides (restate.go)
+				prep.batch.Restatements = append(prep.batch.Restatements, restatementRow(ch.sc, pl, prep.version, p.cfg.Replay))
+			}
 			if seenKey[pl.Key] {
 				continue // a duplicate within the batch: the first one wins, as in the store
 			}

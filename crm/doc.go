@@ -18,5 +18,20 @@
 // Mapping (mapping*.go): MappingRule as sales ops write it in YAML, CompileMappings to
 // validate, Mapping.Plan to turn one StageChange into Planned conversions.
 //
+// One conversion lifecycle, created → restated → retracted, per rule and destination:
+//
+//	match                       → the conversion, keyed ConversionKey(source, type, id, rule, destination)
+//	restate_on: {amount_changed: true}
+//	                            → a later matching change plans a restatement candidate too
+//	                              (Planned.RestateKey, keyed by the change's time); the store
+//	                              makes it only when the value (or currency) differs from the
+//	                              latest one sent and the change is newer (mapping_restate.go)
+//	retract_on: {stage|status}  → a retraction, keyed rule+":retract"
+//
+// Whether a platform can restate or retract is the platform's (uploader.Spec Restates,
+// Retracts, passed in as Target); where it cannot, the rows still exist and end skipped
+// (restatement_unsupported, retraction_unsupported), Summary says "has no effect" per
+// destination, and the report counts them not_supported.
+//
 // Depends on internal/pii and shopspring/decimal only; knows nothing of Kafka or the store.
 package crm

@@ -17,6 +17,7 @@ import (
 //	    match: {source: hubspot, object_type: deal, pipeline: default, stage: [closedwon]}
 //	    value: {field: amount, multiplier: 0.3, default_currency: USD}
 //	    retract_on: {stage: [closedlost]}
+//	    restate_on: {amount_changed: true}
 //	    destinations:
 //	      - destination: google-main
 //	        conversion: "987654321"
@@ -30,6 +31,7 @@ type MappingRule struct {
 	Match        RuleMatch         `yaml:"match"`
 	Value        *ValueRule        `yaml:"value,omitempty"`
 	RetractOn    *RuleRetract      `yaml:"retract_on,omitempty"`
+	RestateOn    *RuleRestate      `yaml:"restate_on,omitempty"`
 	Destinations []RuleDestination `yaml:"destinations"`
 }
 

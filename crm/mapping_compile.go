@@ -26,6 +26,8 @@ type Target struct {
 	Check func(name string) error
 	// Retracts says the platform can take a conversion back.
 	Retracts bool
+	// Restates says the platform can change the value of a conversion it accepted.
+	Restates bool
 	// ResolvesNames says the platform looks conversions up by name (`conversion: {name}`).
 	ResolvesNames bool
 	// Resolve returns the id of the conversion called name; it may call the platform, and
@@ -107,6 +109,7 @@ func CompileMappings(rules []MappingRule, destinations map[string]Target) (*Mapp
 		v.retract(r)
 		cr := compiledRule{rule: r}
 		cr.dests = v.destinations(r, destinations)
+		v.restate(r, cr.dests)
 		errs = append(errs, v.errs...)
 		m.rules = append(m.rules, cr)
 	}

@@ -80,6 +80,7 @@ func (m *Mapping) Plan(sc StageChange) (planned []Planned, unmatched bool) {
 					RejectedDetail: detail,
 					OccurredAt:     sc.OccurredAt,
 					Key:            ConversionKey(sc.Source, sc.ObjectType, sc.ObjectID, r.rule.Name, d.name),
+					RestateKey:     r.restateKey(sc, d, value, rejected),
 					MappingVersion: m.version,
 				})
 			}

@@ -20,6 +20,9 @@ func (m *Mapping) Summary() string {
 		if ro := r.rule.RetractOn; ro != nil {
 			fmt.Fprintf(&b, "  retract on: %s\n", retractSummary(*ro))
 		}
+		if ro := r.rule.RestateOn; ro != nil {
+			fmt.Fprintf(&b, "  restate on: %s\n", restateSummary(*ro))
+		}
 		fmt.Fprintf(&b, "  value:      %s\n", r.rule.Value.summary())
 		for _, d := range r.dests {
 			fmt.Fprintf(&b, "  -> %s (%s): %s", d.name, d.platform, conversionSummary(d.target, d.conversion)+namedSummary(d.convName, d.conversion))
@@ -27,12 +30,15 @@ func (m *Mapping) Summary() string {
 				fmt.Fprintf(&b, ", value %s", d.value.summary())
 			}
 			b.WriteString("\n")
+			api := d.target.API
+			if api == "" {
+				api = d.platform
+			}
 			if r.rule.RetractOn != nil && !d.target.Retracts {
-				api := d.target.API
-				if api == "" {
-					api = d.platform
-				}
 				fmt.Fprintf(&b, "     ! retract_on has no effect on %s: %s has no retraction (its retraction rows end skipped, retraction_unsupported)\n", d.name, api)
+			}
+			if r.rule.RestateOn != nil && !d.target.Restates {
+				fmt.Fprintf(&b, "     ! restate_on has no effect on %s: %s has no restatement (its restatement rows end skipped, restatement_unsupported)\n", d.name, api)
 			}
 		}
 	}

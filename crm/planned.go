@@ -30,6 +30,10 @@ type Planned struct {
 	Retract     bool
 	Key         string // the conversion key (see ConversionKey)
 	RetractsKey string // for a retraction: the key of the conversion it takes back
+	// RestateKey is set on a conversion of a rule with restate_on whose value is known:
+	// should the conversion (Key) exist already with another value, this change restates
+	// it, in a row of its own keyed RestateKey (see RestateKey). "" = no restatement.
+	RestateKey string
 	// MappingVersion identifies the mapping file content that produced this plan.
 	MappingVersion string
 }

@@ -19,7 +19,11 @@ import (
 type Batch struct {
 	Identities  []IdentityCapture
 	Conversions []Conversion
-	StageCounts []StageCount
+	// Restatements are candidate restatements (KindRestatement, RetractsKey set, a
+	// Value): each is inserted only when it changes the conversion's value, see
+	// insertRestatements in adjustments.go.
+	Restatements []Conversion
+	StageCounts  []StageCount
 	// Offsets, one per Kafka partition the batch was read from, move each partition's
 	// consumed offset forward (never back) in the same transaction; see StageCount for
 	// the counts they make exactly-once.
@@ -38,6 +42,8 @@ type BatchResult struct {
 	// SkippedCounts is how many attributed stage counts were not added: their message was
 	// before its partition's stored consumed offset, so it was counted already.
 	SkippedCounts int
+	// RestatedKeys are the keys of the restatements inserted, in batch order.
+	RestatedKeys []string
 }
 
 // ListFilter selects conversions for ListConversions. Zero fields do not filter.
@@ -139,8 +145,8 @@ func (s *Store) prepareConversion(c Conversion, i int, now time.Time, scratch *[
 	if c.Kind == "" {
 		c.Kind = KindConversion
 	}
-	if c.Kind != KindConversion && c.Kind != KindRetraction {
-		return convArgs{}, invalid(f("kind"), "must be %q or %q, got %q", KindConversion, KindRetraction, c.Kind)
+	if c.Kind != KindConversion && !Adjustment(c.Kind) {
+		return convArgs{}, invalid(f("kind"), "must be %q, %q or %q, got %q", KindConversion, KindRetraction, KindRestatement, c.Kind)
 	}
 	if c.CreatedAt.IsZero() {
 		c.CreatedAt = now
@@ -167,7 +173,8 @@ func (s *Store) prepareConversion(c Conversion, i int, now time.Time, scratch *[
 // WriteBatch writes b in one transaction: identity captures merge as in UpsertIdentities;
 // each conversion is inserted unless its key exists (INSERT .. ON CONFLICT (key) DO
 // NOTHING: an existing row is never read or changed, so redelivered or replayed batches
-// are harmless); stage counts are added to the stored counts. A conversion's zero
+// are harmless); restatements are inserted after them, each only when it changes the value
+// (see insertRestatements); stage counts are added to the stored counts. A conversion's zero
 // CreatedAt becomes the store's clock, zero UpdatedAt and NextAttemptAt become CreatedAt.
 // Lease fields of new rows are ignored. Nothing is written when any row is invalid
 // (InvalidError) or the transaction fails.
@@ -195,6 +202,10 @@ func (s *Store) WriteBatch(ctx context.Context, b Batch) (BatchResult, error) {
 		}
 		seen[c.Key] = true
 		rows = append(rows, a)
+	}
+	restates, err := s.prepareRestatements(b.Restatements, now, &scratch)
+	if err != nil {
+		return BatchResult{}, err
 	}
 	counts, err := aggregateStageCounts(b.StageCounts)
 	if err != nil {
@@ -243,6 +254,9 @@ func (s *Store) WriteBatch(ctx context.Context, b Batch) (BatchResult, error) {
 		}
 		if err := s.insertSubjects(ctx, q, subjKeys, convKeys); err != nil {
 			return fmt.Errorf("store: insert conversion subjects: %w", err)
+		}
+		if res.RestatedKeys, err = s.insertRestatements(ctx, q, restates); err != nil {
+			return fmt.Errorf("store: insert restatements: %w", err)
 		}
 		if err := s.addStageCounts(ctx, q, counts); err != nil {
 			return fmt.Errorf("store: add stage counts: %w", err)

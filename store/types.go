@@ -103,13 +103,39 @@ func (s State) Terminal() bool {
 const (
 	KindConversion = "conversion"
 	KindRetraction = "retraction" // takes back an earlier conversion (closed-lost after closed-won)
+	// KindRestatement sends a new value for an earlier conversion (an upsell, a partial
+	// refund): see Batch.Restatements.
+	KindRestatement = "restatement"
 )
+
+// Adjustment reports whether kind takes back or restates an earlier conversion (its
+// RetractsKey names that conversion).
+func Adjustment(kind string) bool { return kind == KindRetraction || kind == KindRestatement }
+
+// Reasons of skipped adjustment rows. A platform that cannot make an adjustment skips its
+// row with ReasonRetractionUnsupported or ReasonRestatementUnsupported (the report counts
+// them as not_supported); a platform that can waits for the conversion it adjusts to be
+// accepted, and skips the adjustment when that conversion never will be.
+const (
+	ReasonRetractionUnsupported  = "retraction_unsupported"
+	ReasonRestatementUnsupported = "restatement_unsupported"
+	ReasonOriginalNotFound       = "original_not_found"    // no conversion with RetractsKey
+	ReasonOriginalNotAccepted    = "original_not_accepted" // it ended rejected, expired, skipped, ...
+	ReasonAwaitingOriginal       = "awaiting_original"     // ready again: it is not accepted yet
+)
+
+// NotSupported reports whether a skipped row's reason says its platform cannot make it.
+func NotSupported(reason string) bool {
+	return reason == ReasonRetractionUnsupported || reason == ReasonRestatementUnsupported
+}
 
 // Conversion is one row of the outbox: one conversion for one destination.
 type Conversion struct {
-	Key            string // crm.ConversionKey; unique; the platform dedup key
-	Kind           string // KindConversion | KindRetraction
-	RetractsKey    string // for a retraction: the key of the conversion it takes back
+	Key  string // crm.ConversionKey; unique; the platform dedup key
+	Kind string // KindConversion | KindRetraction | KindRestatement
+	// RetractsKey is set on adjustments only: the key of the conversion a retraction takes
+	// back or a restatement restates (the platform's orderId / transactionId).
+	RetractsKey    string
 	Destination    string
 	Platform       string
 	Rule           string
@@ -137,6 +163,11 @@ type Conversion struct {
 	Replay        bool   // created by a replay (uploaded under the replay rate cap)
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
+
+	// Adjusted is never stored: on an adjustment being sent, the dispatcher sets it to the
+	// conversion it adjusts, as stored and accepted (a platform that identifies the
+	// original by click and time, or resends it, builds the body from it).
+	Adjusted *Conversion
 }
 
 // Outcome is the result of one attempt on one claimed conversion. Recording it releases the

@@ -18,6 +18,9 @@ type RowRules struct {
 	// Retracts is true when the API can take a conversion back; otherwise retraction rows
 	// are skipped with reason retraction_unsupported.
 	Retracts bool
+	// Restates is true when the API can change a conversion's value; otherwise
+	// restatement rows are skipped with reason restatement_unsupported.
+	Restates bool
 	// NameField is what the platform calls the conversion name ("event_name"); "" when
 	// the conversion name is checked by the platform itself.
 	NameField string
@@ -25,12 +28,15 @@ type RowRules struct {
 	NonNegativeValue bool
 }
 
-// CheckRow applies the shared rules: retractions the API cannot make and rows whose
+// CheckRow applies the shared rules: adjustments the API cannot make and rows whose
 // ad_user_data consent is denied are skipped; a row without an event time, name, or with
 // an unusable value or currency is rejected.
 func CheckRow(c *store.Conversion, r RowRules) *Error {
 	if c.Kind == store.KindRetraction && !r.Retracts {
-		return &Error{Class: ClassSkipped, Reason: "retraction_unsupported", Detail: r.API + " cannot retract a conversion"}
+		return &Error{Class: ClassSkipped, Reason: store.ReasonRetractionUnsupported, Detail: r.API + " cannot retract a conversion"}
+	}
+	if c.Kind == store.KindRestatement && !r.Restates {
+		return &Error{Class: ClassSkipped, Reason: store.ReasonRestatementUnsupported, Detail: r.API + " cannot restate a conversion's value"}
 	}
 	if c.Identity.Consent.AdUserData == store.ConsentDenied {
 		return &Error{Class: ClassSkipped, Reason: "consent_denied", Detail: "ad_user_data consent denied"}

@@ -311,10 +311,33 @@ func (d *Dispatcher) fill(ctx context.Context) (batch []store.Conversion, more b
 		}
 		if len(rows) < need {
 			// Nothing more is due, unless the replay cap held replay rows back.
-			return batch, replays >= d.replayCap, nil
+			return d.gate(ctx, batch, now, replays >= d.replayCap)
 		}
 	}
-	return batch, true, nil
+	return d.gate(ctx, batch, d.o.Now(), true)
+}
+
+// gate applies gateAdjustments to a filled batch and records the outcomes of the rows it
+// holds back; when the store cannot be read, the adjustments are handed back unsent.
+func (d *Dispatcher) gate(ctx context.Context, batch []store.Conversion, now time.Time, more bool) ([]store.Conversion, bool, error) {
+	kept, outs, err := d.gateAdjustments(ctx, batch, now)
+	if err != nil {
+		var back []store.Outcome
+		kept = batch[:0:0]
+		for i := range batch {
+			if store.Adjustment(batch[i].Kind) {
+				back = append(back, handBack(&batch[i], now))
+			} else {
+				kept = append(kept, batch[i])
+			}
+		}
+		d.record(ctx, back)
+		return kept, false, err
+	}
+	if len(outs) > 0 {
+		d.record(ctx, outs)
+	}
+	return kept, more, nil
 }
 
 // groups splits a batch by the platform's BatchGroup, keeping the rows' order.

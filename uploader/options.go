@@ -45,6 +45,11 @@ type Options struct {
 	StatusPollInterval time.Duration
 	StatusPollLimit    int
 
+	// AdjustmentWait is how long an adjustment (retraction, restatement) waits before it
+	// is looked at again when the conversion it adjusts, or an earlier adjustment of it,
+	// is not through yet. Default 1m.
+	AdjustmentWait time.Duration
+
 	// ShutdownTimeout bounds the detached write that hands rows back after the context was
 	// cancelled. Default 5s.
 	ShutdownTimeout time.Duration
@@ -66,6 +71,7 @@ func (o Options) withDefaults() Options {
 	}
 	def(&o.LeaseFor, 2*time.Minute)
 	def(&o.PollInterval, time.Second)
+	def(&o.AdjustmentWait, time.Minute)
 	def(&o.PauseMin, 5*time.Second)
 	def(&o.PauseMax, 5*time.Minute)
 	if o.PauseMax < o.PauseMin {

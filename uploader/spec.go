@@ -31,6 +31,10 @@ type Spec struct {
 	Versions []Version
 	// Retracts says the platform can take back a conversion it accepted.
 	Retracts bool
+	// Restates says the platform can change the value of a conversion it accepted (a
+	// restatement row, store.KindRestatement); without it restatement rows are skipped,
+	// restatement_unsupported.
+	Restates bool
 	// ConversionNoun is what the platform calls a conversion name ("conversion action").
 	ConversionNoun string
 	// CheckConversion validates a mapping's conversion name for this platform; nil accepts

@@ -65,11 +65,12 @@ func newMappingsCheckCmd() *cobra.Command {
 
 func newMappingsExplainCmd() *cobra.Command {
 	var (
-		path, payloadPath, format, identitiesPath, nowFlag string
-		withEnrich                                         bool
+		path, format, identitiesPath, nowFlag string
+		payloadPaths                          []string
+		withEnrich                            bool
 	)
 	cmd := &cobra.Command{
-		Use:   "explain --config FILE --payload FILE",
+		Use:   "explain --config FILE --payload FILE [--payload FILE ...]",
 		Short: "Show, as JSON, exactly what a CRM payload would upload; nothing is written or sent",
 		Long: `explain decodes a CRM payload, plans the conversions the mappings ask for, joins them to the
 identities in --identities (JSON lines of identity captures, optional), checks each against its
@@ -80,7 +81,11 @@ A conversion the worker would leave awaiting_enrichment (a CRM connection under 
 its source, and the payload lacks the value field or any identifier) says so, with the fields
 the CRM's API would supply. With --enrich, explain reads the deal and its contacts from that
 connection (its base_url: the CRM, or the CRM emulator of 'closedloop demo'), with its token,
-reads only, and shows what was fetched (contacts hashed) and the resulting request bodies.`,
+reads only, and shows what was fetched (contacts hashed) and the resulting request bodies.
+
+Several --payload files are explained in order, as one record's history: a later change of a
+conversion already made (a new amount under restate_on, a stage under retract_on) shows the
+adjustment the worker would send, its body built from the earlier conversion as if accepted.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !slices.Contains(crm.Formats, format) {
@@ -98,9 +103,13 @@ reads only, and shows what was fetched (contacts hashed) and the resulting reque
 			if err != nil {
 				return err
 			}
-			payload, err := os.ReadFile(payloadPath)
-			if err != nil {
-				return fmt.Errorf("--payload: %w", err)
+			var payloads [][]byte
+			for _, pp := range payloadPaths {
+				payload, err := os.ReadFile(pp)
+				if err != nil {
+					return fmt.Errorf("--payload: %w", err)
+				}
+				payloads = append(payloads, payload)
 			}
 			n := pii.Normalizer{DefaultRegion: cfg.PII.DefaultRegion}
 			var captures []store.IdentityCapture
@@ -111,7 +120,7 @@ reads only, and shows what was fetched (contacts hashed) and the resulting reque
 				}
 			}
 			out, err := explain(cmd.Context(), explainInput{
-				cfg: cfg, format: format, payload: payload, captures: captures, now: now,
+				cfg: cfg, format: format, payloads: payloads, captures: captures, now: now,
 				normalizer: n, newPlatform: platforms.New, warn: cmd.ErrOrStderr(), enrich: withEnrich,
 			})
 			if err != nil {
@@ -124,7 +133,7 @@ reads only, and shows what was fetched (contacts hashed) and the resulting reque
 		},
 	}
 	cmd.Flags().StringVar(&path, "config", "", "config file (YAML)")
-	cmd.Flags().StringVar(&payloadPath, "payload", "", "the CRM payload to explain (one message)")
+	cmd.Flags().StringArrayVar(&payloadPaths, "payload", nil, "a CRM payload to explain (one message); repeat for a record's history, in order")
 	cmd.Flags().StringVar(&format, "format", crm.FormatCanonical, "payload format: "+strings.Join(crm.Formats, "|"))
 	cmd.Flags().StringVar(&identitiesPath, "identities", "", "identity captures to join, one JSON object per line")
 	cmd.Flags().StringVar(&nowFlag, "now", "", "the clock for age windows, RFC 3339 (default: now)")
@@ -186,7 +195,10 @@ type explainConversion struct {
 	Destination string `json:"destination"`
 	Platform    string `json:"platform"`
 	Key         string `json:"key"`
-	// RetractsKey is set on retractions only: the key of the conversion taken back.
+	// Kind is set on adjustments only: "retraction" or "restatement".
+	Kind string `json:"kind,omitempty"`
+	// RetractsKey is set on adjustments only: the key of the conversion taken back or
+	// restated.
 	RetractsKey string          `json:"retracts_key,omitempty"`
 	State       store.State     `json:"state"`
 	Reason      string          `json:"reason"`
@@ -207,6 +219,8 @@ type explainRequest struct {
 // Reasons explain gives of its own (the platforms give theirs through Check).
 const (
 	reasonNoIdentifier = "no_identifier" // nothing the platform can match on yet: the row waits
+	// An adjustment whose body needs the conversion it adjusts, which is not in the payloads.
+	reasonOriginalNotInPayload = "original_not_in_payload"
 )
 
 type platformFactory func(name string, cfg uploader.DestinationConfig, log *zap.Logger) (uploader.Platform, error)
@@ -214,7 +228,7 @@ type platformFactory func(name string, cfg uploader.DestinationConfig, log *zap.
 type explainInput struct {
 	cfg         *config.Config
 	format      string
-	payload     []byte
+	payloads    [][]byte // explained in order, as one history
 	captures    []store.IdentityCapture
 	now         time.Time
 	normalizer  pii.Normalizer
@@ -232,16 +246,24 @@ func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
 	if err != nil {
 		return nil, err
 	}
-	decoded, err := crm.Decode(in.format, in.payload, in.normalizer)
-	if err != nil {
-		return nil, fmt.Errorf("--payload: %w", err)
+	var decoded crm.Decoded
+	for i, payload := range in.payloads {
+		d, err := crm.Decode(in.format, payload, in.normalizer)
+		if err != nil {
+			if len(in.payloads) > 1 {
+				return nil, fmt.Errorf("--payload #%d: %w", i+1, err)
+			}
+			return nil, fmt.Errorf("--payload: %w", err)
+		}
+		for _, bad := range d.Bad {
+			fmt.Fprintf(in.warn, "skipped event: %v\n", bad)
+		}
+		for _, dropped := range d.Dropped {
+			fmt.Fprintf(in.warn, "identifier dropped: %v\n", dropped)
+		}
+		decoded.Changes = append(decoded.Changes, d.Changes...)
 	}
-	for _, bad := range decoded.Bad {
-		fmt.Fprintf(in.warn, "skipped event: %v\n", bad)
-	}
-	for _, dropped := range decoded.Dropped {
-		fmt.Fprintf(in.warn, "identifier dropped: %v\n", dropped)
-	}
+	hist := newExplainHistory()
 
 	tokens, err := startPlaceholderTokenServer()
 	if err != nil {
@@ -340,8 +362,19 @@ func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
 					}
 				}
 			}
+			switch r, adjusts := hist.adjust(sc, p, &row); {
+			case adjusts && r == nil: // an unchanged value, or an older change: the store makes nothing
+				continue
+			case adjusts:
+				row = *r
+				p.Key, p.RetractsKey = r.Key, r.RetractsKey
+			}
+			kind := ""
+			if store.Adjustment(row.Kind) {
+				kind = row.Kind
+			}
 			ec := explainConversion{
-				Rule: p.Rule, Destination: p.Destination, Platform: p.Platform, Key: p.Key,
+				Rule: p.Rule, Destination: p.Destination, Platform: p.Platform, Key: p.Key, Kind: kind,
 				RetractsKey: p.RetractsKey, Currency: p.Currency, OccurredAt: p.OccurredAt.UTC(),
 				Value: json.RawMessage("null"),
 			}
@@ -383,6 +416,11 @@ func explainRow(ctx context.Context, platform uploader.Platform, row *store.Conv
 		var setup *uploader.Error
 		if errors.As(err, &setup) {
 			return store.StateReady, setup.Reason, nil, nil
+		}
+		if store.Adjustment(row.Kind) && row.Adjusted == nil {
+			// The platform builds the adjustment from the conversion it adjusts, which the
+			// worker reads from the store once accepted: give its change as an earlier --payload.
+			return store.StateReady, reasonOriginalNotInPayload, nil, nil
 		}
 		return "", "", nil, err
 	}

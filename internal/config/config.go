@@ -83,6 +83,9 @@ type UploaderConfig struct {
 	// with the platform. Together they cap how fast rows reach accepted or rejected.
 	StatusPollInterval time.Duration `yaml:"status_poll_interval"`
 	StatusPollLimit    int           `yaml:"status_poll_limit"`
+	// AdjustmentWait is how long a retraction or restatement waits before it is looked at
+	// again while the conversion it adjusts (or an earlier adjustment of it) is not through.
+	AdjustmentWait time.Duration `yaml:"adjustment_wait"`
 }
 
 // ReportConfig tunes the reconciliation report's flags.
@@ -101,7 +104,7 @@ func Default() Config {
 		Kafka: consumer.DefaultConfig(),
 		Store: store.DefaultConfig(),
 		Uploader: UploaderConfig{Enabled: &enabled, PollInterval: time.Second, LeaseFor: 2 * time.Minute,
-			StatusPollInterval: 30 * time.Second, StatusPollLimit: 1000},
+			StatusPollInterval: 30 * time.Second, StatusPollLimit: 1000, AdjustmentWait: time.Minute},
 		Report: ReportConfig{RateChangeThreshold: 0.10, SparseWeeklyVolume: 50},
 		CRMs:   enrich.DefaultConfig(),
 		Ingest: ingest.DefaultConfig(),
@@ -338,6 +341,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.PII.DefaultRegion) != 2 || strings.ToUpper(c.PII.DefaultRegion) != c.PII.DefaultRegion {
 		errs = append(errs, fmt.Errorf("pii.default_region: must be a 2-letter upper-case ISO 3166-1 code, got %q", c.PII.DefaultRegion))
+	}
+	if c.Uploader.AdjustmentWait <= 0 {
+		errs = append(errs, errors.New("uploader.adjustment_wait: must be positive"))
 	}
 	if c.Uploader.PollInterval <= 0 {
 		errs = append(errs, errors.New("uploader.poll_interval: must be positive"))

@@ -76,6 +76,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 			Uploader: uploader.Options{
 				PollInterval: 100 * time.Millisecond, StatusPollInterval: 300 * time.Millisecond,
 				LeaseSweepInterval: time.Second, BackoffBase: 500 * time.Millisecond, BackoffMax: 2 * time.Second,
+				AdjustmentWait: 200 * time.Millisecond,
 			},
 		})
 	}()
@@ -152,7 +153,11 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	fmt.Fprintf(out, "\nSandbox (what the platforms took, by dedup key):\n")
 	for _, p := range []string{"google", "meta", "tiktok", "microsoft", "linkedin"} {
 		c := res.Sandbox[p]
-		fmt.Fprintf(out, "  %-9s requests %3d  events received %3d  took effect %3d  duplicates dropped %d\n", p, c.Requests, c.Received, c.AcceptedUnique, c.Duplicates)
+		fmt.Fprintf(out, "  %-9s requests %3d  events received %3d  took effect %3d  duplicates dropped %d", p, c.Requests, c.Received, c.AcceptedUnique, c.Duplicates)
+		if c.Retracted+c.Restated > 0 {
+			fmt.Fprintf(out, "  +%d adj.", c.Retracted+c.Restated)
+		}
+		fmt.Fprintln(out)
 	}
 	fmt.Fprintf(out, "Dead-letter topic: %d message(s) (the malformed one)\n", res.DeadLetters)
 	fmt.Fprintf(out, "Thin HubSpot deal %s: enriched from the CRM emulator (%d HubSpot API requests),\n", ThinDealID, res.CRMRequests)
@@ -387,8 +392,9 @@ func check(r Result) []string {
 	}
 	for p, n := range platformAccepted {
 		c := r.Sandbox[p]
-		if c.AcceptedUnique != n {
-			out = append(out, fmt.Sprintf("sandbox %s: %d conversions took effect, the report says %d accepted", p, c.AcceptedUnique, n))
+		// Accepted rows are conversions and the adjustments the platform applied.
+		if took := c.AcceptedUnique + c.Restated + c.Retracted; took != n {
+			out = append(out, fmt.Sprintf("sandbox %s: %d conversions and adjustments took effect, the report says %d accepted", p, took, n))
 		}
 		if c.Duplicates != 0 {
 			out = append(out, fmt.Sprintf("sandbox %s: %d duplicates received", p, c.Duplicates))

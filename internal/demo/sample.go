@@ -15,7 +15,8 @@ import (
 //
 //	lead  format      what happens
 //	A     canonical   won, every click id, sent twice (duplicate)   → accepted everywhere once
-//	B     canonical   won, then lost                                → accepted; retraction skipped (the APIs cannot retract)
+//	B     canonical   won, then lost                                → accepted; retracted on Microsoft, the
+//	                  retraction skipped elsewhere (Data Manager, Meta, TikTok, LinkedIn cannot retract)
 //	C     hubspot     deal reaches qualifiedtobuy, batch redelivered → sales-accepted on Google once
 //	D     salesforce  opportunity Closed Won (CDC)                  → accepted everywhere
 //	E     pipedrive   deal status won (webhook v2)                  → accepted everywhere
@@ -52,7 +53,8 @@ var SampleTruth = []Truth{
 	{Destination: "meta-crm", Conversion: "Purchase", Created: 10, Accepted: 6, Expired: 1, Skipped: 2, Awaiting: 1},
 	{Destination: "tiktok-crm", Conversion: "CompletePayment", Created: 10, Accepted: 7, Skipped: 2, Awaiting: 1},
 	// Microsoft (90-day window) and LinkedIn (90 days) take H; both match on the hashed email.
-	{Destination: "microsoft-crm", Conversion: "Closed Won", Created: 10, Accepted: 7, Skipped: 2, Awaiting: 1},
+	// Microsoft retracts B (OfflineConversionAdjustments/Apply Retract).
+	{Destination: "microsoft-crm", Conversion: "Closed Won", Created: 10, Accepted: 8, Skipped: 1, Awaiting: 1},
 	{Destination: "linkedin-crm", Conversion: "123456", Created: 10, Accepted: 7, Skipped: 2, Awaiting: 1},
 }
 

@@ -78,6 +78,9 @@ func renderTable(w io.Writer, r Report) error {
 		if c.Total.Held > 0 {
 			fmt.Fprintf(&b, "! held        %d rows: the platform refused the conversion action (%s); resent at each probe\n", c.Total.Held, reasons(c.Total.HeldBy))
 		}
+		if c.Total.NotSupported > 0 {
+			fmt.Fprintf(&b, "not supported %d adjustments the platform cannot make, kept skipped: %s\n", c.Total.NotSupported, reasons(c.Total.NotSupportedBy))
+		}
 		if c.Total.Partial > 0 {
 			fmt.Fprintf(&b, "! partial     %d rows in requests the platform reports partly failed: %s\n", c.Total.Partial, reasons(c.Total.PartialBy))
 		}
@@ -144,7 +147,7 @@ func reasons(by map[string]int) string {
 func renderCSV(w io.Writer, r Report) error {
 	cw := csv.NewWriter(w)
 	head := []string{"destination", "platform", "conversion", "day", "matched", "created", "accepted", "sent", "rejected", "expired", "skipped", "unmatched", "awaiting", "queued", "in_retry", "failed", "with_identifier", "rejected_by_reason", "match_rate", "previous_match_rate", "match_rate_flag", "accepted_rate", "previous_accepted_rate", "accepted_rate_flag", "weekly_volume", "sparse_flag",
-		"with_click_id", "with_email", "with_phone", "with_lead_id", "click_id_share", "email_share", "phone_share", "lead_id_share"}
+		"with_click_id", "with_email", "with_phone", "with_lead_id", "click_id_share", "email_share", "phone_share", "lead_id_share", "not_supported"}
 	if err := cw.Write(head); err != nil {
 		return err
 	}
@@ -153,6 +156,7 @@ func renderCSV(w io.Writer, r Report) error {
 			rec := append([]string{c.Destination, c.Platform, c.Conversion, d.Day.Format(time.DateOnly)}, ints(d.Counts)...)
 			rec = append(rec, reasons(d.RejectedBy), "", "", "", "", "", "", "", "")
 			rec = append(rec, kindCells(d.Counts, d.IdentifierShare)...)
+			rec = append(rec, strconv.Itoa(d.NotSupported))
 			if err := cw.Write(rec); err != nil {
 				return err
 			}
@@ -163,6 +167,7 @@ func renderCSV(w io.Writer, r Report) error {
 			f(c.AcceptedRate), f(c.PreviousAcceptedRate), strconv.FormatBool(c.AcceptedRateFlag),
 			strconv.FormatFloat(c.WeeklyVolume, 'f', 1, 64), strconv.FormatBool(c.SparseFlag))
 		rec = append(rec, kindCells(c.Total, c.IdentifierShare)...)
+		rec = append(rec, strconv.Itoa(c.Total.NotSupported))
 		if err := cw.Write(rec); err != nil {
 			return err
 		}

@@ -41,11 +41,16 @@ type Counts struct {
 	RejectedBy map[string]int `json:"rejected_by_reason,omitempty"`
 	Expired    int            `json:"expired"`
 	Skipped    int            `json:"skipped"`
-	Unmatched  int            `json:"unmatched"`
-	Awaiting   int            `json:"awaiting"` // awaiting identity
-	Pending    int            `json:"pending"`  // ready or in flight, never tried or not yet failed
-	InRetry    int            `json:"in_retry"` // ready again after a transient failure
-	Failed     int            `json:"failed"`   // retries exhausted
+	// NotSupported counts, of Skipped, the adjustments (retractions, restatements) the
+	// destination's platform cannot make (store.NotSupported reasons), by reason in
+	// NotSupportedBy: made, kept and shown, never sent.
+	NotSupported   int            `json:"not_supported"`
+	NotSupportedBy map[string]int `json:"not_supported_by_reason,omitempty"`
+	Unmatched      int            `json:"unmatched"`
+	Awaiting       int            `json:"awaiting"` // awaiting identity
+	Pending        int            `json:"pending"`  // ready or in flight, never tried or not yet failed
+	InRetry        int            `json:"in_retry"` // ready again after a transient failure
+	Failed         int            `json:"failed"`   // retries exhausted
 	// Held counts rows whose conversion action the platform refused (unknown, disabled):
 	// kept, resent at each hold probe, by reason in HeldBy.
 	Held   int            `json:"held"`
@@ -115,6 +120,8 @@ func (c *Counts) add(o Counts) {
 	}
 	c.Expired += o.Expired
 	c.Skipped += o.Skipped
+	c.NotSupported += o.NotSupported
+	c.NotSupportedBy = addBy(c.NotSupportedBy, o.NotSupportedBy)
 	c.Unmatched += o.Unmatched
 	c.Awaiting += o.Awaiting
 	c.Enriching += o.Enriching
@@ -349,6 +356,10 @@ func tally(c *Counts, rc store.ReportCount) {
 		c.Expired += n
 	case store.StateSkipped:
 		c.Skipped += n
+		if store.NotSupported(rc.Reason) {
+			c.NotSupported += n
+			c.NotSupportedBy = addBy(c.NotSupportedBy, map[string]int{rc.Reason: n})
+		}
 	case store.StateUnmatched:
 		c.Unmatched += n
 	case store.StateAwaitingIdentity:

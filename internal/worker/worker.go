@@ -141,6 +141,9 @@ func Run(ctx context.Context, cfg *config.Config, log *zap.Logger, opts Options)
 		if uo.PollInterval == 0 {
 			uo.PollInterval = cfg.Uploader.PollInterval
 		}
+		if uo.AdjustmentWait == 0 {
+			uo.AdjustmentWait = cfg.Uploader.AdjustmentWait
+		}
 		if uo.StatusPollInterval == 0 {
 			uo.StatusPollInterval = cfg.Uploader.StatusPollInterval
 		}

@@ -69,6 +69,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConsumedOffsetsInvalid", testConsumedOffsetsInvalid},
 		{"ConsumedOffsetsConcurrent", testConsumedOffsetsConcurrent},
 		{"IdentifierCounts", testIdentifierCounts},
+		{"Restatements", testRestatements},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

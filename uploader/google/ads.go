@@ -23,8 +23,9 @@ const AdsDateTime = "2006-01-02 15:04:05-07:00"
 const MaxAdsUserIdentifiers = 5
 
 // AdsAPI uploads to the Google Ads API (platform "google_ads"): conversions with
-// uploadClickConversions, retractions with uploadConversionAdjustments. It implements
-// uploader.Platform and uploader.Grouper (conversions and retractions never share a batch).
+// uploadClickConversions, retractions and restatements with uploadConversionAdjustments
+// (RETRACTION / RESTATEMENT by orderId, the conversion key). It implements
+// uploader.Platform and uploader.Grouper (conversions and adjustments never share a batch).
 // Safe for concurrent use.
 type AdsAPI struct {
 	cfg    uploader.DestinationConfig
@@ -48,18 +49,27 @@ func NewAdsAPI(cfg uploader.DestinationConfig, client *http.Client, log *zap.Log
 // MaxBatch is 2,000 conversions (or adjustments) per request.
 func (a *AdsAPI) MaxBatch() int { return min(a.cfg.BatchSize, MaxBatch) }
 
-// BatchGroup separates conversions from retractions: they go to different endpoints.
+// adjustmentGroup is the batch group of retractions and restatements.
+const adjustmentGroup = "adjustment"
+
+// BatchGroup separates conversions from adjustments: they go to different endpoints.
 func (a *AdsAPI) BatchGroup(c *store.Conversion) string {
-	if c.Kind == store.KindRetraction {
-		return store.KindRetraction
+	if store.Adjustment(c.Kind) {
+		return adjustmentGroup
 	}
 	return store.KindConversion
 }
 
-// Check: conversions follow Google's shared rules (see DataManager.Check); a retraction
-// needs the key of the conversion it retracts (sent as orderId) and a numeric action.
+// Check: conversions follow Google's shared rules (see DataManager.Check); an adjustment
+// needs the key of the conversion it adjusts (sent as orderId) and a numeric action, a
+// restatement also a usable value and currency.
 func (a *AdsAPI) Check(c *store.Conversion, now time.Time) *uploader.Error {
-	if c.Kind == store.KindRetraction {
+	if store.Adjustment(c.Kind) {
+		if c.Kind == store.KindRestatement {
+			if e := checkRestatement(c); e != nil {
+				return e
+			}
+		}
 		if c.RetractsKey == "" {
 			return &uploader.Error{Class: uploader.ClassPermanent, Reason: "missing_retracts_key", Detail: "a retraction must name the conversion it retracts"}
 		}
@@ -108,10 +118,16 @@ type (
 		ValidateOnly          bool            `json:"validateOnly,omitempty"`
 	}
 	adsAdjustment struct {
-		OrderID            string `json:"orderId"`
-		ConversionAction   string `json:"conversionAction"`
-		AdjustmentType     string `json:"adjustmentType"`
-		AdjustmentDateTime string `json:"adjustmentDateTime"`
+		OrderID            string               `json:"orderId"`
+		ConversionAction   string               `json:"conversionAction"`
+		AdjustmentType     string               `json:"adjustmentType"`
+		AdjustmentDateTime string               `json:"adjustmentDateTime"`
+		RestatementValue   *adsRestatementValue `json:"restatementValue,omitempty"`
+	}
+	// adsRestatementValue is the new total value (100 → 70 sends 70).
+	adsRestatementValue struct {
+		AdjustedValue float64 `json:"adjustedValue"`
+		CurrencyCode  string  `json:"currencyCode,omitempty"`
 	}
 )
 
@@ -120,8 +136,8 @@ func (a *AdsAPI) actionName(id string) string {
 }
 
 // BuildRequest builds `POST {base}/{ver}/customers/{cid}:uploadClickConversions` for
-// conversions or `:uploadConversionAdjustments` (RETRACTION by orderId) for retractions. A
-// batch mixing both is an error (see BatchGroup).
+// conversions or `:uploadConversionAdjustments` (RETRACTION or RESTATEMENT by orderId) for
+// adjustments. A batch mixing both is an error (see BatchGroup).
 func (a *AdsAPI) BuildRequest(ctx context.Context, batch []store.Conversion, _ time.Time) (*http.Request, error) {
 	method, body, err := a.body(batch)
 	if err != nil {
@@ -156,19 +172,27 @@ func (a *AdsAPI) body(batch []store.Conversion) (string, []byte, error) {
 	group := a.BatchGroup(&batch[0])
 	for i := range batch {
 		if a.BatchGroup(&batch[i]) != group {
-			return "", nil, fmt.Errorf("google ads: batch mixes conversions and retractions (row %d)", i)
+			return "", nil, fmt.Errorf("google ads: batch mixes conversions and adjustments (row %d)", i)
 		}
 	}
-	if group == store.KindRetraction {
+	if group == adjustmentGroup {
 		req := adsAdjustmentRequest{PartialFailure: true, ValidateOnly: a.set.ValidateOnly}
 		for i := range batch {
 			c := &batch[i]
-			req.ConversionAdjustments = append(req.ConversionAdjustments, adsAdjustment{
+			adj := adsAdjustment{
 				OrderID:            c.RetractsKey,
 				ConversionAction:   a.actionName(c.ConversionName),
 				AdjustmentType:     "RETRACTION",
 				AdjustmentDateTime: c.OccurredAt.UTC().Format(AdsDateTime),
-			})
+			}
+			if c.Kind == store.KindRestatement {
+				if c.Value == nil {
+					return "", nil, fmt.Errorf("google ads: row %d is a restatement without a value; Check rejects those", i)
+				}
+				adj.AdjustmentType = "RESTATEMENT"
+				adj.RestatementValue = &adsRestatementValue{AdjustedValue: *c.Value, CurrencyCode: c.Currency}
+			}
+			req.ConversionAdjustments = append(req.ConversionAdjustments, adj)
 		}
 		b, err := json.Marshal(req)
 		return "uploadConversionAdjustments", b, err

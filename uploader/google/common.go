@@ -37,6 +37,15 @@ func pickClick(clicks []store.Click) (store.Click, bool) {
 	return store.Click{}, false
 }
 
+// checkRestatement applies the rules shared by both Google surfaces to a restatement: a
+// finite, non-negative value and a currency code (Check of each surface adds the rest).
+func checkRestatement(c *store.Conversion) *uploader.Error {
+	if c.Value == nil {
+		return &uploader.Error{Class: uploader.ClassPermanent, Reason: "missing_value", Detail: "a restatement must carry the new value"}
+	}
+	return uploader.CheckRow(c, uploader.RowRules{API: "Google", Restates: true, NonNegativeValue: true})
+}
+
 // checkConversion applies the rules shared by both Google surfaces to a conversion row.
 func checkConversion(c *store.Conversion, now time.Time, window time.Duration) *uploader.Error {
 	// Retractions are decided by each surface before this (Ads retracts, Data Manager cannot).

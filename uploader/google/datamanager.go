@@ -69,11 +69,27 @@ func (d *DataManager) BatchGroup(c *store.Conversion) string { return c.Conversi
 
 // Check applies Google's rules: no retractions (Data Manager has none), consent, a numeric
 // conversion action, a click ID or hashed email/phone, and the click window measured from
-// click to conversion (expired beyond it; transient while the click is under 6 h old).
+// click to conversion (expired beyond it; transient while the click is under 6 h old). A
+// restatement needs a value and currency: Data Manager takes it as the original event
+// sent again under the same transactionId with the new value (platforms.md §1.6, "treated
+// as an adjustment"), built from store.Conversion.Adjusted.
 func (d *DataManager) Check(c *store.Conversion, now time.Time) *uploader.Error {
-	if c.Kind == store.KindRetraction {
-		return &uploader.Error{Class: uploader.ClassSkipped, Reason: "retraction_unsupported",
+	switch c.Kind {
+	case store.KindRetraction:
+		return &uploader.Error{Class: uploader.ClassSkipped, Reason: store.ReasonRetractionUnsupported,
 			Detail: "the Data Manager API cannot retract a conversion"}
+	case store.KindRestatement:
+		if e := checkRestatement(c); e != nil {
+			return e
+		}
+		if !numericID.MatchString(c.ConversionName) {
+			return &uploader.Error{Class: uploader.ClassPermanent, Reason: "invalid_conversion_action",
+				Detail: fmt.Sprintf("conversion name must be the numeric conversion action ID, got %q", c.ConversionName)}
+		}
+		if c.RetractsKey == "" {
+			return &uploader.Error{Class: uploader.ClassPermanent, Reason: "missing_retracts_key", Detail: "a restatement must name the conversion it restates"}
+		}
+		return nil
 	}
 	return checkConversion(c, now, d.set.ClickWindow)
 }
@@ -195,6 +211,15 @@ func (d *DataManager) body(batch []store.Conversion) ([]byte, error) {
 		c := &batch[i]
 		if c.Kind == store.KindRetraction {
 			return nil, fmt.Errorf("google data manager: row %d is a retraction; Check skips those", i)
+		}
+		if c.Kind == store.KindRestatement {
+			// The original event again, under its transactionId, with the new value.
+			if c.Adjusted == nil {
+				return nil, fmt.Errorf("google data manager: restatement row %d carries no Adjusted conversion (the dispatcher sets it)", i)
+			}
+			r := *c.Adjusted
+			r.Value, r.Currency, r.ConversionName = c.Value, c.Currency, c.ConversionName
+			c = &r
 		}
 		ev := dmEvent{
 			TransactionID:  c.Key,

@@ -47,6 +47,9 @@ type emulator struct {
 	facts  *schema.Schema
 	dmReqs map[string]*dmRequestState // Data Manager request id → state; under the Server's lock
 	ads    map[string]*adsConversion  // Google Ads key → stored conversion; under the Server's lock
+	// dmValues is the value and currency each Data Manager conversion holds: a
+	// transactionId resent with another one is a restatement (platforms.md §1.6).
+	dmValues map[string]string
 }
 
 func (s *emulator) Platform() string { return s.name }
@@ -54,6 +57,31 @@ func (s *emulator) Platform() string { return s.name }
 func (s *emulator) ResetLocked() {
 	s.dmReqs = map[string]*dmRequestState{}
 	s.ads = map[string]*adsConversion{}
+	s.dmValues = map[string]string{}
+}
+
+// dmEventValue is an ingested event's value and currency, as a comparable string.
+func dmEventValue(ev map[string]any) string {
+	return fmt.Sprint(field(ev, "conversionValue", "conversion_value")) + " " + str(ev["currency"])
+}
+
+// dmValueLocked remembers the value a Data Manager conversion was first ingested with.
+func (s *emulator) dmValueLocked(key string, ev map[string]any) {
+	if s.dmValues[key] == "" {
+		s.dmValues[key] = dmEventValue(ev)
+	}
+}
+
+// dmRestatesLocked counts a resent transactionId carrying another value as a restatement
+// and reports true; unchanged it reports false (a duplicate conversion).
+func (s *emulator) dmRestatesLocked(key string, ev map[string]any) bool {
+	v := dmEventValue(ev)
+	if s.dmValues[key] == "" || v == s.dmValues[key] {
+		return false
+	}
+	s.dmValues[key] = v
+	s.RecordAdjustmentLocked(DataManagerName, "RESTATEMENT", key+"/RESTATEMENT/"+v, true)
+	return true
 }
 
 func (s *emulator) Route(r *http.Request) http.HandlerFunc {
@@ -263,8 +291,13 @@ func (s *emulator) handleDMIngest(w http.ResponseWriter, r *http.Request) {
 			}
 			kc := s.CountsLocked(DataManagerName).Keys[key]
 			// Data Manager treats a resent transactionId as an adjustment of the same
-			// conversion: received again, no new conversion.
+			// conversion: received again, no new conversion; with another value it is a
+			// restatement.
+			if kc != nil && kc.Effective > 0 && s.dmRestatesLocked(key, ev) {
+				continue
+			}
 			s.RecordLocked(DataManagerName, key, kc == nil || kc.Effective == 0)
+			s.dmValueLocked(key, ev)
 		}
 	}
 	s.dmReqs[id] = st
@@ -483,8 +516,23 @@ func (s *emulator) handleDMStatus(w http.ResponseWriter, r *http.Request) {
 // --- Google Ads API -------------------------------------------------------------------------
 
 type adsConversion struct {
-	at        time.Time
-	retracted bool
+	at         time.Time
+	retracted  bool
+	restatedAt time.Time // the latest restatement's adjustment time
+}
+
+// restatementProblem is the error of a Google Ads restatement at adjAt, or "": it needs a
+// newer adjustmentDateTime than the last one ("otherwise it is treated as a duplicate",
+// platforms.md §1.2): the same time answers RESTATEMENT_ALREADY_EXISTS, an older one
+// MORE_RECENT_RESTATEMENT_FOUND.
+func (c *adsConversion) restatementProblem(adjAt time.Time) (enum, msg string) {
+	switch {
+	case c.restatedAt.IsZero() || adjAt.After(c.restatedAt):
+		return "", ""
+	case adjAt.Equal(c.restatedAt):
+		return "RESTATEMENT_ALREADY_EXISTS", "A restatement with this adjustment date time already exists."
+	}
+	return "MORE_RECENT_RESTATEMENT_FOUND", "A more recent restatement of this conversion exists."
 }
 
 const adsDomain = "googleads.googleapis.com"
@@ -746,6 +794,10 @@ func (s *emulator) adsAdjustmentsLocked(cid string, rows []any, f sandbox.Faults
 		case typ == "RETRACTION" && field(a, "restatementValue", "restatement_value") != nil:
 			fail("RESTATEMENT_VALUE_SET_FOR_RETRACTION", "restatementValue must not be set for a retraction.")
 			continue
+		case typ == "RESTATEMENT" && field(a, "restatementValue", "restatement_value") == nil:
+			errs = append(errs, adsRowError{index: i, typ: "fieldError", enum: "REQUIRED", msg: "restatementValue is required for a restatement.", field: "restatement_value"})
+			results[i] = map[string]any{}
+			continue
 		case orderID != "" && f.RejectsKey(orderID):
 			fail("CONVERSION_NOT_FOUND", "The conversion could not be found (sandbox reject key).")
 			continue
@@ -761,17 +813,33 @@ func (s *emulator) adsAdjustmentsLocked(cid string, rows []any, f sandbox.Faults
 			fail("ADJUSTMENT_PRECEDES_CONVERSION", "The adjustment date time precedes the conversion.")
 			continue
 		}
-		if typ == "RETRACTION" && conv.retracted {
+		if conv.retracted {
+			if typ == "RETRACTION" && !validateOnly {
+				s.RecordAdjustmentLocked(AdsName, typ, key+"/"+typ, false)
+			}
 			fail("CONVERSION_ALREADY_RETRACTED", "The conversion was already retracted.")
 			continue
+		}
+		if typ == "RESTATEMENT" {
+			if enum, msg := conv.restatementProblem(adjAt); enum != "" {
+				if !validateOnly {
+					s.RecordAdjustmentLocked(AdsName, typ, key+"/"+typ+"@"+dt, false)
+				}
+				fail(enum, msg)
+				continue
+			}
 		}
 		if validateOnly {
 			results[i] = map[string]any{}
 			continue
 		}
-		if typ == "RETRACTION" {
+		switch typ {
+		case "RETRACTION":
 			conv.retracted = true
-			s.CountsLocked(AdsName).Retracted++
+			s.RecordAdjustmentLocked(AdsName, typ, key+"/"+typ, true)
+		case "RESTATEMENT":
+			conv.restatedAt = adjAt
+			s.RecordAdjustmentLocked(AdsName, typ, key+"/"+typ+"@"+dt, true)
 		}
 		results[i] = map[string]any{"orderId": orderID, "conversionAction": str(field(a, "conversionAction", "conversion_action")),
 			"adjustmentDateTime": dt, "adjustmentType": typ}

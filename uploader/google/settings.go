@@ -38,10 +38,13 @@ var clearForms = map[pii.Field]string{
 // §1). Its path is always v1.
 func DataManagerSpec() uploader.Spec {
 	return uploader.Spec{
-		Name:            DataManagerName,
-		API:             "the Google Data Manager API",
-		MaxBatch:        MaxBatch,
-		DefaultBaseURL:  "https://datamanager.googleapis.com",
+		Name:           DataManagerName,
+		API:            "the Google Data Manager API",
+		MaxBatch:       MaxBatch,
+		DefaultBaseURL: "https://datamanager.googleapis.com",
+		// Re-sending a transactionId with a new value is Data Manager's adjustment
+		// (platforms.md §1.6); it has no retraction.
+		Restates:        true,
 		ConversionNoun:  "conversion action",
 		CheckConversion: checkActionID,
 		Usable:          Usable,
@@ -67,7 +70,8 @@ func AdsSpec() uploader.Spec {
 		// protos in roundtrip_test). v23-v25 sunsets are only projected (Feb, May, Aug 2027),
 		// not announced: none is set until Google announces them.
 		Versions:        adsVersions,
-		Retracts:        true,
+		Retracts:        true, // RETRACTION by orderId
+		Restates:        true, // RESTATEMENT by orderId
 		ResolvesNames:   true,
 		ConversionNoun:  "conversion action",
 		CheckConversion: checkActionID,

@@ -39,6 +39,15 @@
 //   - consent: Microsoft has no consent field; a row whose ad_user_data consent is denied
 //     is skipped.
 //
-// Retractions and restatements (OfflineConversionAdjustments/Apply) are not sent yet: a
-// retraction row is skipped with reason retraction_unsupported.
+// Retractions and restatements go to `OfflineConversionAdjustments/Apply` (adjustments.go,
+// platforms.md §4.1-4.2), never in one request with conversions (BatchGroup). An
+// OfflineConversionAdjustment names the original as Microsoft knows it: its
+// ConversionName, ConversionTime, MicrosoftClickId and hashes, all taken from the accepted
+// original the dispatcher attaches (store.Conversion.Adjusted), with AdjustmentType
+// Retract (no value) or Restate (AdjustmentValue = the new total, AdjustmentCurrencyCode),
+// AdjustmentTime = the CRM change time. UNCONFIRMED and chosen conservatively: the per-call
+// limit for adjustments (the conversions' 1,000 is assumed; a batch-size error is
+// bisected), and the error codes for an unknown or already retracted original (only the
+// reporting enum names AdjustmentOriginalNotFound / ConversionAlreadyRetracted are
+// documented): any code this package does not know is retried, never rejected.
 package microsoft

@@ -50,11 +50,14 @@ func New(cfg uploader.DestinationConfig, client *http.Client, log *zap.Logger) *
 // MaxBatch is 1,000 offline conversions per call.
 func (p *Platform) MaxBatch() int { return min(p.cfg.BatchSize, MaxBatch) }
 
-// Check skips retractions (not sent here yet) and denied consent; expires a ConversionTime
-// more than 90 days (less AgeMargin) before now; lets a ConversionTime in the future, and
-// rows of a goal Microsoft called too recent, wait (never dropped); needs an msclkid or a
-// hashed email or phone.
+// Check skips denied consent; expires a ConversionTime more than 90 days (less AgeMargin)
+// before now; lets a ConversionTime in the future, and rows of a goal Microsoft called too
+// recent, wait (never dropped); needs an msclkid or a hashed email or phone. Retractions
+// and restatements are checked by checkAdjustment (adjustments.go).
 func (p *Platform) Check(c *store.Conversion, now time.Time) *uploader.Error {
+	if store.Adjustment(c.Kind) {
+		return p.checkAdjustment(c, now)
+	}
 	if e := uploader.CheckRow(c, uploader.RowRules{API: Spec().API, NameField: "ConversionName", NonNegativeValue: true}); e != nil {
 		return e
 	}
@@ -120,16 +123,20 @@ type (
 // ConversionTime, so a resend must carry exactly the same value.
 func ConversionTime(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
-// Body returns the exact JSON body BuildRequest sends; it holds no credentials.
+// Body returns the exact JSON body BuildRequest sends; it holds no credentials. A batch of
+// adjustments (see BatchGroup) is an ApplyOfflineConversionAdjustmentsRequest.
 func (p *Platform) Body(batch []store.Conversion) ([]byte, error) {
 	if len(batch) == 0 || len(batch) > MaxBatch {
 		return nil, fmt.Errorf("microsoft: batch of %d rows, want 1..%d", len(batch), MaxBatch)
 	}
+	if store.Adjustment(batch[0].Kind) {
+		return adjustmentsBody(batch)
+	}
 	req := applyRequest{OfflineConversions: make([]offlineConversion, 0, len(batch))}
 	for i := range batch {
 		c := &batch[i]
-		if c.Kind == store.KindRetraction {
-			return nil, fmt.Errorf("microsoft: row %d is a retraction; Check skips those", i)
+		if store.Adjustment(c.Kind) {
+			return nil, fmt.Errorf("microsoft: batch mixes conversions and adjustments (row %d)", i)
 		}
 		oc := offlineConversion{
 			ConversionName:     c.ConversionName,
@@ -148,7 +155,8 @@ func (p *Platform) Body(batch []store.Conversion) ([]byte, error) {
 }
 
 // BuildRequest builds `POST {base}/CampaignManagement/{version}/OfflineConversions/Apply`
-// with a fresh or cached access token and the account headers.
+// (or `OfflineConversionAdjustments/Apply` for a batch of adjustments) with a fresh or
+// cached access token and the account headers.
 func (p *Platform) BuildRequest(ctx context.Context, batch []store.Conversion, _ time.Time) (*http.Request, error) {
 	body, err := p.Body(batch)
 	if err != nil {
@@ -158,7 +166,11 @@ func (p *Platform) BuildRequest(ctx context.Context, batch []store.Conversion, _
 	if err != nil {
 		return nil, err
 	}
-	u := fmt.Sprintf("%s/CampaignManagement/%s/OfflineConversions/Apply", strings.TrimRight(p.cfg.BaseURL, "/"), p.cfg.APIVersion)
+	service := "OfflineConversions"
+	if store.Adjustment(batch[0].Kind) {
+		service = "OfflineConversionAdjustments"
+	}
+	u := fmt.Sprintf("%s/CampaignManagement/%s/%s/Apply", strings.TrimRight(p.cfg.BaseURL, "/"), p.cfg.APIVersion, service)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, err

@@ -145,7 +145,13 @@ func TestCheck(t *testing.T) {
 		{"91 days old", func(c *store.Conversion) { c.OccurredAt = now.Add(-91 * 24 * time.Hour) }, uploader.ClassExpired, "conversion_too_old", 0},
 		{"in the future waits", func(c *store.Conversion) { c.OccurredAt = now.Add(time.Hour) }, uploader.ClassTransient, "conversion_time_in_future", time.Hour},
 		{"a CRM clock a few seconds ahead is fine", func(c *store.Conversion) { c.OccurredAt = now.Add(10 * time.Second) }, "", "", 0},
-		{"retraction", func(c *store.Conversion) { c.Kind = store.KindRetraction }, uploader.ClassSkipped, "retraction_unsupported", 0},
+		{"retraction without its conversion's key", func(c *store.Conversion) { c.Kind = store.KindRetraction }, uploader.ClassPermanent, "missing_retracts_key", 0},
+		{"retraction", func(c *store.Conversion) { c.Kind, c.RetractsKey, c.Value = store.KindRetraction, "k", nil }, "", "", 0},
+		{"restatement", func(c *store.Conversion) { c.Kind, c.RetractsKey = store.KindRestatement, "k" }, "", "", 0},
+		{"restatement without a value", func(c *store.Conversion) { c.Kind, c.RetractsKey, c.Value = store.KindRestatement, "k", nil }, uploader.ClassPermanent, "missing_value", 0},
+		{"a 91-day-old original is not the adjustment's business", func(c *store.Conversion) {
+			c.Kind, c.RetractsKey, c.OccurredAt = store.KindRetraction, "k", now.Add(-91*24*time.Hour)
+		}, "", "", 0},
 		{"negative value", func(c *store.Conversion) { c.Value = value(-1) }, uploader.ClassPermanent, "invalid_value", 0},
 		{"hash without click is enough", func(c *store.Conversion) { c.Identity.Clicks = nil }, "", "", 0},
 		{"click without hash is enough", func(c *store.Conversion) { c.Identity.Identifiers = nil }, "", "", 0},

@@ -16,6 +16,7 @@ import (
 // sandbox.Server (Spec().Sandbox):
 //
 //	POST /CampaignManagement/v13/OfflineConversions/Apply   ApplyOfflineConversions (PartialErrors per row)
+//	POST /CampaignManagement/v13/OfflineConversionAdjustments/Apply   Restate and Retract (adjustments_sandbox.go)
 //	POST /common/oauth2/v2.0/token                           the Server's token endpoint
 //
 // It takes access tokens the token endpoint issued plus a DeveloperToken (only the
@@ -30,16 +31,19 @@ type emulator struct {
 	*sandbox.Server
 	facts *schema.Schema
 	own   sandbox.PlatformOptions
+	adj   map[string]*adjState // conversion key → its adjustments; under the Server's lock
 }
 
 func (s *emulator) Platform() string { return Name }
 
-func (s *emulator) ResetLocked() {}
+func (s *emulator) ResetLocked() { s.adj = map[string]*adjState{} }
 
 func (s *emulator) Route(r *http.Request) http.HandlerFunc {
 	switch r.URL.Path {
 	case "/CampaignManagement/v13/OfflineConversions/Apply":
 		return s.handleMicrosoft
+	case "/CampaignManagement/v13/OfflineConversionAdjustments/Apply":
+		return s.handleAdjustments
 	case "/common/oauth2/v2.0/token": // the Microsoft identity platform's path
 		return s.HandleToken
 	}

@@ -27,7 +27,10 @@ func Spec() uploader.Spec {
 		DefaultBaseURL: "https://campaign.api.bingads.microsoft.com",
 		// v13 is the only Campaign Management version; the REST surface has no announced
 		// sunset (the 2027-01-31 date is SOAP's).
-		Versions:        []uploader.Version{{Name: "v13"}},
+		Versions: []uploader.Version{{Name: "v13"}},
+		// OfflineConversionAdjustments/Apply: Retract and Restate (adjustments.go).
+		Retracts:        true,
+		Restates:        true,
 		ConversionNoun:  "offline conversion goal",
 		CheckConversion: checkGoalName,
 		Usable:          Usable,

@@ -61,7 +61,7 @@ func Target(name string) crm.Target {
 	if !ok {
 		return crm.Target{Platform: name}
 	}
-	return crm.Target{Platform: s.Name, Noun: s.ConversionNoun, Check: s.CheckConversion, Retracts: s.Retracts, ResolvesNames: s.ResolvesNames, API: s.API}
+	return crm.Target{Platform: s.Name, Noun: s.ConversionNoun, Check: s.CheckConversion, Retracts: s.Retracts, Restates: s.Restates, ResolvesNames: s.ResolvesNames, API: s.API}
 }
 
 // Targets describes each destination (name → platform) for the stage mappings.

@@ -25,7 +25,7 @@ func TestNew(t *testing.T) {
 		{"google-ads", "google_ads", 2000, false, true},
 		{"meta-main", "meta", 1000, false, false},
 		{"tiktok", "tiktok", 1000, false, false},
-		{"microsoft-crm", "microsoft", 1000, false, false},
+		{"microsoft-crm", "microsoft", 1000, false, true}, // conversions and adjustments apart
 		{"linkedin-crm", "linkedin", 5000, false, false},
 	}
 	for _, tc := range cases {

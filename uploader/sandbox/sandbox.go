@@ -118,6 +118,13 @@ type Counts struct {
 	Rejected       int                  `json:"rejected"`        // events refused (row errors, async failures)
 	Retracted      int                  `json:"retracted"`       // retractions applied (platforms that retract)
 	Keys           map[string]*KeyCount `json:"keys"`
+	// Restated counts restatements applied (Google Ads RESTATEMENT, Microsoft Restate, a
+	// Data Manager transactionId resent with another value); AdjustmentDuplicates the
+	// adjustments the platform ignored as already applied; Adjustments is per adjustment
+	// key (see adjustments.go). Conversions' counts above never include adjustments.
+	Restated             int                  `json:"restated"`
+	AdjustmentDuplicates int                  `json:"adjustment_duplicates"`
+	Adjustments          map[string]*KeyCount `json:"adjustments,omitempty"`
 }
 
 // Server emulates the platforms its emulators (Mount) add. It is an http.Handler; safe for concurrent use.
@@ -184,7 +191,7 @@ func (s *Server) resetLocked() {
 	s.tokens = map[string]time.Time{}
 	s.counts = map[string]*Counts{}
 	for _, e := range s.emulators {
-		s.counts[e.Platform()] = &Counts{Keys: map[string]*KeyCount{}}
+		s.counts[e.Platform()] = &Counts{Keys: map[string]*KeyCount{}, Adjustments: map[string]*KeyCount{}}
 		e.ResetLocked()
 	}
 }
@@ -221,6 +228,11 @@ func (s *Server) Counts() map[string]Counts {
 		for k, v := range c.Keys {
 			kc := *v
 			cp.Keys[k] = &kc
+		}
+		cp.Adjustments = make(map[string]*KeyCount, len(c.Adjustments))
+		for k, v := range c.Adjustments {
+			kc := *v
+			cp.Adjustments[k] = &kc
 		}
 		out[p] = cp
 	}
