@@ -36,7 +36,7 @@ type thinData struct {
 }
 
 const (
-	hubspotDeals = 4000
+	hubspotDeals = 5000
 	hubspotBatch = 100 // events per HubSpot webhook request
 	pipedriveN   = 150
 	closeN       = 150
