@@ -262,6 +262,7 @@ func explain(ctx context.Context, in explainInput) (*explainOutput, error) {
 			fmt.Fprintf(in.warn, "identifier dropped: %v\n", dropped)
 		}
 		decoded.Changes = append(decoded.Changes, d.Changes...)
+		decoded.Thin = append(decoded.Thin, d.Thin...)
 	}
 	hist := newExplainHistory()
 
