@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -126,10 +127,36 @@ func produce(ctx context.Context, brokers []string, topic string, msgs []kafka.M
 		BatchSize: 1000, BatchTimeout: 5 * time.Millisecond, RequiredAcks: kafka.RequireAll, MaxAttempts: 20,
 	}
 	defer w.Close()
-	if err := w.WriteMessages(ctx, msgs...); err != nil {
-		return fmt.Errorf("produce to %s: %w", topic, err)
+	// A topic just created can be unknown to the writer's metadata for a moment on a busy
+	// broker, even after its leaders are elected: the messages refused with that one error
+	// (and only those, so nothing is written twice) are retried a while.
+	for attempt := 0; ; attempt++ {
+		err := w.WriteMessages(ctx, msgs...)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, kafka.UnknownTopicOrPartition) || attempt == 40 {
+			return fmt.Errorf("produce to %s: %w", topic, err)
+		}
+		var we kafka.WriteErrors
+		if errors.As(err, &we) && len(we) == len(msgs) {
+			var again []kafka.Message
+			for i, e := range we {
+				if e != nil {
+					if !errors.Is(e, kafka.UnknownTopicOrPartition) {
+						return fmt.Errorf("produce to %s: %w", topic, err)
+					}
+					again = append(again, msgs[i])
+				}
+			}
+			msgs = again
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("produce to %s: %w", topic, err)
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
-	return nil
 }
 
 // groupLag is how many messages of topic group has not committed yet (a partition without
