@@ -23,7 +23,7 @@ func main() {
 	var o options
 	flag.IntVar(&o.N, "n", 1_000_000, "stage changes (and identity captures) in the main backlog")
 	flag.IntVar(&o.Partitions, "partitions", 4, "partitions of every topic")
-	flag.IntVar(&o.UploadN, "upload-n", 100_000, "stage changes (× 3 destinations) in the upload backlog (at most -n)")
+	flag.IntVar(&o.UploadN, "upload-n", 100_000, "stage changes (× 5 destinations) in the upload backlog (at most -n)")
 	flag.StringVar(&o.Out, "out", "testdata/bench/results.json", "results as JSON (empty: none)")
 	flag.StringVar(&o.MD, "md", "testdata/bench/README.md", "results as a Markdown table (empty: none)")
 	flag.StringVar(&o.Bin, "bin", "", "closedloop binary (default: go build ./cmd/closedloop into a temp dir)")

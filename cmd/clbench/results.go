@@ -125,10 +125,22 @@ func verdict(ok bool) string {
 	return "MISSED"
 }
 
+// uploadPlatforms lists the platforms of an upload run's fill in the registry's order
+// (results of older runs hold three).
+func uploadPlatforms(fill map[string]Fill) []string {
+	var out []string
+	for _, d := range bench.All {
+		if _, ok := fill[bench.PlatformOf[d]]; ok {
+			out = append(out, bench.PlatformOf[d])
+		}
+	}
+	return out
+}
+
 // rows are the table's lines: measure, value, target, verdict.
 func (r *Results) rows() [][4]string {
 	fillRows := [][4]string{}
-	for _, p := range []string{"google", "meta", "tiktok"} {
+	for _, p := range uploadPlatforms(r.Uploads.Fill) {
 		f := r.Uploads.Fill[p]
 		fillRows = append(fillRows, [4]string{
 			fmt.Sprintf("batch fill, %s (%d events / %d requests, max %d)", p, f.Events, f.Requests, f.Max),
@@ -144,7 +156,7 @@ func (r *Results) rows() [][4]string {
 		{fmt.Sprintf("closedloop identity captures ingested (%d)", r.N), fmt.Sprintf("%.0f/s (%.1fs)", r.IdentityIngest.PerSecond, r.IdentityIngest.Seconds), "", ""},
 		{"raw Postgres COPY of the same identities + clicks", fmt.Sprintf("%.0f/s (%.1fs)", r.RawIdentityInsert.PerSecond, r.RawIdentityInsert.Seconds), "", ""},
 		{"  identity ratio to raw insert", fmt.Sprintf("%.2f", r.IdentityRatio), "≥ 0.5", verdict(r.IdentityRatio >= 0.5)},
-		{fmt.Sprintf("uploads to the sandbox, backlog of %d rows (3 platforms)", r.Uploads.Rows), fmt.Sprintf("%.0f/s (%.1fs)", r.Uploads.PerSecond, r.Uploads.Seconds), "", ""},
+		{fmt.Sprintf("uploads to the sandbox, backlog of %d rows (%d platforms)", r.Uploads.Rows, len(r.Uploads.Fill)), fmt.Sprintf("%.0f/s (%.1fs)", r.Uploads.PerSecond, r.Uploads.Seconds), "", ""},
 	}
 	out = append(out, fillRows...)
 	out = append(out,
@@ -253,8 +265,8 @@ cores with autovacuum of the tables the previous one filled.
   hashes nothing. On 2 cores shared with Kafka and PostgreSQL this ratio moves from run
   to run: four runs of one build on fresh services gave 0.51, 0.47, 0.46 and 0.46
   (2026-11-26; the raw COPY itself ranged 72,000-81,000/s).
-- **uploads**: a backlog of upload-n stage changes × 3 destinations (Google Data Manager,
-  Meta CAPI, TikTok) filled with the uploader off, then uploaded by one worker to the
+- **uploads**: a backlog of upload-n stage changes × 5 destinations (Google Data Manager,
+  Meta CAPI, TikTok, Microsoft Advertising, LinkedIn) filled with the uploader off, then uploaded by one worker to the
   sandbox (in process, no faults) until nothing is ready or in flight. Batch fill is the
   sandbox's events received / requests answered / the platform's maximum. Data Manager's
   status polling (sent → accepted) is not part of the time.

@@ -16,11 +16,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/closedloop/closedloop/internal/bench"
-	"github.com/closedloop/closedloop/uploader/google"
-	"github.com/closedloop/closedloop/uploader/meta"
 	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
-	"github.com/closedloop/closedloop/uploader/tiktok"
 
 	"go.uber.org/zap"
 )
@@ -82,7 +79,7 @@ func run(ctx context.Context, o options) error {
 	now := time.Now()
 	e.ds = bench.Dataset{Source: "bench", Prefix: "b", Now: now}
 	e.dsSmall = bench.Dataset{Source: "bench", Prefix: "b", DealTag: "s", Now: now}
-	e.dsUp = bench.Dataset{Source: "bench", Prefix: "u", Now: now}
+	e.dsUp = bench.Dataset{Source: "bench", Prefix: "u", Now: now, AllPlatforms: true}
 	t := &e.topics
 	p := "clbench-" + e.run + "-"
 	t.ids, t.stages, t.small, t.idsUp, t.stagesUp, t.empty, t.dlq = p+"ids", p+"stages", p+"stages-small", p+"ids-up", p+"stages-up", p+"empty", p+"dlq"
@@ -557,9 +554,10 @@ func (e *env) replay(ctx context.Context) error {
 // uploads fills a second outbox (uploader off), then uploads it to the in-process sandbox.
 func (e *env) uploads(ctx context.Context) error {
 	u := e.o.UploadN
-	want := 3 * u
+	want := len(bench.All) * u
 	fill, err := e.config("upload-fill", bench.WorkerConfig{
 		Group: "clbench-up", StageTopic: e.topics.stagesUp, IdentityTopic: e.topics.idsUp, DSN: e.upDSN,
+		Destinations: bench.All,
 	})
 	if err != nil {
 		return err
@@ -595,7 +593,7 @@ func (e *env) uploads(ctx context.Context) error {
 	defer sb.Shutdown(context.WithoutCancel(ctx))
 	up, err := e.config("upload", bench.WorkerConfig{
 		Group: "clbench-up", StageTopic: e.topics.stagesUp, IdentityTopic: e.topics.idsUp, DSN: e.upDSN,
-		Upload: true, SandboxURL: url,
+		Upload: true, SandboxURL: url, Destinations: bench.All,
 	})
 	if err != nil {
 		return err
@@ -614,16 +612,17 @@ func (e *env) uploads(ctx context.Context) error {
 			lastLog = time.Now()
 			ob, _ := bench.ReadOutbox(ctx, e.upDSN)
 			c := sb.Counts()
-			logf("uploading: outbox %v; sandbox accepted google %d meta %d tiktok %d (requests %d/%d/%d, faulted %d/%d/%d, refused %d/%d/%d)", ob.ByState,
-				c["google"].AcceptedUnique, c["meta"].AcceptedUnique, c["tiktok"].AcceptedUnique,
-				c["google"].Requests, c["meta"].Requests, c["tiktok"].Requests,
-				c["google"].Faulted, c["meta"].Faulted, c["tiktok"].Faulted,
-				c["google"].Refused, c["meta"].Refused, c["tiktok"].Refused)
+			var per []string
+			for _, d := range bench.All {
+				p := c[bench.PlatformOf[d]]
+				per = append(per, fmt.Sprintf("%s %d (requests %d, faulted %d, refused %d)", bench.PlatformOf[d], p.AcceptedUnique, p.Requests, p.Faulted, p.Refused))
+			}
+			logf("uploading: outbox %v; sandbox accepted %s", ob.ByState, strings.Join(per, ", "))
 		}
 		c := sb.Counts()
 		total := 0
-		for _, p := range []string{google.DataManagerName, meta.Name, tiktok.Name} {
-			total += c[p].AcceptedUnique
+		for _, d := range bench.All {
+			total += c[bench.PlatformOf[d]].AcceptedUnique
 		}
 		if received == 0 && total >= want {
 			received = time.Since(start)
@@ -653,7 +652,8 @@ func (e *env) uploads(ctx context.Context) error {
 	rss, _ := w.PeakRSS()
 	c := sb.Counts()
 	e.res.Uploads = UploadResult{Rows: want, Seconds: received.Seconds(), PerSecond: float64(want) / received.Seconds(), PeakRSS: rss, Fill: map[string]Fill{}}
-	for _, p := range []string{google.DataManagerName, meta.Name, tiktok.Name} {
+	for _, d := range bench.All {
+		p := bench.PlatformOf[d]
 		spec, _ := platforms.Lookup(p)
 		max := spec.MaxBatch
 		f := Fill{Requests: c[p].Requests, Events: c[p].Received, Max: max}

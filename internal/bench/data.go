@@ -3,6 +3,7 @@ package bench
 import (
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"time"
 
@@ -25,7 +26,26 @@ type Dataset struct {
 	// Now anchors the times: clicks and captures at Now-48h (older than Google's 6h minimum),
 	// conversions at Now-24h (inside Meta's 7 days and Google's click window).
 	Now time.Time
+	// AllPlatforms gives each capture an msclkid and a li_fat_id too, for configs that send
+	// to Microsoft Advertising and LinkedIn (All); without it a capture carries a gclid and
+	// a ttclid, as the ingestion figures were measured.
+	AllPlatforms bool
 }
+
+// ConvertedAt is when every generated deal was won (the stage change's occurred_at).
+func (d Dataset) ConvertedAt() time.Time {
+	return d.Now.Add(-24 * time.Hour).UTC().Truncate(time.Second)
+}
+
+// MSClickID is subject i's Microsoft click id (32 hex digits, as msclkid values are).
+func (d Dataset) MSClickID(i int) string {
+	h := fnv.New32a()
+	h.Write([]byte(d.Prefix + "/" + d.DealTag))
+	return fmt.Sprintf("%08x%024x", h.Sum32(), i)
+}
+
+// LiFatID is subject i's LinkedIn first-party ad tracking id.
+func (d Dataset) LiFatID(i int) string { return "li-bench-" + d.Prefix + "-" + strconv.Itoa(i) }
 
 // Rule is the mapping rule name the generated stage changes match.
 const Rule = "closed-won"
@@ -78,16 +98,21 @@ type captureJSON struct {
 
 // Identity is subject i's identity capture as a Kafka message (canonical JSON).
 func (d Dataset) Identity(i int) kafka.Message {
+	clicks := map[string]string{
+		"gclid":  "Cj0KCQbench" + d.Prefix + strconv.Itoa(i),
+		"ttclid": "E.C.P.bench" + d.Prefix + strconv.Itoa(i),
+	}
+	if d.AllPlatforms {
+		clicks["msclkid"] = d.MSClickID(i)
+		clicks["li_fat_id"] = d.LiFatID(i)
+	}
 	v, _ := json.Marshal(captureJSON{
 		Subject:    map[string]string{"type": "contact", "source": d.Source, "id": d.ContactID(i)},
 		CapturedAt: d.Now.Add(-48 * time.Hour).UTC().Format(time.RFC3339),
-		ClickIDs: map[string]string{
-			"gclid":  "Cj0KCQbench" + d.Prefix + strconv.Itoa(i),
-			"ttclid": "E.C.P.bench" + d.Prefix + strconv.Itoa(i),
-		},
-		Email:   d.Email(i),
-		Phone:   d.Phone(i),
-		Consent: map[string]string{"ad_user_data": "granted", "ad_personalization": "granted"},
+		ClickIDs:   clicks,
+		Email:      d.Email(i),
+		Phone:      d.Phone(i),
+		Consent:    map[string]string{"ad_user_data": "granted", "ad_personalization": "granted"},
 	})
 	return kafka.Message{Key: []byte(d.ContactID(i)), Value: v}
 }
@@ -110,7 +135,7 @@ func (d Dataset) StageChange(i int) kafka.Message {
 	v, _ := json.Marshal(stageJSON{
 		Source: d.Source, ObjectType: "deal", ObjectID: d.DealID(i), Pipeline: "default",
 		Stage: "closedwon", Status: "won",
-		OccurredAt: d.Now.Add(-24 * time.Hour).UTC().Format(time.RFC3339),
+		OccurredAt: d.ConvertedAt().Format(time.RFC3339),
 		Amount:     fmt.Sprintf("%d.%02d", 100+i%5000, i%100), Currency: "USD",
 		ContactIDs: []string{d.ContactID(i)},
 	})

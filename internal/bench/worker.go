@@ -44,22 +44,40 @@ func Build(ctx context.Context, root, dir string) (string, error) {
 
 // Destinations the generated config defines, one per platform, all pointing at the sandbox.
 const (
-	DestGoogle = "google-dm"
-	DestMeta   = "meta-crm"
-	DestTikTok = "tiktok-crm"
+	DestGoogle    = "google-dm"
+	DestMeta      = "meta-crm"
+	DestTikTok    = "tiktok-crm"
+	DestMicrosoft = "microsoft-crm"
+	DestLinkedIn  = "linkedin-crm"
+)
+
+// Default is the destinations a generated config sends to unless told otherwise; All adds
+// the two platforms whose click ids only a Dataset with AllPlatforms carries.
+var (
+	Default = []string{DestGoogle, DestMeta, DestTikTok}
+	All     = []string{DestGoogle, DestMeta, DestTikTok, DestMicrosoft, DestLinkedIn}
 )
 
 // PlatformOf maps a generated destination to its sandbox platform name.
-var PlatformOf = map[string]string{DestGoogle: "google", DestMeta: "meta", DestTikTok: "tiktok"}
+var PlatformOf = map[string]string{DestGoogle: "google", DestMeta: "meta", DestTikTok: "tiktok", DestMicrosoft: "microsoft", DestLinkedIn: "linkedin"}
 
-// SandboxKey is the sandbox's count key of conversion key on destination (the platform's
-// dedup scope: account or dataset, conversion, then the key).
-func SandboxKey(destination, key string) string {
+// conversionOf is the conversion each generated destination's rule sends.
+var conversionOf = map[string]string{DestGoogle: "987654321", DestMeta: "Purchase", DestTikTok: "CompletePayment", DestMicrosoft: "Closed Won", DestLinkedIn: "104857"}
+
+// SandboxKey is the sandbox's count key of subject i's conversion on destination: the
+// platform's dedup scope (account or dataset, conversion) and then its dedup key, which is
+// our conversion key everywhere but on Microsoft (click id and conversion time).
+func (d Dataset) SandboxKey(i int, destination string) string {
+	key := d.Key(i, destination)
 	switch destination {
 	case DestGoogle:
 		return "1234567890/987654321/" + key
 	case DestMeta:
 		return "123456789012345/Purchase/" + key
+	case DestMicrosoft:
+		return "7890123/Closed Won/" + d.MSClickID(i) + "/" + d.ConvertedAt().Format(time.RFC3339)
+	case DestLinkedIn:
+		return "urn:lla:llaPartnerConversion:104857/" + key
 	default:
 		return "7300000000000000001/CompletePayment/" + key
 	}
@@ -74,7 +92,7 @@ type WorkerConfig struct {
 	MaxConns                                   int // postgres pool; 0 = the default
 	Upload                                     bool
 	SandboxURL                                 string
-	// Destinations the mapping rule sends to (default: all three).
+	// Destinations the mapping rule sends to (default: Default, three).
 	Destinations []string
 	Source       string
 	BatchSize    int           // kafka.batch_size; 0 = the default
@@ -102,12 +120,11 @@ func WriteConfig(path string, c WorkerConfig) error {
 	}
 	dests := c.Destinations
 	if len(dests) == 0 {
-		dests = []string{DestGoogle, DestMeta, DestTikTok}
+		dests = Default
 	}
-	conv := map[string]string{DestGoogle: "987654321", DestMeta: "Purchase", DestTikTok: "CompletePayment"}
 	var ruleDests []map[string]string
 	for _, d := range dests {
-		ruleDests = append(ruleDests, map[string]string{"destination": d, "conversion": conv[d]})
+		ruleDests = append(ruleDests, map[string]string{"destination": d, "conversion": conversionOf[d]})
 	}
 	sb := c.SandboxURL
 	if sb == "" {
@@ -147,6 +164,14 @@ func WriteConfig(path string, c WorkerConfig) error {
 		DestTikTok: map[string]any{
 			"platform": "tiktok", "base_url": sb, "event_source_id": "7300000000000000001",
 			"access_token": "bench-tiktok-token", "timeout": timeout,
+		},
+		DestMicrosoft: map[string]any{
+			"platform": "microsoft", "base_url": sb, "token_url": sb + "/token",
+			"customer_id": "123456", "customer_account_id": "7890123", "developer_token": "bench-ms-developer-token",
+			"client_id": "bench-ms-client", "client_secret": "bench-ms-secret", "refresh_token": "bench-ms-refresh", "timeout": timeout,
+		},
+		DestLinkedIn: map[string]any{
+			"platform": "linkedin", "base_url": sb, "access_token": "bench-linkedin-token", "timeout": timeout,
 		},
 	}
 	if c.RatePerSecond > 0 {

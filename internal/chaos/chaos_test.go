@@ -23,7 +23,9 @@ import (
 	"github.com/closedloop/closedloop/internal/report"
 	"github.com/closedloop/closedloop/store"
 	"github.com/closedloop/closedloop/uploader/google"
+	"github.com/closedloop/closedloop/uploader/linkedin"
 	"github.com/closedloop/closedloop/uploader/meta"
+	"github.com/closedloop/closedloop/uploader/microsoft"
 	"github.com/closedloop/closedloop/uploader/platforms"
 	"github.com/closedloop/closedloop/uploader/sandbox"
 	"github.com/closedloop/closedloop/uploader/tiktok"
@@ -115,11 +117,11 @@ func TestFaults(t *testing.T) {
 	cfg := filepath.Join(dir, "closedloop.yaml")
 	require.NoError(t, bench.WriteConfig(cfg, bench.WorkerConfig{
 		Brokers: svc.Brokers, Group: "chaos", StageTopic: stages, IdentityTopic: ids, DeadLetterTopic: dlq,
-		DSN: dsn, Upload: true, SandboxURL: sbURL, Source: "chaos",
+		DSN: dsn, Upload: true, SandboxURL: sbURL, Source: "chaos", Destinations: bench.All,
 		BatchSize: 200, LeaseFor: 5 * time.Second, PollInterval: 200 * time.Millisecond, Timeout: 1500 * time.Millisecond,
 	}))
 
-	ds := bench.Dataset{Source: "chaos", Prefix: "k", Now: time.Now()}
+	ds := bench.Dataset{Source: "chaos", Prefix: "k", Now: time.Now(), AllPlatforms: true}
 	sup := newSupervisor(t, bin, cfg, filepath.Join(dir, "logs"))
 	sup.want("a", true)
 	defer sup.stopAll()
@@ -164,8 +166,8 @@ func TestFaults(t *testing.T) {
 	// Settle: the groups at the end, every expected row accepted.
 	want := map[string]string{} // sandbox platform/key → outbox key
 	for i := 0; i < p.n; i++ {
-		for _, d := range []string{bench.DestGoogle, bench.DestMeta, bench.DestTikTok} {
-			want[bench.PlatformOf[d]+"|"+bench.SandboxKey(d, ds.Key(i, d))] = ds.Key(i, d)
+		for _, d := range bench.All {
+			want[bench.PlatformOf[d]+"|"+ds.SandboxKey(i, d)] = ds.Key(i, d)
 		}
 	}
 	settleCtx, settleCancel := context.WithTimeout(ctx, p.converge)
@@ -197,9 +199,10 @@ func TestFaults(t *testing.T) {
 	counts := sb.Counts()
 	var duplicates, lost, extra, resent, faulted int
 	seen := map[string]bool{}
-	for _, pl := range []string{google.DataManagerName, meta.Name, tiktok.Name} {
+	for _, pl := range []string{google.DataManagerName, meta.Name, tiktok.Name, microsoft.Name, linkedin.Name} {
 		c := counts[pl]
 		faulted += c.Faulted
+		t.Logf("sandbox %s: %d requests, %d events received, %d keys, %d faults injected", pl, c.Requests, c.Received, len(c.Keys), c.Faulted)
 		for k, kc := range c.Keys {
 			seen[pl+"|"+k] = true
 			resent += kc.Received - kc.Effective
@@ -224,12 +227,16 @@ func TestFaults(t *testing.T) {
 	}
 
 	// The outbox and the sandbox agree row by row; nothing in flight or leased.
+	sandboxKeyOf := make(map[string]string, len(want))
+	for sk, key := range want {
+		sandboxKeyOf[key] = sk
+	}
 	rows, err := bench.ReadRows(ctx, dsn)
 	require.NoError(t, err)
 	require.Len(t, rows, len(want), "outbox rows")
 	awaitingPoll := 0
 	for _, r := range rows {
-		sk := r.Platform + "|" + bench.SandboxKey(r.Destination, r.Key)
+		sk := sandboxKeyOf[r.Key]
 		if r.State == "sent" && r.Destination == bench.DestGoogle {
 			awaitingPoll++ // sent and counted by the sandbox; the status poll has not run yet
 		} else {
