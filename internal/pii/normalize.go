@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"slices"
 	"strings"
+	"sync"
 	"unicode"
 
 	"github.com/nyaruka/phonenumbers"
@@ -306,12 +307,39 @@ func (n Normalizer) phone(raw string) (*forms, error) {
 // country.
 func parseValid(s, region string) (*phonenumbers.PhoneNumber, bool) {
 	num, err := phonenumbers.Parse(s, region)
-	if err != nil || phonenumbers.GetRegionCodeForCountryCode(int(num.GetCountryCode())) == "ZZ" ||
-		!phonenumbers.IsValidNumber(num) {
+	if err != nil {
 		return nil, false
 	}
-	return num, true
+	main := phonenumbers.GetRegionCodeForCountryCode(int(num.GetCountryCode()))
+	if main == "ZZ" {
+		return nil, false
+	}
+	if main == region && mainRegionFirst(region) && phonenumbers.IsValidNumberForRegion(num, region) {
+		// IsValidNumber finds the number's region by trying the calling code's regions in
+		// order, the main one first, and then validates against it: a number valid for the
+		// main region (when it claims no leading digits) is valid, with half the pattern
+		// matching (for +1, it would run the US patterns twice).
+		return num, true
+	}
+	return num, phonenumbers.IsValidNumber(num)
 }
+
+// mainRegionFirst reports whether region is the first region IsValidNumber tries for its
+// calling code (its main region: US for +1, GB for +44). Main regions claim no leading
+// digits in the metadata (TestPhoneFastPathAgrees checks every region's examples), so
+// IsValidNumberForRegion(num, region) true implies IsValidNumber(num) true.
+func mainRegionFirst(region string) bool {
+	v, ok := mainFirst.Load(region)
+	if !ok {
+		regions := phonenumbers.GetRegionCodesForCountryCode(phonenumbers.GetCountryCodeForRegion(region))
+		v = len(regions) > 0 && regions[0] == region
+		mainFirst.Store(region, v)
+	}
+	return v.(bool)
+}
+
+// mainFirst caches mainRegionFirst per region (a handful of default regions at most).
+var mainFirst sync.Map
 
 // compactPhone drops the spaces, dashes, dots, slashes and parentheses of a number written
 // with nothing but those, digits and '+': the parser ignores them anyway, and its

@@ -104,3 +104,42 @@ func BenchmarkPhone(b *testing.B) {
 		}
 	}
 }
+
+// TestPhoneFastPathAgrees checks parseValid's shortcut against the library's own
+// IsValidNumber on every region's example numbers of every type, each parsed under every
+// region of its calling code and under US, and on variants with a digit changed or added.
+func TestPhoneFastPathAgrees(t *testing.T) {
+	t.Parallel()
+	types := []phonenumbers.PhoneNumberType{phonenumbers.FIXED_LINE, phonenumbers.MOBILE, phonenumbers.TOLL_FREE,
+		phonenumbers.PREMIUM_RATE, phonenumbers.VOIP, phonenumbers.PERSONAL_NUMBER, phonenumbers.PAGER, phonenumbers.UAN}
+	checked, valid := 0, 0
+	for region := range phonenumbers.GetSupportedRegions() {
+		for _, typ := range types {
+			ex := phonenumbers.GetExampleNumberForType(region, typ)
+			if ex == nil {
+				continue
+			}
+			e164 := phonenumbers.Format(ex, phonenumbers.E164)
+			national := phonenumbers.Format(ex, phonenumbers.NATIONAL)
+			raws := []string{e164, e164 + "7", e164[:len(e164)-1], e164[:len(e164)-1] + string(rune('0'+(e164[len(e164)-1]-'0'+1)%10)), compactPhone(national)}
+			parseUnder := append([]string{"US", region}, phonenumbers.GetRegionCodesForCountryCode(int(ex.GetCountryCode()))...)
+			for _, raw := range raws {
+				for _, under := range parseUnder {
+					num, err := phonenumbers.Parse(raw, under)
+					if err != nil {
+						continue
+					}
+					want := phonenumbers.GetRegionCodeForCountryCode(int(num.GetCountryCode())) != "ZZ" && phonenumbers.IsValidNumber(num)
+					_, got := parseValid(raw, under)
+					require.Equal(t, want, got, "%s (a %s example, type %v) parsed under %s", raw, region, typ, under)
+					checked++
+					if got {
+						valid++
+					}
+				}
+			}
+		}
+	}
+	require.Greater(t, checked, 5000)
+	require.Greater(t, valid, 1000)
+}
