@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode"
@@ -306,6 +307,9 @@ func (n Normalizer) phone(raw string) (*forms, error) {
 // parseValid parses s under region and reports whether it is a valid number of a known
 // country.
 func parseValid(s, region string) (*phonenumbers.PhoneNumber, bool) {
+	if num, ok := parseE164(s); ok {
+		return num, true
+	}
 	num, err := phonenumbers.Parse(s, region)
 	if err != nil {
 		return nil, false
@@ -323,6 +327,89 @@ func parseValid(s, region string) (*phonenumbers.PhoneNumber, bool) {
 	}
 	return num, phonenumbers.IsValidNumber(num)
 }
+
+// parseE164 reads a number written in E.164 ("+14152001234", what compactPhone makes of
+// "+1 (415) 200-1234") without Parse's generic patterns (its extension pattern alone, tried
+// at every position, is a fifth of an identity's decoding), and reports whether it is a
+// valid number of its calling code's main region. false means only "not answered here":
+// the caller parses in full. It answers only where Parse provably reads the digits as they
+// stand: a known geographic calling code (the first 1-3 digits naming one, as Parse
+// extracts it), a national number of 2-17 digits not starting with 0 (Italian leading
+// zeros and trunk zeros written after the country code take the full path), and a region
+// whose national prefix for parsing is plain digits, without a transform rule, that the
+// national number does not start with (so Parse strips nothing; in today's metadata the
+// leading-0 condition already covers every prefix that a valid number can start with, this
+// one keeps it so if the metadata changes). TestPhoneFastPathAgrees compares it with Parse
+// on every region's examples and on variants built to hit each condition.
+func parseE164(s string) (*phonenumbers.PhoneNumber, bool) {
+	if len(s) < 4 || len(s) > 21 || s[0] != '+' || s[1] == '0' {
+		return nil, false
+	}
+	for i := 1; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return nil, false
+		}
+	}
+	cc, region := 0, "ZZ"
+	for i := 2; i <= 4 && i < len(s); i++ {
+		code := 0
+		for _, c := range s[1:i] {
+			code = code*10 + int(c-'0')
+		}
+		if r := phonenumbers.GetRegionCodeForCountryCode(code); r != "ZZ" {
+			cc, region = code, r
+			break
+		}
+	}
+	if region == "ZZ" || region == "001" { // unknown, or non-geographic (+800, +882, ...)
+		return nil, false
+	}
+	national := s[1+len(strconv.Itoa(cc)):]
+	if len(national) < 2 || len(national) > 17 || national[0] == '0' {
+		return nil, false
+	}
+	prefix, plain := nationalPrefix(region)
+	if !plain || prefix != "" && strings.HasPrefix(national, prefix) {
+		return nil, false
+	}
+	nsn, err := strconv.ParseUint(national, 10, 64)
+	if err != nil {
+		return nil, false
+	}
+	code := int32(cc)
+	num := &phonenumbers.PhoneNumber{CountryCode: &code, NationalNumber: &nsn}
+	if !mainRegionFirst(region) || !phonenumbers.IsValidNumberForRegion(num, region) {
+		return nil, false
+	}
+	return num, true
+}
+
+// nationalPrefix is region's national prefix for parsing, and whether Parse uses it as
+// plain digits: no pattern and no transform rule (US: "1", GB: "0"; AR's pattern, which
+// rewrites "15" mobile numbers, is not plain).
+func nationalPrefix(region string) (prefix string, plain bool) {
+	prefixesOnce.Do(func() {
+		prefixes = map[string]string{}
+		coll, err := phonenumbers.MetadataCollection()
+		if err != nil {
+			return // every region is then "not plain": the full parse answers
+		}
+		for _, m := range coll.GetMetadata() {
+			p := m.GetNationalPrefixForParsing()
+			if m.GetNationalPrefixTransformRule() != "" || strings.Trim(p, "0123456789") != "" {
+				continue
+			}
+			prefixes[m.GetId()] = p
+		}
+	})
+	prefix, plain = prefixes[region]
+	return prefix, plain
+}
+
+var (
+	prefixesOnce sync.Once
+	prefixes     map[string]string // region → plain national prefix for parsing
+)
 
 // mainRegionFirst reports whether region is the first region IsValidNumber tries for its
 // calling code (its main region: US for +1, GB for +44). Main regions claim no leading

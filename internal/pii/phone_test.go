@@ -2,6 +2,7 @@ package pii
 
 import (
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -105,14 +106,44 @@ func BenchmarkPhone(b *testing.B) {
 	}
 }
 
-// TestPhoneFastPathAgrees checks parseValid's shortcut against the library's own
-// IsValidNumber on every region's example numbers of every type, each parsed under every
-// region of its calling code and under US, and on variants with a digit changed or added.
+// TestPhoneFastPathAgrees checks parseValid's shortcuts (parseE164, and IsValidNumberForRegion
+// for the main region) against the library's own Parse and IsValidNumber on every region's
+// example numbers of every type, each parsed under its region, its calling code's main
+// region and US, on variants with a digit changed, added or dropped, with the region's national
+// prefix or a 0 written after the country code, and on random "+" numbers: both must keep
+// the same E.164 number, or both refuse.
 func TestPhoneFastPathAgrees(t *testing.T) {
 	t.Parallel()
+	reference := func(raw, under string) string {
+		num, err := phonenumbers.Parse(raw, under)
+		if err != nil || phonenumbers.GetRegionCodeForCountryCode(int(num.GetCountryCode())) == "ZZ" || !phonenumbers.IsValidNumber(num) {
+			return "refused"
+		}
+		return phonenumbers.Format(num, phonenumbers.E164)
+	}
+	got := func(raw, under string) string {
+		num, ok := parseValid(raw, under)
+		if !ok {
+			return "refused"
+		}
+		return phonenumbers.Format(num, phonenumbers.E164)
+	}
 	types := []phonenumbers.PhoneNumberType{phonenumbers.FIXED_LINE, phonenumbers.MOBILE, phonenumbers.TOLL_FREE,
 		phonenumbers.PREMIUM_RATE, phonenumbers.VOIP, phonenumbers.PERSONAL_NUMBER, phonenumbers.PAGER, phonenumbers.UAN}
-	checked, valid := 0, 0
+	checked, valid, fast := 0, 0, 0
+	check := func(raw string, under ...string) {
+		for _, u := range under {
+			want := reference(raw, u)
+			require.Equal(t, want, got(raw, u), "%s parsed under %s", raw, u)
+			checked++
+			if want != "refused" {
+				valid++
+			}
+			if _, ok := parseE164(raw); ok {
+				fast++
+			}
+		}
+	}
 	for region := range phonenumbers.GetSupportedRegions() {
 		for _, typ := range types {
 			ex := phonenumbers.GetExampleNumberForType(region, typ)
@@ -121,25 +152,30 @@ func TestPhoneFastPathAgrees(t *testing.T) {
 			}
 			e164 := phonenumbers.Format(ex, phonenumbers.E164)
 			national := phonenumbers.Format(ex, phonenumbers.NATIONAL)
-			raws := []string{e164, e164 + "7", e164[:len(e164)-1], e164[:len(e164)-1] + string(rune('0'+(e164[len(e164)-1]-'0'+1)%10)), compactPhone(national)}
-			parseUnder := append([]string{"US", region}, phonenumbers.GetRegionCodesForCountryCode(int(ex.GetCountryCode()))...)
+			cc := strconv.Itoa(int(ex.GetCountryCode()))
+			nsn := phonenumbers.GetNationalSignificantNumber(ex)
+			last := e164[len(e164)-1] - '0'
+			raws := []string{e164, e164 + "7", e164[:len(e164)-1], e164[:len(e164)-1] + string(rune('0'+(last+1)%10)),
+				compactPhone(national), "+" + cc + "0" + nsn, "+" + cc + phonenumbers.GetNddPrefixForRegion(region, true) + nsn}
+			under := []string{"US", region}
+			if main := phonenumbers.GetRegionCodeForCountryCode(int(ex.GetCountryCode())); main != region && main != "US" {
+				under = append(under, main)
+			}
 			for _, raw := range raws {
-				for _, under := range parseUnder {
-					num, err := phonenumbers.Parse(raw, under)
-					if err != nil {
-						continue
-					}
-					want := phonenumbers.GetRegionCodeForCountryCode(int(num.GetCountryCode())) != "ZZ" && phonenumbers.IsValidNumber(num)
-					_, got := parseValid(raw, under)
-					require.Equal(t, want, got, "%s (a %s example, type %v) parsed under %s", raw, region, typ, under)
-					checked++
-					if got {
-						valid++
-					}
-				}
+				check(raw, under...)
 			}
 		}
 	}
-	require.Greater(t, checked, 5000)
+	r := rand.New(rand.NewPCG(3, 5))
+	for range 10000 {
+		var b strings.Builder
+		b.WriteByte('+')
+		for range r.IntN(16) + 2 {
+			b.WriteByte(byte('0' + r.IntN(10)))
+		}
+		check(b.String(), "US")
+	}
+	require.Greater(t, checked, 15000)
 	require.Greater(t, valid, 1000)
+	require.Greater(t, fast, 1000, "the E.164 shortcut answers for most examples")
 }
